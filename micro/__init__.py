@@ -1,0 +1,38 @@
+"""micro-grpc: Go Micro for Python, gRPC-first.
+
+Generated ``*_micro.py`` modules and user code import only the names below; registry
+and broker backends are imported by their full path (``micro.registry.etcd``).
+"""
+
+from micro import errors
+from micro.client import CallOptions, Client, Metadata, Stub, SyncStub
+from micro.context import Context
+from micro.method import (
+    Idempotency,
+    Method,
+    ServiceDescriptor,
+    StreamStream,
+    StreamUnary,
+    UnaryStream,
+    UnaryUnary,
+)
+from micro.server import Handler, mount
+
+__all__ = [
+    "CallOptions",
+    "Client",
+    "Context",
+    "Handler",
+    "Idempotency",
+    "Metadata",
+    "Method",
+    "ServiceDescriptor",
+    "StreamStream",
+    "StreamUnary",
+    "Stub",
+    "SyncStub",
+    "UnaryStream",
+    "UnaryUnary",
+    "errors",
+    "mount",
+]

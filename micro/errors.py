@@ -1,0 +1,170 @@
+"""Typed status errors, and the one place grpc's errors are translated to them.
+
+    Error                   root: a gRPC status with code, message and rich details
+    ├── Cancelled           CANCELLED
+    ├── Unknown             UNKNOWN
+    ├── InvalidArgument     INVALID_ARGUMENT
+    ├── DeadlineExceeded    DEADLINE_EXCEEDED
+    ├── NotFound            NOT_FOUND
+    ├── AlreadyExists       ALREADY_EXISTS
+    ├── PermissionDenied    PERMISSION_DENIED
+    ├── ResourceExhausted   RESOURCE_EXHAUSTED
+    ├── FailedPrecondition  FAILED_PRECONDITION
+    ├── Aborted             ABORTED
+    ├── OutOfRange          OUT_OF_RANGE
+    ├── Unimplemented       UNIMPLEMENTED
+    ├── Internal            INTERNAL
+    ├── Unavailable         UNAVAILABLE
+    ├── DataLoss            DATA_LOSS
+    └── Unauthenticated     UNAUTHENTICATED
+
+A handler raises one (``raise NotFound("no user 42")``); the caller catches the same
+class. Details are protobuf messages (``google.rpc.error_details_pb2`` or your own),
+sent as ``google.rpc.Status`` in the ``grpc-status-details-bin`` trailer, the format
+every gRPC implementation reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError, Message
+from google.rpc import status_pb2
+
+DETAILS_KEY = "grpc-status-details-bin"
+
+M = TypeVar("M", bound=Message)
+
+
+class Error(Exception):
+    """A gRPC status as an exception: ``code``, ``message`` and packed ``details``."""
+
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message: str = "", *, details: Iterable[Message] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: tuple[any_pb2.Any, ...] = tuple(_pack(d) for d in details)
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+    def detail(self, kind: type[M]) -> M | None:
+        """The first detail of message type ``kind``, unpacked, or None."""
+        found = kind()
+        for packed in self.details:
+            if packed.Unpack(found):
+                return found
+        return None
+
+    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
+        """Trailers that carry the details to the caller (empty without details)."""
+        if not self.details:
+            return ()
+        status = status_pb2.Status(
+            code=self.code.value[0], message=self.message, details=self.details
+        )
+        return ((DETAILS_KEY, status.SerializeToString()),)
+
+
+def _pack(message: Message) -> any_pb2.Any:
+    if isinstance(message, any_pb2.Any):
+        return message
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+class Cancelled(Error):
+    code = grpc.StatusCode.CANCELLED
+
+
+class Unknown(Error):
+    code = grpc.StatusCode.UNKNOWN
+
+
+class InvalidArgument(Error):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class DeadlineExceeded(Error):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class NotFound(Error):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(Error):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class PermissionDenied(Error):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class ResourceExhausted(Error):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class FailedPrecondition(Error):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Aborted(Error):
+    code = grpc.StatusCode.ABORTED
+
+
+class OutOfRange(Error):
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
+class Unimplemented(Error):
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class Internal(Error):
+    code = grpc.StatusCode.INTERNAL
+
+
+class Unavailable(Error):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DataLoss(Error):
+    code = grpc.StatusCode.DATA_LOSS
+
+
+class Unauthenticated(Error):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+_BY_CODE: dict[grpc.StatusCode, type[Error]] = {
+    cls.code: cls for cls in Error.__subclasses__() if cls is not Unknown
+}
+_BY_CODE[grpc.StatusCode.UNKNOWN] = Unknown
+
+
+def for_code(
+    code: grpc.StatusCode, message: str = "", details: Sequence[any_pb2.Any] = ()
+) -> Error:
+    """The typed error for a status code (``Unknown`` for codes outside the tree)."""
+    return _BY_CODE.get(code, Unknown)(message, details=details)
+
+
+def from_rpc_error(error: grpc.RpcError) -> Error:
+    """Translate grpcio's error (sync or aio) to the typed tree, keeping details."""
+    return for_code(error.code(), error.details() or "", _details(error.trailing_metadata()))
+
+
+def _details(trailers: Iterable[Any] | None) -> tuple[any_pb2.Any, ...]:
+    for key, value in trailers or ():
+        if key == DETAILS_KEY and isinstance(value, bytes):
+            try:
+                return tuple(status_pb2.Status.FromString(value).details)
+            except DecodeError:
+                return ()
+    return ()

@@ -1,0 +1,1 @@
+"""protoc-gen-micro: generates micro-grpc handlers and typed clients from .proto files."""

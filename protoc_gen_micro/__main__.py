@@ -1,0 +1,3 @@
+from protoc_gen_micro.plugin import main
+
+main()
