@@ -1,0 +1,41 @@
+# Every target sets up what it needs: a fresh clone runs `make demo` or `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+EXTRAS := dev,etcd,nats,redis,rabbitmq,otel,prometheus
+WKT = $$($(BIN)/python -c 'import grpc_tools, os; print(os.path.dirname(grpc_tools.__file__))')/_proto
+
+.PHONY: venv gen lint test demo bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	touch $@
+
+# micro/options_pb2 is committed (generated code users import); examples/gen is not.
+gen: venv
+	$(BIN)/python -m grpc_tools.protoc -Iproto -I$(WKT) --python_out=. \
+	    --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --mypy_out=. proto/micro/options.proto
+	$(BIN)/micro gen -I proto --out examples/gen proto/greeter
+
+lint: gen
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy micro protoc_gen_micro
+	cd examples/gen && ../../$(BIN)/mypy --strict --explicit-package-bases greeter
+
+test: lint
+	$(BIN)/pytest -q
+
+demo: gen
+	$(BIN)/python examples/demo.py
+
+bench: gen
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) examples/gen tests/gen .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,47 @@
+"""Service discovery: the ``Registry`` protocol, its data model and backends.
+
+``MemoryRegistry`` (tests), ``MdnsRegistry`` (zero-setup default) and the caching
+wrapper live here; backends with their own client library are imported by full path
+(``micro.registry.etcd``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from micro.registry.base import (
+    Endpoint,
+    Event,
+    EventType,
+    Node,
+    Registry,
+    RegistryError,
+    Service,
+)
+from micro.registry.cache import CachingRegistry
+from micro.registry.memory import MemoryRegistry
+
+if TYPE_CHECKING:
+    from micro.registry.mdns import MdnsRegistry
+
+__all__ = [
+    "CachingRegistry",
+    "Endpoint",
+    "Event",
+    "EventType",
+    "MdnsRegistry",
+    "MemoryRegistry",
+    "Node",
+    "Registry",
+    "RegistryError",
+    "Service",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # zeroconf is imported only by those who use mDNS.
+    if name == "MdnsRegistry":
+        from micro.registry.mdns import MdnsRegistry
+
+        return MdnsRegistry
+    raise AttributeError(name)

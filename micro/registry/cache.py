@@ -1,0 +1,112 @@
+"""A caching registry: lookups are dict reads, kept fresh by one watch.
+
+While the backend is unreachable the last known nodes keep being served (stale on
+error); a log line says when that starts and when the backend is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from micro.registry.base import Event, EventType, Registry, RegistryError, Service
+
+log = logging.getLogger("micro.registry")
+
+RETRY_WATCH = (0.05, 0.1, 0.25, 0.5, 1.0)  # seconds between watch reconnects
+
+
+class CachingRegistry:
+    """Wraps any ``Registry``; ``cached(name)`` is the hot path of every call.
+
+    ``generation`` changes whenever any cached service changes, so callers can keep
+    derived views (filtered node lists) until it moves.
+    """
+
+    def __init__(self, backend: Registry) -> None:
+        self.backend = backend
+        self.generation = 0
+        self._services: dict[str, list[Service]] = {}
+        self._watch: asyncio.Task[None] | None = None
+        self._stale = False
+
+    def cached(self, name: str) -> list[Service] | None:
+        return self._services.get(name)
+
+    async def get_service(self, name: str) -> list[Service]:
+        hit = self._services.get(name)
+        if hit is not None:
+            return hit
+        self._ensure_watch()
+        services = await self.backend.get_service(name)
+        self._store(name, services)
+        return services
+
+    async def register(self, service: Service, ttl: float) -> None:
+        await self.backend.register(service, ttl)
+
+    async def deregister(self, service: Service) -> None:
+        await self.backend.deregister(service)
+
+    async def list_services(self) -> list[Service]:
+        return await self.backend.list_services()
+
+    def watch(self, service: str | None = None) -> AsyncIterator[Event]:
+        return self.backend.watch(service)
+
+    async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+            self._watch = None
+        await self.backend.close()
+
+    def _store(self, name: str, services: list[Service]) -> None:
+        self._services[name] = services
+        self.generation += 1
+
+    def _ensure_watch(self) -> None:
+        if self._watch is None or self._watch.done():
+            self._watch = asyncio.get_running_loop().create_task(self._follow())
+
+    async def _follow(self) -> None:
+        failures = 0
+        while True:
+            try:
+                events = self.backend.watch()
+                if self._stale or failures:
+                    await self._resync()
+                async for event in events:
+                    failures = 0
+                    self._apply(event)
+            except RegistryError as e:
+                if not self._stale:
+                    log.warning("registry unreachable (%s): serving cached nodes", e)
+                    self._stale = True
+            await asyncio.sleep(RETRY_WATCH[min(failures, len(RETRY_WATCH) - 1)])
+            failures += 1
+
+    async def _resync(self) -> None:
+        for name in list(self._services):
+            self._store(name, await self.backend.get_service(name))
+        if self._stale:
+            log.warning("registry reachable again: cache resynchronised")
+            self._stale = False
+
+    def _apply(self, event: Event) -> None:
+        name = event.service.name
+        services = self._services.get(name)
+        if services is None:
+            return
+        (node,) = event.service.nodes
+        kept = [s.with_nodes(tuple(n for n in s.nodes if n.id != node.id)) for s in services]
+        if event.type is not EventType.DELETE:
+            version = event.service.version
+            for i, s in enumerate(kept):
+                if s.version == version:
+                    kept[i] = event.service.with_nodes((*s.nodes, node))
+                    break
+            else:
+                kept.append(event.service)
+        self._store(name, [s for s in kept if s.nodes])
