@@ -6,6 +6,7 @@ and broker backends are imported by their full path (``micro.registry.etcd``).
 
 from micro import errors
 from micro.client import CallOptions, Client, Metadata, Stub, SyncStub
+from micro.config import Config, ConfigError
 from micro.context import Context
 from micro.method import (
     Idempotency,
@@ -16,16 +17,21 @@ from micro.method import (
     UnaryStream,
     UnaryUnary,
 )
-from micro.server import Handler, mount
+from micro.server import Handler, Server, mount
+from micro.service import Service
 
 __all__ = [
     "CallOptions",
     "Client",
+    "Config",
+    "ConfigError",
     "Context",
     "Handler",
     "Idempotency",
     "Metadata",
     "Method",
+    "Server",
+    "Service",
     "ServiceDescriptor",
     "StreamStream",
     "StreamUnary",

@@ -1,4 +1,10 @@
-"""The client: channels per address, typed stubs, async and sync drivers.
+"""The client: the call pipeline, with thin async and sync drivers.
+
+select → channel → invoke → classify → retry. ``Client`` resolves a service name
+through the cached registry into a ``Route`` (filtered nodes and a strategy) and
+keeps one channel per node address; a ``Plan`` (``micro.plan``) decides each
+attempt. ``Stub`` and ``SyncStub`` only perform what the plan says, which keeps the
+async and the blocking client to the same policy.
 
 Generated ``<Svc>Client`` / ``<Svc>SyncClient`` classes subclass ``Stub`` /
 ``SyncStub``; each generated method is one call into ``_<kind>`` here.
@@ -6,58 +12,239 @@ Generated ``<Svc>Client`` / ``<Svc>SyncClient`` classes subclass ``Stub`` /
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 import warnings
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeAlias
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 import grpc.aio
 
 from micro import errors
-from micro.method import Method, Req, Resp
+from micro.config import Config
+from micro.context import inbound
+from micro.method import Method
+from micro.plan import Plan, RetryBudget
+from micro.registry import CachingRegistry, Registry, RegistryError, from_config
+from micro.selector import NodeHealth, Route, StrategyFactory, matching_nodes, strategy
+from micro.server import MAX_MESSAGE_SIZE
 
 Metadata: TypeAlias = Mapping[str, str | bytes] | Sequence[tuple[str, str | bytes]]
 _Pairs: TypeAlias = tuple[tuple[str, str | bytes], ...]
+T = TypeVar("T")
+
+CONNECT_TIMEOUT = 2.0  # seconds a call waits for a connection before trying elsewhere
+READY = grpc.ChannelConnectivity.READY
+_SETTLED = (READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN)
 
 
 @dataclass(frozen=True)
 class CallOptions:
-    """Per-call (or per-stub) options.
+    """How to route and retry a call; given per stub, per call, or both (per call
+    wins field by field).
 
+    ``version`` / ``metadata_filter``: only nodes at that version / with those labels.
+    ``retries``: attempts after the first. ``strategy``: ``"least_request"``
+    (default), ``"round_robin"``, ``"random"`` or a strategy factory.
     ``address``: call this ``host:port`` directly, bypassing discovery.
     """
 
+    version: str | None = None
+    metadata_filter: Mapping[str, str] | None = field(default=None, compare=False)
+    retries: int | None = None
+    strategy: str | StrategyFactory[Any] | None = None
     address: str | None = None
+    _filter: tuple[tuple[str, str], ...] = field(init=False, repr=False, default=())
+
+    def __post_init__(self) -> None:
+        if self.retries is not None and self.retries < 0:
+            raise ValueError(f"CallOptions.retries={self.retries}: must be >= 0")
+        if self.strategy is not None:
+            strategy(self.strategy)  # fails now on an unknown name, not at call time
+        if self.metadata_filter:
+            object.__setattr__(self, "_filter", tuple(sorted(self.metadata_filter.items())))
+
+    def over(self, base: CallOptions) -> CallOptions:
+        """These options with ``base`` filling what they leave unset."""
+        return CallOptions(
+            version=self.version if self.version is not None else base.version,
+            metadata_filter=(
+                self.metadata_filter if self.metadata_filter is not None else base.metadata_filter
+            ),
+            retries=self.retries if self.retries is not None else base.retries,
+            strategy=self.strategy if self.strategy is not None else base.strategy,
+            address=self.address if self.address is not None else base.address,
+        )
+
+
+_DEFAULT = CallOptions()
+
+
+class Peer(NodeHealth):
+    """One node address: its health, its channels (async and sync, made on first use)
+    and their method callables."""
+
+    __slots__ = ("calls", "channel", "lock", "retired", "state", "sync_calls", "sync_channel")
+
+    def __init__(self, address: str) -> None:
+        super().__init__(address)
+        self.channel: grpc.aio.Channel | None = None
+        self.calls: dict[Method[Any, Any], Any] = {}
+        self.sync_channel: grpc.Channel | None = None
+        self.sync_calls: dict[Method[Any, Any], Any] = {}
+        self.lock = threading.Condition()  # sync bookkeeping and connectivity changes
+        self.state: grpc.ChannelConnectivity | None = None  # sync channel, once watched
+        self.retired = False
 
 
 class Client:
-    """Owns the channels to service nodes; stubs share one ``Client``.
+    """Finds nodes, balances, retries; stubs share one ``Client``.
 
-    client = micro.Client()
-    greeter = GreeterClient("greeter", client, options=micro.CallOptions(address=addr))
+    client = micro.Client(registry=registry)
+    greeter = GreeterClient("greeter", client)
+
+    Without ``registry`` the backend ``MICRO_REGISTRY`` names is opened on first
+    discovery (calls with ``CallOptions(address=...)`` never open one). Async calls
+    belong to one event loop; the blocking stubs may be used from any thread.
     """
 
-    def __init__(self) -> None:
-        self._channels: dict[str, grpc.aio.Channel] = {}
-        self._sync_channels: dict[str, grpc.Channel] = {}
-        self._calls: dict[tuple[str, Method[Any, Any]], Any] = {}
-        self._sync_calls: dict[tuple[str, Method[Any, Any]], Any] = {}
+    def __init__(
+        self,
+        registry: Registry | None = None,
+        *,
+        retries: int | None = None,
+        timeout: float | None = None,
+        strategy: str | StrategyFactory[Any] = "least_request",
+        max_message_size: int = MAX_MESSAGE_SIZE,
+        config: Config | None = None,
+    ) -> None:
+        self.config = config or Config.from_env()
+        self.retries = self.config.client_retries if retries is None else retries
+        self.timeout = self.config.client_request_timeout if timeout is None else timeout
+        self.strategy = strategy
+        CallOptions(retries=self.retries, strategy=strategy)  # validate
+        self._channel_options = (
+            ("grpc.max_receive_message_length", max_message_size),
+            ("grpc.max_send_message_length", max_message_size),
+        )
+        self._registry = registry
+        self._owns_registry = registry is None
+        self._cache: CachingRegistry | None = None
+        self._generation = -1
+        self._peers: dict[str, Peer] = {}
+        self._routes: dict[tuple[str, str, CallOptions], Route[Peer]] = {}
+        self._budgets: dict[str, RetryBudget] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._orphans: list[grpc.aio.Channel] = []
+        self._background: _LoopThread | None = None
+        self._lock = threading.Lock()  # routing and retry bookkeeping of blocking callers
 
-    def _address(self, service: str, options: CallOptions) -> str:
-        if options.address:
-            return options.address
-        raise errors.Unavailable(f"no address for service {service!r}: no registry configured")
+    @property
+    def registry(self) -> CachingRegistry:
+        """The cached registry calls resolve through (opened on first use)."""
+        if self._cache is None:
+            backend = self._registry or from_config(self.config)
+            self._cache = backend if isinstance(backend, CachingRegistry) else None
+            self._cache = self._cache or CachingRegistry(backend)
+        return self._cache
 
-    def _multicallable(self, address: str, method: Method[Any, Any]) -> Any:
-        key = (address, method)
-        call = self._calls.get(key)
+    # -- routing (no I/O) -------------------------------------------------------
+
+    def _route(self, service: str, method: Method[Any, Any], options: CallOptions) -> Route[Peer]:
+        """The route of a call; raises ``LookupError`` when the registry must be
+        asked first (the drivers do that, async or blocking, and come back)."""
+        if options.address is not None:
+            key = ("", options.address, options)
+            route = self._routes.get(key)
+            if route is None:
+                route = self._routes[key] = Route((self._peer(options.address),), _first)
+            return route
+        cache = self.registry
+        if cache.generation != self._generation:
+            self._refresh(cache)
+        key = (service, method.path, options)
+        route = self._routes.get(key)
+        if route is None:
+            services = cache.cached(service)
+            if services is None:
+                raise LookupError(service)
+            nodes = matching_nodes(
+                services,
+                version=options.version,
+                metadata=options.metadata_filter,
+                endpoint=method.path[1:].replace("/", "."),
+            )
+            if not nodes:
+                raise errors.ServiceNotFound(_not_found(service, options, bool(services)))
+            pick = strategy(options.strategy or self.strategy)()
+            route = Route([self._peer(n.address) for n in nodes], pick, cache.generation)
+            self._routes[key] = route
+        return route
+
+    def _refresh(self, cache: CachingRegistry) -> None:
+        """The registry changed: drop routes built on the old view, and the peers
+        only those routes used."""
+        self._generation = cache.generation
+        old = self._routes
+        self._routes = {k: r for k, r in old.items() if not k[0]}
+        live = {p.address for r in self._routes.values() for p in r.nodes}
+        for service in {k[0] for k in old if k[0]}:
+            for entry in cache.cached(service) or ():
+                live.update(n.address for n in entry.nodes)
+        for address in [a for a in self._peers if a not in live]:
+            self._retire(self._peers.pop(address))
+
+    def _peer(self, address: str) -> Peer:
+        peer = self._peers.get(address)
+        if peer is None:
+            peer = self._peers[address] = Peer(address)
+        return peer
+
+    def _plan(
+        self,
+        service: str,
+        method: Method[Any, Any],
+        options: CallOptions,
+        timeout: float | None,
+        route: Route[Peer],
+    ) -> Plan[Peer]:
+        now = time.monotonic()
+        if timeout is None:
+            timeout = method.timeout or self.timeout
+        deadline = None if timeout is None else now + timeout
+        ctx = inbound.get()
+        if ctx is not None:
+            remaining = ctx.time_remaining()
+            if remaining is not None and (deadline is None or now + remaining < deadline):
+                deadline = now + remaining
+        if options.retries is not None:
+            attempts = options.retries + 1
+        else:
+            attempts = method.max_attempts or self.retries + 1
+        budget = self._budgets.get(service)
+        if budget is None:
+            budget = self._budgets[service] = RetryBudget()
+        return Plan(route, budget, method, deadline, attempts)
+
+    async def _lookup(self, service: str) -> None:
+        try:
+            await self.registry.get_service(service)
+        except RegistryError as e:
+            raise errors.Unavailable(f"cannot look up service {service!r}: {e}") from None
+
+    # -- channels ---------------------------------------------------------------
+
+    def _call(self, peer: Peer, method: Method[Any, Any]) -> Any:
+        call = peer.calls.get(method)
         if call is None:
-            channel = self._channels.get(address)
-            if channel is None:
-                channel = self._channels[address] = grpc.aio.insecure_channel(address)
-            make = getattr(channel, method.kind)
-            call = self._calls[key] = make(
+            if peer.channel is None:
+                peer.channel = grpc.aio.insecure_channel(
+                    peer.address, options=self._channel_options
+                )
+            call = peer.calls[method] = getattr(peer.channel, method.kind)(
                 method.path,
                 request_serializer=method.serialize,
                 response_deserializer=method.deserialize_response,
@@ -65,47 +252,199 @@ class Client:
             )
         return call
 
-    def _sync_multicallable(self, address: str, method: Method[Any, Any]) -> Any:
-        key = (address, method)
-        call = self._sync_calls.get(key)
+    def _sync_call(self, peer: Peer, method: Method[Any, Any]) -> Any:
+        call = peer.sync_calls.get(method)
         if call is None:
-            channel = self._sync_channels.get(address)
-            if channel is None:
-                channel = self._sync_channels[address] = grpc.insecure_channel(address)
-            make = getattr(channel, method.kind)
-            call = self._sync_calls[key] = make(
-                method.path,
-                request_serializer=method.serialize,
-                response_deserializer=method.deserialize_response,
-                _registered_method=True,
-            )
+            with peer.lock:
+                if peer.sync_channel is None:
+                    peer.sync_channel = grpc.insecure_channel(
+                        peer.address, options=self._channel_options
+                    )
+                call = peer.sync_calls[method] = getattr(peer.sync_channel, method.kind)(
+                    method.path,
+                    request_serializer=method.serialize,
+                    response_deserializer=method.deserialize_response,
+                    _registered_method=True,
+                )
         return call
+
+    def _retire(self, peer: Peer) -> None:
+        """Close a peer's channels once its calls in flight are done."""
+        peer.retired = True
+        if peer.inflight == 0:
+            self._close_peer(peer)
+
+    def _close_peer(self, peer: Peer) -> None:
+        channel, peer.channel = peer.channel, None
+        sync_channel, peer.sync_channel = peer.sync_channel, None
+        peer.calls, peer.sync_calls = {}, {}
+        if sync_channel is not None:
+            sync_channel.close()
+        if channel is not None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # retired by a blocking call: close() will do it
+                self._orphans.append(channel)
+                return
+            task = loop.create_task(channel.close(grace=None))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run registry work for blocking callers on the client's own loop thread."""
+        if self._background is None:
+            self._background = _LoopThread()
+        return self._background.run(coro, timeout)
+
+    # -- lifecycle ----------------------------------------------------------------
 
     async def close(self) -> None:
-        """Close every channel (async ones on this loop, sync ones too)."""
-        channels, self._channels = self._channels, {}
-        self._calls.clear()
-        for channel in channels.values():
-            await channel.close(None)
-        self.close_sync()
+        """Close every channel and stop following the registry."""
+        peers, self._peers = list(self._peers.values()), {}
+        self._routes = {}
+        channels = [p.channel for p in peers if p.channel is not None] + self._orphans
+        self._orphans = []
+        for peer in peers:
+            peer.channel = None
+        for channel in channels:
+            await channel.close(grace=None)
+        self._close_sync(peers)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+        await self._close_registry()
 
     def close_sync(self) -> None:
-        channels, self._sync_channels = self._sync_channels, {}
-        self._sync_calls.clear()
-        for channel in channels.values():
-            channel.close()
+        """``close`` for blocking users (no event loop of their own)."""
+        peers, self._peers = list(self._peers.values()), {}
+        self._routes = {}
+        self._close_sync(peers)
+        if self._cache is not None:
+            self._run(self._close_registry())
+        if self._background is not None:
+            self._background.stop()
+            self._background = None
+
+    def _close_sync(self, peers: list[Peer]) -> None:
+        for peer in peers:
+            channel, peer.sync_channel = peer.sync_channel, None
+            if channel is not None:
+                channel.close()
+
+    async def _close_registry(self) -> None:
+        cache, self._cache = self._cache, None
+        if cache is None:
+            return
+        if self._owns_registry:
+            await cache.close()
+        else:
+            await cache.unwatch()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_sync()
 
 
-def _pairs(metadata: Metadata | None) -> _Pairs | None:
+def _first(nodes: Sequence[Peer]) -> Peer:
+    return nodes[0]
+
+
+def _not_found(service: str, options: CallOptions, known: bool) -> str:
+    if not known:
+        return f"service {service!r} not found in the registry"
+    wanted = [f"version={options.version!r}"] if options.version is not None else []
+    wanted += [f"{k}={v!r}" for k, v in options._filter]
+    return f"no node of service {service!r} matches {', '.join(wanted) or 'this method'}"
+
+
+def _outbound(metadata: Metadata | None) -> _Pairs | None:
+    """The call's metadata plus what the inbound call passes on (explicit keys win)."""
+    pairs: _Pairs | None
     if metadata is None:
-        return None
-    if isinstance(metadata, Mapping):
-        return tuple(metadata.items())
-    return tuple(metadata)
+        pairs = None
+    elif isinstance(metadata, Mapping):
+        pairs = tuple(metadata.items())
+    else:
+        pairs = tuple(metadata)
+    ctx = inbound.get()
+    if ctx is None or not ctx.propagated:
+        return pairs
+    if not pairs:
+        return ctx.propagated
+    own = {k for k, _ in pairs}
+    return pairs + tuple(p for p in ctx.propagated if p[0] not in own)
 
 
-def _warn_deprecated(method: Method[Any, Any]) -> None:
-    warnings.warn(f"{method.path} is deprecated", DeprecationWarning, stacklevel=4)
+def _deprecated(method: Method[Any, Any], stacklevel: int) -> None:
+    """Warn at the caller's line: the generated method calls a unary driver, while a
+    streaming driver runs straight from the caller's loop."""
+    warnings.warn(f"{method.path} is deprecated", DeprecationWarning, stacklevel=stacklevel)
+
+
+def _unreachable(peer: Peer) -> errors.Unavailable:
+    return errors.Unavailable(f"cannot connect to {peer.address}")
+
+
+async def _ready(channel: grpc.aio.Channel, timeout: float | None) -> bool:
+    """Connect before sending, so a failure means the call never left (async)."""
+    if channel.get_state(try_to_connect=True) is READY:
+        return True
+    limit = CONNECT_TIMEOUT if timeout is None else min(timeout, CONNECT_TIMEOUT)
+    try:
+        return await asyncio.wait_for(_settled(channel), limit)
+    except asyncio.TimeoutError:
+        return False
+
+
+async def _settled(channel: grpc.aio.Channel) -> bool:
+    state = channel.get_state(try_to_connect=True)
+    while state not in _SETTLED:
+        await channel.wait_for_state_change(state)
+        state = channel.get_state(try_to_connect=True)
+    return state is READY
+
+
+def _ready_sync(peer: Peer, channel: grpc.Channel, timeout: float | None) -> bool:
+    """Connect before sending, so a failure means the call never left (blocking)."""
+    limit = CONNECT_TIMEOUT if timeout is None else min(timeout, CONNECT_TIMEOUT)
+    with peer.lock:
+        if peer.state is None:
+
+            def changed(state: grpc.ChannelConnectivity) -> None:
+                with peer.lock:
+                    peer.state = state
+                    peer.lock.notify_all()
+
+            peer.state = grpc.ChannelConnectivity.IDLE
+            channel.subscribe(changed, try_to_connect=True)
+        peer.lock.wait_for(lambda: peer.state in _SETTLED, limit)
+        return peer.state is READY
+
+
+class _LoopThread:
+    """An event loop on a daemon thread, for registry work of blocking callers."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="micro-client", daemon=True
+        )
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
 
 
 class Stub:
@@ -116,73 +455,112 @@ class Stub:
     def __init__(self, service: str, client: Client, *, options: CallOptions | None = None):
         self._service = service
         self._client = client
-        self._options = options or CallOptions()
+        self._options = options or _DEFAULT
 
-    def _target(self, method: Method[Any, Any], options: CallOptions | None) -> Any:
-        if method.deprecated:
-            _warn_deprecated(method)
-        address = self._client._address(self._service, options or self._options)
-        return self._client._multicallable(address, method)
+    def _start(
+        self, method: Method[Any, Any], timeout: float | None, options: CallOptions | None
+    ) -> Plan[Peer]:
+        """The call's plan; ``LookupError`` if the registry must be asked first."""
+        opts = self._options if options is None else options.over(self._options)
+        route = self._client._route(self._service, method, opts)
+        return self._client._plan(self._service, method, opts, timeout, route)
+
+    async def _plan(
+        self, method: Method[Any, Any], timeout: float | None, options: CallOptions | None
+    ) -> Plan[Peer]:
+        try:
+            return self._start(method, timeout, options)
+        except LookupError:
+            await self._client._lookup(self._service)
+            return self._start(method, timeout, options)
 
     async def _unary_unary(
         self,
-        method: Method[Req, Resp],
-        request: Req,
+        method: Method[Any, Any],
+        request: Any,
         timeout: float | None,
         metadata: Metadata | None,
         options: CallOptions | None,
-    ) -> Resp:
-        call = self._target(method, options)
-        try:
-            response: Resp = await call(request, timeout=timeout, metadata=_pairs(metadata))
-        except grpc.RpcError as e:
-            raise errors.from_rpc_error(e) from None
-        return response
+    ) -> Any:
+        """Unary and client-streaming calls: one answer, retried as the plan allows."""
+        if method.deprecated:
+            _deprecated(method, 4)
+        plan = await self._plan(method, timeout, options)
+        md = _outbound(metadata)
+        # A call that must not run twice connects first, so a failure to connect
+        # is known not to have reached any handler.
+        connect_first = method.client_streaming or not method.idempotent
+        client = self._client
+        while True:
+            peer = plan.node
+            peer.inflight += 1
+            try:
+                call = client._call(peer, method)
+                if connect_first and not await _ready(peer.channel, plan.timeout):  # type: ignore[arg-type]
+                    if not plan.retry(grpc.StatusCode.UNAVAILABLE, sent=False):
+                        raise _unreachable(peer)
+                else:
+                    response = await call(request, timeout=plan.timeout, metadata=md)
+                    plan.succeeded()
+                    return response
+            except grpc.RpcError as e:
+                if method.client_streaming or not plan.retry(e.code()):
+                    raise errors.from_rpc_error(e) from None
+            finally:
+                peer.inflight -= 1
+                if peer.retired and not peer.inflight:
+                    client._close_peer(peer)
+            if plan.delay:
+                await asyncio.sleep(plan.delay)
+
+    _stream_unary = _unary_unary
 
     async def _unary_stream(
         self,
-        method: Method[Req, Resp],
-        request: Req,
+        method: Method[Any, Any],
+        request: Any,
         timeout: float | None,
         metadata: Metadata | None,
         options: CallOptions | None,
-    ) -> AsyncIterator[Resp]:
-        call = self._target(method, options)
-        try:
-            async for response in call(request, timeout=timeout, metadata=_pairs(metadata)):
-                yield response
-        except grpc.RpcError as e:
-            raise errors.from_rpc_error(e) from None
+    ) -> Any:
+        """Server-streaming calls: one node for the whole stream; retried only
+        before the first message arrived."""
+        if method.deprecated:
+            _deprecated(method, 3)
+        plan = await self._plan(method, timeout, options)
+        md = _outbound(metadata)
+        connect_first = method.client_streaming or not method.idempotent
+        client = self._client
+        while True:
+            peer = plan.node
+            peer.inflight += 1
+            received = False
+            call = None
+            try:
+                multicallable = client._call(peer, method)
+                if connect_first and not await _ready(peer.channel, plan.timeout):  # type: ignore[arg-type]
+                    if not plan.retry(grpc.StatusCode.UNAVAILABLE, sent=False):
+                        raise _unreachable(peer)
+                else:
+                    call = multicallable(request, timeout=plan.timeout, metadata=md)
+                    async for response in call:
+                        received = True
+                        yield response
+                    plan.succeeded()
+                    return
+            except grpc.RpcError as e:
+                if received or method.client_streaming or not plan.retry(e.code()):
+                    raise errors.from_rpc_error(e) from None
+            finally:
+                if call is not None:
+                    call.cancel()
+                peer.inflight -= 1
+                if peer.retired and not peer.inflight:
+                    client._close_peer(peer)
+            if plan.delay:
+                await asyncio.sleep(plan.delay)
 
-    async def _stream_unary(
-        self,
-        method: Method[Req, Resp],
-        requests: AsyncIterable[Req] | Iterable[Req],
-        timeout: float | None,
-        metadata: Metadata | None,
-        options: CallOptions | None,
-    ) -> Resp:
-        call = self._target(method, options)
-        try:
-            response: Resp = await call(requests, timeout=timeout, metadata=_pairs(metadata))
-        except grpc.RpcError as e:
-            raise errors.from_rpc_error(e) from None
-        return response
-
-    async def _stream_stream(
-        self,
-        method: Method[Req, Resp],
-        requests: AsyncIterable[Req] | Iterable[Req],
-        timeout: float | None,
-        metadata: Metadata | None,
-        options: CallOptions | None,
-    ) -> AsyncIterator[Resp]:
-        call = self._target(method, options)
-        try:
-            async for response in call(requests, timeout=timeout, metadata=_pairs(metadata)):
-                yield response
-        except grpc.RpcError as e:
-            raise errors.from_rpc_error(e) from None
+    _stream_stream = _unary_stream
 
 
 class SyncStub:
@@ -193,68 +571,118 @@ class SyncStub:
     def __init__(self, service: str, client: Client, *, options: CallOptions | None = None):
         self._service = service
         self._client = client
-        self._options = options or CallOptions()
+        self._options = options or _DEFAULT
 
-    def _target(self, method: Method[Any, Any], options: CallOptions | None) -> Any:
-        if method.deprecated:
-            _warn_deprecated(method)
-        address = self._client._address(self._service, options or self._options)
-        return self._client._sync_multicallable(address, method)
+    def _start(
+        self, method: Method[Any, Any], timeout: float | None, options: CallOptions | None
+    ) -> Plan[Peer]:
+        """The call's plan; ``LookupError`` if the registry must be asked first."""
+        opts = self._options if options is None else options.over(self._options)
+        client = self._client
+        with client._lock:
+            route = client._route(self._service, method, opts)
+            return client._plan(self._service, method, opts, timeout, route)
+
+    def _plan(
+        self, method: Method[Any, Any], timeout: float | None, options: CallOptions | None
+    ) -> Plan[Peer]:
+        try:
+            return self._start(method, timeout, options)
+        except LookupError:
+            self._client._run(self._client._lookup(self._service), timeout)
+            return self._start(method, timeout, options)
 
     def _unary_unary(
         self,
-        method: Method[Req, Resp],
-        request: Req,
+        method: Method[Any, Any],
+        request: Any,
         timeout: float | None,
         metadata: Metadata | None,
         options: CallOptions | None,
-    ) -> Resp:
-        call = self._target(method, options)
-        try:
-            response: Resp = call(request, timeout=timeout, metadata=_pairs(metadata))
-        except grpc.RpcError as e:
-            raise errors.from_rpc_error(e) from None
-        return response
+    ) -> Any:
+        if method.deprecated:
+            _deprecated(method, 4)
+        plan = self._plan(method, timeout, options)
+        md = _outbound(metadata)
+        connect_first = method.client_streaming or not method.idempotent
+        client = self._client
+        while True:
+            peer = plan.node
+            with peer.lock:
+                peer.inflight += 1
+            try:
+                call = client._sync_call(peer, method)
+                if connect_first and not _ready_sync(peer, peer.sync_channel, plan.timeout):  # type: ignore[arg-type]
+                    with client._lock:
+                        if not plan.retry(grpc.StatusCode.UNAVAILABLE, sent=False):
+                            raise _unreachable(peer)
+                else:
+                    if method.client_streaming:
+                        request = iter(request)
+                    response = call(request, timeout=plan.timeout, metadata=md)
+                    plan.succeeded()
+                    return response
+            except grpc.RpcError as e:
+                with client._lock:
+                    if method.client_streaming or not plan.retry(e.code()):
+                        raise errors.from_rpc_error(e) from None
+            finally:
+                with peer.lock:
+                    peer.inflight -= 1
+                if peer.retired and not peer.inflight:
+                    client._close_peer(peer)
+            if plan.delay:
+                time.sleep(plan.delay)
+
+    _stream_unary = _unary_unary
 
     def _unary_stream(
         self,
-        method: Method[Req, Resp],
-        request: Req,
+        method: Method[Any, Any],
+        request: Any,
         timeout: float | None,
         metadata: Metadata | None,
         options: CallOptions | None,
-    ) -> Iterator[Resp]:
-        call = self._target(method, options)
-        try:
-            yield from call(request, timeout=timeout, metadata=_pairs(metadata))
-        except grpc.RpcError as e:
-            raise errors.from_rpc_error(e) from None
+    ) -> Iterator[Any]:
+        if method.deprecated:
+            _deprecated(method, 3)
+        plan = self._plan(method, timeout, options)
+        md = _outbound(metadata)
+        connect_first = method.client_streaming or not method.idempotent
+        client = self._client
+        while True:
+            peer = plan.node
+            with peer.lock:
+                peer.inflight += 1
+            received = False
+            call = None
+            try:
+                multicallable = client._sync_call(peer, method)
+                if connect_first and not _ready_sync(peer, peer.sync_channel, plan.timeout):  # type: ignore[arg-type]
+                    with client._lock:
+                        if not plan.retry(grpc.StatusCode.UNAVAILABLE, sent=False):
+                            raise _unreachable(peer)
+                else:
+                    if method.client_streaming:
+                        request = iter(request)
+                    call = multicallable(request, timeout=plan.timeout, metadata=md)
+                    for response in call:
+                        received = True
+                        yield response
+                    plan.succeeded()
+                    return
+            except grpc.RpcError as e:
+                with client._lock:
+                    if received or method.client_streaming or not plan.retry(e.code()):
+                        raise errors.from_rpc_error(e) from None
+            finally:
+                if call is not None:
+                    call.cancel()
+                with peer.lock:
+                    peer.inflight -= 1
+                if peer.retired and not peer.inflight:
+                    client._close_peer(peer)
+            if plan.delay:
+                time.sleep(plan.delay)
 
-    def _stream_unary(
-        self,
-        method: Method[Req, Resp],
-        requests: Iterable[Req],
-        timeout: float | None,
-        metadata: Metadata | None,
-        options: CallOptions | None,
-    ) -> Resp:
-        call = self._target(method, options)
-        try:
-            response: Resp = call(iter(requests), timeout=timeout, metadata=_pairs(metadata))
-        except grpc.RpcError as e:
-            raise errors.from_rpc_error(e) from None
-        return response
-
-    def _stream_stream(
-        self,
-        method: Method[Req, Resp],
-        requests: Iterable[Req],
-        timeout: float | None,
-        metadata: Metadata | None,
-        options: CallOptions | None,
-    ) -> Iterator[Resp]:
-        call = self._target(method, options)
-        try:
-            yield from call(iter(requests), timeout=timeout, metadata=_pairs(metadata))
-        except grpc.RpcError as e:
-            raise errors.from_rpc_error(e) from None
+    _stream_stream = _unary_stream

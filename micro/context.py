@@ -1,12 +1,23 @@
-"""The per-call context a handler receives."""
+"""The per-call context a handler receives, and what flows from it to outbound calls.
+
+While a handler runs, its ``Context`` is the current one (a contextvar, so it follows
+the call into tasks and worker threads). Calls the handler makes inherit its deadline
+and the metadata worth passing on: keys starting with ``x-`` and the W3C trace keys.
+Credentials such as ``authorization`` are never forwarded.
+"""
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 import grpc.aio
 
 from micro.method import Method
+
+PROPAGATED_KEYS = frozenset({"traceparent", "tracestate", "baggage"})
+
+_Pairs = tuple[tuple[str, str | bytes], ...]
 
 
 class Context:
@@ -15,11 +26,12 @@ class Context:
     ``async def say_hello(self, request, ctx): ctx.metadata.get("x-user")``
     """
 
-    __slots__ = ("_grpc", "_metadata", "method")
+    __slots__ = ("_grpc", "_metadata", "_propagated", "method")
 
     def __init__(self, grpc_context: grpc.aio.ServicerContext[Any, Any], method: Method[Any, Any]):
         self._grpc = grpc_context
         self._metadata: dict[str, str | bytes] | None = None
+        self._propagated: _Pairs | None = None
         self.method = method
 
     @property
@@ -29,6 +41,17 @@ class Context:
             self._metadata = dict(self._grpc.invocation_metadata() or ())
         return self._metadata
 
+    @property
+    def propagated(self) -> _Pairs:
+        """The metadata outbound calls made while serving this call carry along."""
+        if self._propagated is None:
+            self._propagated = tuple(
+                (k, v)
+                for k, v in self._grpc.invocation_metadata() or ()
+                if k.startswith("x-") or k in PROPAGATED_KEYS
+            )
+        return self._propagated
+
     def time_remaining(self) -> float | None:
         """Seconds until the caller's deadline, None without one."""
         return self._grpc.time_remaining()
@@ -37,5 +60,14 @@ class Context:
     def peer(self) -> str:
         return self._grpc.peer()
 
-    def set_trailing_metadata(self, metadata: tuple[tuple[str, str | bytes], ...]) -> None:
+    def set_trailing_metadata(self, metadata: _Pairs) -> None:
         self._grpc.set_trailing_metadata(metadata)
+
+
+inbound: ContextVar[Context | None] = ContextVar("micro_inbound", default=None)
+"""The context of the call being served here, if any."""
+
+
+def current() -> Context | None:
+    """The context of the inbound call this code runs for, or None outside a handler."""
+    return inbound.get()

@@ -6,6 +6,7 @@
     ├── InvalidArgument     INVALID_ARGUMENT
     ├── DeadlineExceeded    DEADLINE_EXCEEDED
     ├── NotFound            NOT_FOUND
+    │   └── ServiceNotFound     the registry knows no node to call (raised by the client)
     ├── AlreadyExists       ALREADY_EXISTS
     ├── PermissionDenied    PERMISSION_DENIED
     ├── ResourceExhausted   RESOURCE_EXHAUSTED
@@ -96,6 +97,10 @@ class DeadlineExceeded(Error):
 
 class NotFound(Error):
     code = grpc.StatusCode.NOT_FOUND
+
+
+class ServiceNotFound(NotFound):
+    """No registered node of a service matches the call; the message names both."""
 
 
 class AlreadyExists(Error):

@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 import grpc
 from google.protobuf.message import Message
 
+IDEMPOTENT_RETRY = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED}
+
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
 
@@ -44,7 +46,7 @@ class Method(Generic[Req, Resp]):
     timeout: float = 0.0
     deprecated: bool = False
     name: str = field(init=False, default="")
-    retryable: frozenset[grpc.StatusCode] = field(init=False)
+    retry_on: frozenset[grpc.StatusCode] = field(init=False)
     serialize: Callable[[Req], bytes] = field(init=False, repr=False)
     deserialize_request: Callable[[bytes], Req] = field(init=False, repr=False)
     deserialize_response: Callable[[bytes], Resp] = field(init=False, repr=False)
@@ -54,7 +56,8 @@ class Method(Generic[Req, Resp]):
             extra = {grpc.StatusCode[code] for code in self.retry_codes}
         except KeyError as e:
             raise ValueError(f"{self.path}: unknown status code {e} in retry_codes") from None
-        self.retryable = frozenset({grpc.StatusCode.UNAVAILABLE, *extra})
+        # Statuses worth another attempt once the server may have run the call.
+        self.retry_on = frozenset(extra | (IDEMPOTENT_RETRY if self.idempotent else set()))
         self.serialize = self.request.SerializeToString
         self.deserialize_request = self.request.FromString
         self.deserialize_response = self.response.FromString

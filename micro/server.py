@@ -1,8 +1,10 @@
-"""Serving handlers on grpc.aio: method adapters, error mapping, mounting.
+"""Serving handlers on grpc.aio: the ``Server``, method adapters, error mapping.
 
 A generated ``<Svc>Handler`` subclass becomes one grpc method handler per method.
 Handlers may be ``async def`` (run on the event loop) or ``def`` (run in a worker
-thread, so blocking code does not stall other calls).
+thread, so blocking code does not stall other calls). ``mount`` puts handlers on a
+plain ``grpc.aio.Server``; ``Server`` adds health, reflection, size limits and a
+graceful stop.
 """
 
 from __future__ import annotations
@@ -15,15 +17,23 @@ from typing import Any, ClassVar, NoReturn
 
 import grpc
 import grpc.aio
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health as grpc_health
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
+from grpc_reflection.v1alpha import reflection
 
 from micro import errors
-from micro.context import Context
+from micro.context import Context, inbound
 from micro.method import Method, ServiceDescriptor
 
 log = logging.getLogger("micro.server")
 
 _GrpcContext = grpc.aio.ServicerContext[Any, Any]
 _Behaviour = Callable[..., Any]
+
+MAX_MESSAGE_SIZE = 4 * 1024 * 1024  # grpc's own default for received messages
+_SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 class Handler:
@@ -50,6 +60,91 @@ def mount(server: grpc.aio.Server, *handlers: Handler) -> None:
         server.add_registered_method_handlers(service.name, methods)  # type: ignore[attr-defined]
 
 
+class Server:
+    """A grpc.aio server with micro's defaults: health and reflection services,
+    message size limits, and a stop that lets calls in flight finish.
+
+    server = Server("127.0.0.1:0"); server.add(MyGreeter()); await server.start()
+    """
+
+    def __init__(
+        self,
+        address: str = "127.0.0.1:0",
+        *,
+        max_message_size: int = MAX_MESSAGE_SIZE,
+        health: bool = True,
+        reflection: bool = True,
+        options: tuple[tuple[str, Any], ...] = (),
+    ) -> None:
+        self.requested_address = address
+        self.max_message_size = max_message_size
+        self.handlers: list[Handler] = []
+        self._options = options
+        self._reflection = reflection
+        self._health: health_aio.HealthServicer | None = (
+            health_aio.HealthServicer() if health else None
+        )
+        self._server: grpc.aio.Server | None = None
+        self.address = ""
+
+    def add(self, *handlers: Handler) -> None:
+        if self._server is not None:
+            raise RuntimeError("add handlers before the server starts")
+        self.handlers.extend(handlers)
+
+    @property
+    def services(self) -> tuple[ServiceDescriptor, ...]:
+        return tuple(h.__service__ for h in self.handlers)
+
+    async def start(self) -> str:
+        """Bind and serve; returns the bound ``host:port`` (port 0 resolved)."""
+        limit = self.max_message_size
+        server = grpc.aio.server(
+            options=(
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+                *self._options,
+            )
+        )
+        mount(server, *self.handlers)
+        names = [s.name for s in self.services]
+        if self._health is not None:
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+            for name in names:
+                await self._health.set(name, _SERVING)
+            names.append(grpc_health.SERVICE_NAME)
+        if self._reflection:
+            reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
+        host = self.requested_address.rpartition(":")[0]
+        try:
+            port = server.add_insecure_port(self.requested_address)
+        except RuntimeError as e:
+            raise OSError(f"cannot bind gRPC server to {self.requested_address}: {e}") from None
+        await server.start()
+        self._server = server
+        self.address = f"{host}:{port}"
+        return self.address
+
+    async def not_serving(self) -> None:
+        """Tell health checkers to stop sending calls (first step of a shutdown)."""
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, give calls in flight ``grace`` seconds, cancel the rest."""
+        if self._server is None:
+            return
+        await self.not_serving()
+        server, self._server = self._server, None
+        await server.stop(grace)
+
+    async def wait(self) -> None:
+        """Until the server stops."""
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
 def method_handler(handler: Handler, method: Method[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
     """The grpc method handler that runs ``handler``'s implementation of ``method``."""
     impl = getattr(handler, method.name)
@@ -57,10 +152,41 @@ def method_handler(handler: Handler, method: Method[Any, Any]) -> grpc.RpcMethod
     make = getattr(grpc, f"{method.kind}_rpc_method_handler")
     handler_: grpc.RpcMethodHandler[Any, Any] = make(
         behaviour,
-        request_deserializer=method.deserialize_request,
+        request_deserializer=(
+            method.deserialize_request if method.client_streaming else _lenient(method)
+        ),
         response_serializer=method.response.SerializeToString,
     )
     return handler_
+
+
+class _Malformed:
+    """Stands in for a request that did not parse, so the call can be answered with
+    INVALID_ARGUMENT instead of grpc's bare INTERNAL."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
+
+
+def _lenient(method: Method[Any, Any]) -> Callable[[bytes], Any]:
+    deserialize = method.deserialize_request
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as e:
+            return _Malformed(e)
+
+    return parse
+
+
+async def _reject(gctx: _GrpcContext, method: Method[Any, Any], request: _Malformed) -> NoReturn:
+    name = method.request.DESCRIPTOR.full_name
+    await gctx.abort(
+        grpc.StatusCode.INVALID_ARGUMENT, f"{method.path}: malformed {name}: {request.error}"
+    )
 
 
 async def _fail(gctx: _GrpcContext, method: Method[Any, Any], exc: Exception) -> NoReturn:
@@ -87,8 +213,12 @@ def _unary_response(impl: Callable[..., Any], method: Method[Any, Any]) -> _Beha
             return asyncio.to_thread(impl, _blocking(request), ctx)
 
     async def behaviour(request: Any, gctx: _GrpcContext) -> Any:
+        if type(request) is _Malformed:
+            await _reject(gctx, method, request)
+        ctx = Context(gctx, method)
+        inbound.set(ctx)  # each call runs in its own task: nothing to reset
         try:
-            return await run(request, Context(gctx, method))
+            return await run(request, ctx)
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
         except Exception as e:
@@ -101,8 +231,11 @@ def _stream_response(impl: Callable[..., Any], method: Method[Any, Any]) -> _Beh
     agen = inspect.isasyncgenfunction(impl)
 
     async def behaviour(request: Any, gctx: _GrpcContext) -> AsyncIterator[Any]:
+        if type(request) is _Malformed:
+            await _reject(gctx, method, request)
+        ctx = Context(gctx, method)
+        inbound.set(ctx)
         try:
-            ctx = Context(gctx, method)
             if agen:
                 replies = impl(request, ctx)
             else:

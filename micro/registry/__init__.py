@@ -22,6 +22,7 @@ from micro.registry.cache import CachingRegistry
 from micro.registry.memory import MemoryRegistry
 
 if TYPE_CHECKING:
+    from micro.config import Config
     from micro.registry.mdns import MdnsRegistry
 
 __all__ = [
@@ -35,7 +36,20 @@ __all__ = [
     "Registry",
     "RegistryError",
     "Service",
+    "from_config",
 ]
+
+
+def from_config(config: Config) -> Registry:
+    """The backend ``MICRO_REGISTRY`` names (``config.registry``)."""
+    if config.registry == "memory":
+        from micro.registry.memory import shared
+
+        return shared()
+    from micro.registry.mdns import MdnsRegistry
+
+    registry: Registry = MdnsRegistry(interfaces=config.mdns_interfaces)
+    return registry
 
 
 def __getattr__(name: str) -> Any:

@@ -55,11 +55,15 @@ class CachingRegistry:
     def watch(self, service: str | None = None) -> AsyncIterator[Event]:
         return self.backend.watch(service)
 
-    async def close(self) -> None:
+    async def unwatch(self) -> None:
+        """Stop following the backend, leaving it open for its other users."""
         if self._watch is not None:
             self._watch.cancel()
             await asyncio.gather(self._watch, return_exceptions=True)
             self._watch = None
+
+    async def close(self) -> None:
+        await self.unwatch()
         await self.backend.close()
 
     def _store(self, name: str, services: list[Service]) -> None:

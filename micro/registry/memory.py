@@ -124,3 +124,16 @@ class MemoryRegistry:
             for event in events:
                 if w.service is None or w.service == event.service.name:
                     w.loop.call_soon_threadsafe(w.queue.put_nowait, event)
+
+
+_shared: list[MemoryRegistry] = []
+_shared_lock = threading.Lock()
+
+
+def shared() -> MemoryRegistry:
+    """The one registry ``MICRO_REGISTRY=memory`` means in this process, so services
+    and clients built from the environment find each other."""
+    with _shared_lock:
+        if not _shared:
+            _shared.append(MemoryRegistry())
+        return _shared[0]

@@ -1,0 +1,120 @@
+"""Options from keyword arguments and ``MICRO_*`` environment variables.
+
+One frozen ``Config`` is read once, at startup; a bad value fails there with a
+message naming the variable, never later in the middle of a call.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+REGISTRIES = ("mdns", "memory")
+STRATEGIES = ("least_request", "round_robin", "random")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unusable; the message names where it came from."""
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("expected a positive number of seconds")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("expected a whole number >= 0")
+    return value
+
+
+def _addresses(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _address(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError("expected host:port")
+    return text
+
+
+def _level(text: str) -> str:
+    level = text.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a ``Service`` or ``Client`` reads from its environment."""
+
+    registry: str = "mdns"
+    registry_address: tuple[str, ...] = ()
+    server_address: str = "127.0.0.1:0"
+    client_retries: int = 3
+    client_request_timeout: float | None = None
+    register_ttl: float = 30.0
+    register_interval: float = 10.0
+    mdns_interfaces: tuple[str, ...] = ("127.0.0.1",)
+    log_level: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if value is None or isinstance(value, tuple):
+                continue
+            try:
+                _PARSERS[name](str(value))
+            except ValueError as e:
+                raise ConfigError(f"{name}={value!r}: {e}") from None
+        if self.register_interval >= self.register_ttl:
+            raise ConfigError(
+                f"register_interval={self.register_interval} must be shorter than "
+                f"register_ttl={self.register_ttl}, or nodes expire between refreshes"
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """``MICRO_*`` variables over the defaults, keyword ``overrides`` over both
+        (``None`` overrides are ignored: they mean "not given")."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            variable = f"MICRO_{f.name.upper()}"
+            text = env.get(variable)
+            if text is None or text == "":
+                continue
+            try:
+                values[f.name] = _PARSERS[f.name](text)
+            except ValueError as e:
+                raise ConfigError(f"{variable}={text!r}: {e}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(cls(), **values)
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "registry": _one_of(*REGISTRIES),
+    "registry_address": _addresses,
+    "server_address": _address,
+    "client_retries": _count,
+    "client_request_timeout": _seconds,
+    "register_ttl": _seconds,
+    "register_interval": _seconds,
+    "mdns_interfaces": _addresses,
+    "log_level": _level,
+}

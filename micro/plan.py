@@ -1,0 +1,130 @@
+"""The retry policy of one call, without I/O.
+
+A ``Plan`` names the node and timeout of the next attempt; the async and sync
+clients perform it and report each failure back, and the plan answers whether and
+where to try again. What is safe to retry:
+
+- a call that cannot have reached a handler (no connection could be made): always;
+- a call that may have reached one: only when the method is idempotent
+  (``idempotency_level``) and the status is one it retries (``Method.retry_on``);
+- never beyond the attempt limit, the deadline, or the retry budget.
+
+Each retry prefers a node this call has not tried; going back to a tried node waits
+an exponential backoff with full jitter.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any, Generic
+
+import grpc
+
+from micro.method import Method
+from micro.selector import Route
+from micro.selector.strategy import N
+
+BACKOFF = 0.025  # seconds before the first repeat on a tried node; doubles each time
+MAX_BACKOFF = 1.0
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+
+
+class RetryBudget:
+    """Retries may add at most ``ratio`` of the load of first attempts, plus a small
+    ``reserve`` so a quiet service can still retry a few calls."""
+
+    __slots__ = ("cap", "ratio", "tokens")
+
+    def __init__(self, ratio: float = 0.2, reserve: float = 10.0) -> None:
+        self.ratio = ratio
+        self.cap = reserve
+        self.tokens = reserve
+
+    def deposit(self) -> None:
+        tokens = self.tokens + self.ratio
+        self.tokens = tokens if tokens < self.cap else self.cap
+
+    def withdraw(self) -> bool:
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
+class Plan(Generic[N]):
+    """Attempts of one call: read ``node``, ``timeout`` and ``delay`` (sleep before
+    the attempt), call ``retry`` after a failure and ``succeeded`` after an answer."""
+
+    __slots__ = (
+        "attempts",
+        "budget",
+        "clock",
+        "deadline",
+        "delay",
+        "max_attempts",
+        "method",
+        "node",
+        "route",
+        "timeout",
+        "tried",
+    )
+
+    def __init__(
+        self,
+        route: Route[N],
+        budget: RetryBudget,
+        method: Method[Any, Any],
+        deadline: float | None,
+        max_attempts: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.route = route
+        self.budget = budget
+        self.method = method
+        self.deadline = deadline
+        self.max_attempts = max_attempts
+        self.clock = clock
+        self.attempts = 1
+        self.tried: list[N] = []
+        now = clock()
+        self.node = route.select(now)
+        self.timeout = None if deadline is None else deadline - now
+        self.delay = 0.0
+        budget.deposit()
+
+    def succeeded(self) -> None:
+        """The node answered (with any status but UNAVAILABLE): it is healthy."""
+        self.node.succeeded()
+
+    def retry(self, code: grpc.StatusCode, sent: bool = True) -> bool:
+        """Whether to try again after ``code``; if so ``node``, ``timeout`` and
+        ``delay`` now describe the next attempt. ``sent`` is False when the call
+        provably never left this process (no connection)."""
+        now = self.clock()
+        node = self.node
+        if code is UNAVAILABLE or not sent:
+            node.failed(now)
+        else:
+            node.succeeded()
+        if self.attempts >= self.max_attempts:
+            return False
+        if sent and code not in self.method.retry_on:
+            return False
+        if not self.budget.withdraw():
+            return False
+        self.tried.append(node)
+        node = self.route.select(now, self.tried)
+        delay = 0.0
+        if node in self.tried:
+            cap = min(MAX_BACKOFF, BACKOFF * 2 ** (self.attempts - 1))
+            delay = random.uniform(0, cap)
+        if self.deadline is not None:
+            if now + delay >= self.deadline:
+                return False
+            self.timeout = self.deadline - now - delay
+        self.attempts += 1
+        self.node = node
+        self.delay = delay
+        return True

@@ -1,0 +1,41 @@
+"""Passive health: a node that keeps failing is ejected for a while.
+
+A killed instance stays in the registry until its TTL runs out; ejection takes it
+out of rotation after a couple of failed attempts instead. Ejection doubles each time
+the node fails again right after coming back, and resets once it answers.
+"""
+
+from __future__ import annotations
+
+EJECT_AFTER = 2  # consecutive failed attempts
+EJECTION = 5.0  # seconds, first time
+MAX_EJECTION = 60.0
+
+
+class NodeHealth:
+    """What the selector knows about one node address."""
+
+    __slots__ = ("address", "ejected_until", "ejections", "failures", "inflight")
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.inflight = 0
+        self.failures = 0
+        self.ejections = 0
+        self.ejected_until = 0.0
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.ejections = 0
+
+    def failed(self, now: float) -> None:
+        """Count a failure that says the node itself is unwell (cannot connect,
+        UNAVAILABLE); eject it when they pile up."""
+        self.failures += 1
+        if self.failures >= EJECT_AFTER:
+            self.ejected_until = now + min(MAX_EJECTION, EJECTION * 2**self.ejections)
+            self.ejections += 1
+            self.failures = EJECT_AFTER - 1  # one more failure after it returns re-ejects
+
+    def __repr__(self) -> str:
+        return f"NodeHealth({self.address!r}, inflight={self.inflight})"

@@ -1,0 +1,180 @@
+"""``Service``: the composition root — server, registration, client — and its lifecycle.
+
+start: bind → health SERVING → register (TTL, re-registered every interval).
+stop (or SIGTERM/SIGINT under ``run``): health NOT_SERVING → deregister → drain calls
+in flight for up to ``grace`` seconds → stop the server → close client and registry.
+The node leaves the registry before the server stops taking calls, so callers move on
+to other nodes while the calls already here finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import uuid
+from collections.abc import Mapping
+
+from micro.client import Client
+from micro.config import Config
+from micro.registry import Endpoint, Node, Registry, RegistryError, from_config
+from micro.registry import Service as Record
+from micro.server import MAX_MESSAGE_SIZE, Handler, Server
+
+log = logging.getLogger("micro.service")
+
+
+class Service:
+    """A named, discoverable service.
+
+    svc = micro.Service("greeter", version="1.2.0", registry=registry)
+    svc.handle(MyGreeter())
+    await svc.start(); ...; await svc.stop()      # or svc.run(): blocks until a signal
+
+    Arguments left out come from ``MICRO_*`` variables (``MICRO_REGISTRY``,
+    ``MICRO_SERVER_ADDRESS``, ``MICRO_REGISTER_TTL``, ``MICRO_REGISTER_INTERVAL``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        version: str = "",
+        metadata: Mapping[str, str] | None = None,
+        address: str | None = None,
+        registry: Registry | None = None,
+        register_ttl: float | None = None,
+        register_interval: float | None = None,
+        grace: float = 30.0,
+        max_message_size: int = MAX_MESSAGE_SIZE,
+        config: Config | None = None,
+    ) -> None:
+        if not name:
+            raise ValueError("a service needs a name")
+        self.config = config or Config.from_env(
+            server_address=address,
+            register_ttl=register_ttl,
+            register_interval=register_interval,
+        )
+        self.name = name
+        self.version = version
+        self.metadata = dict(metadata or {})
+        self.grace = grace
+        self.id = f"{name}-{uuid.uuid4().hex}"
+        self._owns_registry = registry is None
+        self.registry = registry or from_config(self.config)
+        self.server = Server(self.config.server_address, max_message_size=max_message_size)
+        self.client = Client(self.registry, config=self.config)
+        self.address = ""
+        self._record: Record | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    def handle(self, *handlers: Handler) -> None:
+        """Serve these generated-handler subclasses (before ``start``)."""
+        self.server.add(*handlers)
+
+    @property
+    def record(self) -> Record:
+        """This node as the registry shows it."""
+        if self._record is None:
+            raise RuntimeError(f"service {self.name!r} is not started")
+        return self._record
+
+    async def start(self) -> None:
+        bound = await self.server.start()
+        self.address = _advertised(bound)
+        self._record = Record(
+            name=self.name,
+            version=self.version,
+            metadata=self.metadata,
+            endpoints=tuple(
+                Endpoint(
+                    name=m.path[1:].replace("/", "."),
+                    request=m.request.DESCRIPTOR.full_name,
+                    response=m.response.DESCRIPTOR.full_name,
+                    metadata={"kind": m.kind},
+                )
+                for service in self.server.services
+                for m in service.methods
+            ),
+            nodes=(Node(self.id, self.address, {**self.metadata, "protocol": "grpc"}),),
+        )
+        try:
+            await self.registry.register(self._record, self.config.register_ttl)
+        except RegistryError as e:
+            await self.server.stop(0)
+            raise RegistryError(f"service {self.name!r} could not register: {e}") from None
+        self._heartbeat = asyncio.get_running_loop().create_task(self._reregister())
+        log.info("%s %s serving on %s as %s", self.name, self.version, self.address, self.id)
+
+    async def _reregister(self) -> None:
+        """Refresh the registration before its TTL runs out; ride out registry
+        outages (the next refresh registers again)."""
+        failing = False
+        while True:
+            await asyncio.sleep(self.config.register_interval)
+            try:
+                await self.registry.register(self.record, self.config.register_ttl)
+            except RegistryError as e:
+                if not failing:
+                    log.warning("%s: re-registration failed, will retry: %s", self.id, e)
+                failing = True
+            else:
+                if failing:
+                    log.warning("%s: registered again", self.id)
+                failing = False
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Leave the registry, finish calls in flight (``grace`` seconds, default the
+        service's), stop serving, close client and registry."""
+        if self._record is None:
+            return
+        await self.server.not_serving()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
+        try:
+            await self.registry.deregister(self._record)
+        except RegistryError as e:
+            log.warning("%s: could not deregister (its TTL will expire it): %s", self.id, e)
+        await self.server.stop(self.grace if grace is None else grace)
+        self._record = None
+        await self.client.close()
+        if self._owns_registry:
+            await self.registry.close()
+        log.info("%s stopped", self.id)
+
+    async def serve(self) -> None:
+        """Start (unless started), serve until SIGTERM or SIGINT, then stop gracefully."""
+        if self._record is None:
+            await self.start()
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        signals = (signal.SIGTERM, signal.SIGINT)
+        for sig in signals:
+            loop.add_signal_handler(sig, stopping.set)
+        try:
+            await stopping.wait()
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+    def run(self) -> None:
+        """``serve`` on a new event loop: the entry point of a service process."""
+        if self.config.log_level and not logging.getLogger().handlers:
+            logging.basicConfig(level=self.config.log_level)
+        asyncio.run(self.serve())
+
+
+def _advertised(bound: str) -> str:
+    """The address others reach a server on: a wildcard bind advertises this host's
+    own address."""
+    host, _, port = bound.rpartition(":")
+    if host in ("0.0.0.0", "[::]", "::", ""):
+        host = socket.gethostbyname(socket.gethostname())
+    return f"{host}:{port}"

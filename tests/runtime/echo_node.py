@@ -1,0 +1,91 @@
+"""The Echo service used by runtime tests, in-process or as its own process:
+
+python echo_node.py --name echo --version v1   # prints {"address": …, "id": …}
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import echo_micro
+import echo_pb2
+import grpc
+
+import micro
+from micro import errors
+
+
+class Echo(echo_micro.EchoHandler):
+    """Answers with its node id; counts what it received."""
+
+    def __init__(self, node: str = "", client: micro.Client | None = None) -> None:
+        self.node = node
+        self.client = client
+        self.received = 0
+        self.unavailable = False  # answer every call with UNAVAILABLE, after receiving it
+        self.started = asyncio.Event()
+
+    async def _answer(
+        self, request: echo_pb2.EchoRequest, ctx: micro.Context
+    ) -> echo_pb2.EchoReply:
+        self.received += 1
+        self.started.set()
+        if self.unavailable:
+            raise errors.Unavailable(f"{self.node} is unavailable as asked")
+        if request.hops:
+            assert self.client is not None, "hops need a client"
+            onward = echo_micro.EchoClient(request.hops[0], self.client)
+            return await onward.get(
+                echo_pb2.EchoRequest(text=request.text, sleep=request.sleep, hops=request.hops[1:])
+            )
+        if request.sleep:
+            await asyncio.sleep(request.sleep)
+        if request.fail:
+            raise errors.for_code(grpc.StatusCode[request.fail], f"{self.node} fails as asked")
+        remaining = ctx.time_remaining()
+        return echo_pb2.EchoReply(
+            text=request.text,
+            node=self.node,
+            remaining=-1 if remaining is None else remaining,
+            metadata={k: v for k, v in ctx.metadata.items() if isinstance(v, str)},
+        )
+
+    async def get(self, request: echo_pb2.EchoRequest, ctx: micro.Context) -> echo_pb2.EchoReply:
+        return await self._answer(request, ctx)
+
+    async def put(self, request: echo_pb2.EchoRequest, ctx: micro.Context) -> echo_pb2.EchoReply:
+        return await self._answer(request, ctx)
+
+    async def watch(
+        self, request: echo_pb2.EchoRequest, ctx: micro.Context
+    ) -> AsyncIterator[echo_pb2.EchoReply]:
+        for i in range(3):
+            yield echo_pb2.EchoReply(text=f"{request.text}{i}", node=self.node)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--name", default="echo")
+    parser.add_argument("--version", default="")
+    parser.add_argument("--registry", default="memory")
+    args = parser.parse_args()
+
+    async def serve() -> None:
+        config = micro.Config.from_env(
+            registry=args.registry, register_ttl=2.0, register_interval=0.5
+        )
+        svc = micro.Service(args.name, version=args.version, config=config)
+        svc.handle(Echo(svc.id, svc.client))
+        await svc.start()
+        print(json.dumps({"address": svc.address, "id": svc.id}), flush=True)
+        await svc.serve()  # until SIGTERM: then the graceful stop under test
+        print(json.dumps({"stopped": svc.id}), flush=True)
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
