@@ -15,6 +15,7 @@ an exponential backoff with full jitter.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -25,6 +26,8 @@ import grpc
 from micro.method import Method
 from micro.selector import Route
 from micro.selector.strategy import N
+
+log = logging.getLogger("micro.plan")
 
 BACKOFF = 0.025  # seconds before the first repeat on a tried node; doubles each time
 MAX_BACKOFF = 1.0
@@ -104,6 +107,14 @@ class Plan(Generic[N]):
         provably never left this process (no connection)."""
         now = self.clock()
         node = self.node
+        log.debug(
+            "%s attempt %d on %s failed: %s%s",
+            self.method.path,
+            self.attempts,
+            node.address,
+            code.name,
+            "" if sent else " (not sent)",
+        )
         if code is UNAVAILABLE or not sent:
             node.failed(now)
         else:

@@ -7,6 +7,10 @@ the node fails again right after coming back, and resets once it answers.
 
 from __future__ import annotations
 
+import logging
+
+log = logging.getLogger("micro.selector")
+
 EJECT_AFTER = 2  # consecutive failed attempts
 EJECTION = 5.0  # seconds, first time
 MAX_EJECTION = 60.0
@@ -33,7 +37,9 @@ class NodeHealth:
         UNAVAILABLE); eject it when they pile up."""
         self.failures += 1
         if self.failures >= EJECT_AFTER:
-            self.ejected_until = now + min(MAX_EJECTION, EJECTION * 2**self.ejections)
+            seconds = min(MAX_EJECTION, EJECTION * 2**self.ejections)
+            self.ejected_until = now + seconds
+            log.info("ejected %s for %.0fs after repeated failures", self.address, seconds)
             self.ejections += 1
             self.failures = EJECT_AFTER - 1  # one more failure after it returns re-ejects
 

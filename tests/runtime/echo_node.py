@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import echo_micro
 import echo_pb2
@@ -26,13 +26,17 @@ class Echo(echo_micro.EchoHandler):
         self.client = client
         self.received = 0
         self.unavailable = False  # answer every call with UNAVAILABLE, after receiving it
-        self.started = asyncio.Event()
+        self.arrived = asyncio.Condition()
+        self.on_arrival: Callable[[int], None] | None = None
 
     async def _answer(
         self, request: echo_pb2.EchoRequest, ctx: micro.Context
     ) -> echo_pb2.EchoReply:
         self.received += 1
-        self.started.set()
+        if self.on_arrival is not None:
+            self.on_arrival(self.received)
+        async with self.arrived:
+            self.arrived.notify_all()
         if self.unavailable:
             raise errors.Unavailable(f"{self.node} is unavailable as asked")
         if request.hops:
@@ -53,6 +57,11 @@ class Echo(echo_micro.EchoHandler):
             metadata={k: v for k, v in ctx.metadata.items() if isinstance(v, str)},
         )
 
+    async def wait_received(self, count: int) -> None:
+        """Until ``count`` calls have arrived."""
+        async with self.arrived:
+            await self.arrived.wait_for(lambda: self.received >= count)
+
     async def get(self, request: echo_pb2.EchoRequest, ctx: micro.Context) -> echo_pb2.EchoReply:
         return await self._answer(request, ctx)
 
@@ -71,6 +80,7 @@ def main() -> None:
     parser.add_argument("--name", default="echo")
     parser.add_argument("--version", default="")
     parser.add_argument("--registry", default="memory")
+    parser.add_argument("--report", action="store_true", help="print each call's arrival")
     args = parser.parse_args()
 
     async def serve() -> None:
@@ -78,7 +88,10 @@ def main() -> None:
             registry=args.registry, register_ttl=2.0, register_interval=0.5
         )
         svc = micro.Service(args.name, version=args.version, config=config)
-        svc.handle(Echo(svc.id, svc.client))
+        handler = Echo(svc.id, svc.client)
+        if args.report:
+            handler.on_arrival = lambda n: print(json.dumps({"received": n}), flush=True)
+        svc.handle(handler)
         await svc.start()
         print(json.dumps({"address": svc.address, "id": svc.id}), flush=True)
         await svc.serve()  # until SIGTERM: then the graceful stop under test

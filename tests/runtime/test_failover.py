@@ -1,0 +1,149 @@
+"""Instances as separate processes: killed with SIGKILL, stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import echo_micro
+import echo_pb2
+import pytest
+from conftest import GEN, HERE
+
+import micro
+from micro import errors
+from micro.registry import EventType, MemoryRegistry, Node, Service
+
+Req = echo_pb2.EchoRequest
+
+
+@dataclass
+class Child:
+    process: asyncio.subprocess.Process
+    address: str
+    id: str
+
+    async def received(self, count: int) -> None:
+        """Until the child reports ``count`` calls arrived (it prints each)."""
+        assert self.process.stdout is not None
+        while True:
+            line = await asyncio.wait_for(self.process.stdout.readline(), 10)
+            assert line, "the child exited"
+            if json.loads(line).get("received", 0) >= count:
+                return
+
+
+Spawn = Callable[..., Awaitable[Child]]
+
+
+@pytest.fixture
+async def spawn() -> AsyncIterator[Spawn]:
+    """``await spawn("--version", "a")`` runs echo_node.py in its own process; every
+    child is killed by PID after the test."""
+    children: list[asyncio.subprocess.Process] = []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(GEN), str(HERE)])}
+
+    async def start(*args: str) -> Child:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(HERE / "echo_node.py"),
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        children.append(process)
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 30)
+        started = json.loads(line)
+        return Child(process, started["address"], started["id"])
+
+    yield start
+    for process in children:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
+async def test_kill_9_under_load_loses_no_call(
+    registry: MemoryRegistry, client: micro.Client, spawn: Spawn, caplog: pytest.LogCaptureFixture
+) -> None:
+    children = [await spawn() for _ in range(3)]
+    for child in children:
+        node = Node(child.id, child.address)
+        await registry.register(Service("echo", nodes=(node,)), ttl=60)
+    caplog.set_level(logging.DEBUG, logger="micro.plan")
+    echo = echo_micro.EchoClient("echo", client)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 4.0  # bounded load
+    answered: list[str] = []
+    failed: list[errors.Error] = []
+    warmed = asyncio.Event()
+
+    async def load() -> None:
+        while loop.time() < deadline:
+            try:
+                answered.append((await echo.get(Req(), timeout=2)).node)
+            except errors.Error as e:
+                failed.append(e)
+            if len(answered) >= 300:
+                warmed.set()
+
+    workers = [asyncio.ensure_future(load()) for _ in range(8)]
+    await asyncio.wait_for(warmed.wait(), 10)
+    victim = children[0]
+    before = len(answered)
+    victim.process.send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    await asyncio.gather(*workers)
+
+    assert failed == []  # zero failed calls at the caller
+    after = answered[before:]
+    assert len(after) > 100
+    assert set(after[-50:]) == {children[1].id, children[2].id}
+    tried_dead = [r.created for r in caplog.records if victim.address in r.getMessage()]
+    assert tried_dead, "the dead node was never tried: the test did not exercise failover"
+    assert max(tried_dead) - killed_at < 1.0  # out of rotation within a second
+    # ...and long before its registration could expire.
+    entries = await registry.get_service("echo")
+    assert victim.id in {n.id for s in entries for n in s.nodes}
+
+
+@pytest.mark.backend
+async def test_sigterm_drains_50_calls_and_leaves_the_registry_first(spawn: Spawn) -> None:
+    mdns = pytest.importorskip("micro.registry.mdns", reason="mDNS registry not available")
+    registry = mdns.MdnsRegistry(interfaces=["127.0.0.1"])
+    name = f"echo-{os.getpid()}-{time.monotonic_ns()}"
+    leaving = await spawn("--name", name, "--version", "a", "--registry", "mdns", "--report")
+    staying = await spawn("--name", name, "--version", "b", "--registry", "mdns")
+    async with micro.Client(registry) as client:
+        echo = echo_micro.EchoClient(name, client)
+        pinned = micro.CallOptions(version="a")
+        ready = micro.CallOptions(version="b")
+        for options in (pinned, ready):  # both discovered before the test starts
+            await echo.get(Req(), options=options, timeout=5)
+        changes = registry.watch(name)
+        calls = [
+            asyncio.ensure_future(echo.get(Req(sleep=1.0), options=pinned, timeout=20))
+            for _ in range(50)
+        ]
+        await leaving.received(50 + 1)  # the warm-up call, then all 50 (1 s each there)
+        leaving.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(5):
+            async for event in changes:
+                if event.type is EventType.DELETE:
+                    break
+        assert event.service.nodes[0].id == leaving.id
+        assert not any(c.done() for c in calls)  # deregistered while they still ran
+        assert {(await echo.get(Req(), timeout=5)).node for _ in range(10)} == {staying.id}
+        replies = await asyncio.wait_for(asyncio.gather(*calls), 20)
+        assert [r.node for r in replies] == [leaving.id] * 50
+        assert await asyncio.wait_for(leaving.process.wait(), 20) == 0
+        await changes.aclose()
+    await registry.close()
