@@ -1,0 +1,158 @@
+"""The call policy without I/O: strategies, filters, ejection, retry plans."""
+
+from __future__ import annotations
+
+import collections
+
+import echo_micro
+import grpc
+import pytest
+
+from micro import selector
+from micro.config import Config, ConfigError
+from micro.plan import MAX_BACKOFF, Plan, RetryBudget
+from micro.registry import Endpoint, Node, Service
+from micro.selector import NodeHealth, Route
+from micro.selector.health import EJECTION
+
+GET = echo_micro.EchoMethods.get  # NO_SIDE_EFFECTS
+PUT = echo_micro.EchoMethods.put  # not idempotent
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def nodes(n: int) -> list[NodeHealth]:
+    return [NodeHealth(f"127.0.0.1:{5000 + i}") for i in range(n)]
+
+
+def test_round_robin_is_exact() -> None:
+    pick = selector.strategy("round_robin")()
+    ns = nodes(3)
+    assert collections.Counter(pick(ns).address for _ in range(300)) == {n.address: 100 for n in ns}
+
+
+def test_least_request_prefers_idle_nodes() -> None:
+    pick = selector.strategy("least_request")()
+    busy, idle = nodes(2)
+    busy.inflight = 5
+    assert {pick([busy, idle]) for _ in range(50)} == {idle}
+
+
+def test_unknown_strategy_is_named() -> None:
+    with pytest.raises(ValueError, match="unknown strategy 'fastest'"):
+        selector.strategy("fastest")
+
+
+def test_filters_by_version_labels_and_endpoint() -> None:
+    get = Endpoint("echo.v1.Echo.Get", "echo.v1.EchoRequest", "echo.v1.EchoReply")
+    services = [
+        Service("echo", "v1", {"zone": "east"}, (get,), (Node("a", "h:1"),)),
+        Service("echo", "v2", {}, (get,), (Node("b", "h:2", {"zone": "west"}),)),
+        Service("echo", "v3", {}, (), (Node("c", "h:3"),)),  # publishes no endpoints
+    ]
+    addresses = lambda **kw: [n.address for n in selector.matching_nodes(services, **kw)]  # noqa: E731
+    assert addresses(version="v2") == ["h:2"]
+    assert addresses(metadata={"zone": "east"}) == ["h:1"]
+    assert addresses(metadata={"zone": "west"}) == ["h:2"]
+    assert addresses(endpoint="echo.v1.Echo.Put") == ["h:3"]
+    assert addresses() == ["h:1", "h:2", "h:3"]
+
+
+def test_ejection_after_repeated_failures_and_never_all() -> None:
+    clock = Clock()
+    a, b = nodes(2)
+    route = Route([a, b], selector.strategy("round_robin")())
+    a.failed(clock.now)
+    assert a.ejected_until == 0  # one failure is not enough
+    a.failed(clock.now)
+    assert a.ejected_until == clock.now + EJECTION
+    assert {route.select(clock.now).address for _ in range(10)} == {b.address}
+    b.failed(clock.now)
+    b.failed(clock.now)  # both ejected: both still used, never none
+    assert {route.select(clock.now).address for _ in range(10)} == {a.address, b.address}
+    clock.now += EJECTION * 2 + 1
+    a.failed(clock.now)  # back from ejection, fails again: out at once, for longer
+    assert a.ejected_until == clock.now + 2 * EJECTION
+    a.succeeded()
+    assert (a.failures, a.ejections) == (0, 0)
+
+
+def plan(
+    method: object,
+    *,
+    n: int = 3,
+    attempts: int = 4,
+    deadline: float | None = None,
+    budget: RetryBudget | None = None,
+    clock: Clock | None = None,
+) -> Plan[NodeHealth]:
+    route = Route(nodes(n), selector.strategy("round_robin")())
+    return Plan(route, budget or RetryBudget(), method, deadline, attempts, clock or Clock())  # type: ignore[arg-type]
+
+
+def test_idempotent_retries_on_untried_nodes_without_delay() -> None:
+    p = plan(GET)
+    seen = [p.node]
+    for _ in range(2):
+        assert p.retry(UNAVAILABLE)
+        assert p.delay == 0
+        seen.append(p.node)
+    assert len({n.address for n in seen}) == 3
+    assert p.retry(UNAVAILABLE)  # every node tried: back off before a repeat
+    assert 0 <= p.delay <= MAX_BACKOFF
+    assert not p.retry(UNAVAILABLE)  # attempt limit
+
+
+def test_non_idempotent_retries_only_what_was_never_sent() -> None:
+    p = plan(PUT)
+    assert not p.retry(UNAVAILABLE)  # it may have run
+    p = plan(PUT)
+    assert p.retry(UNAVAILABLE, sent=False)  # it cannot have
+
+
+def test_only_retryable_codes() -> None:
+    assert not plan(GET).retry(grpc.StatusCode.NOT_FOUND)
+    assert not plan(GET).retry(grpc.StatusCode.INVALID_ARGUMENT)
+    assert plan(GET).retry(grpc.StatusCode.ABORTED)
+
+
+def test_deadline_bounds_retries() -> None:
+    clock = Clock()
+    p = plan(GET, deadline=clock.now + 1.0, clock=clock)
+    assert p.timeout == pytest.approx(1.0)
+    clock.now += 0.4
+    assert p.retry(UNAVAILABLE)
+    assert p.timeout == pytest.approx(0.6)
+    clock.now += 0.6
+    assert not p.retry(UNAVAILABLE)
+
+
+def test_retry_budget_caps_extra_load_at_a_fifth() -> None:
+    budget = RetryBudget(ratio=0.2, reserve=10)
+    calls = retries = 0
+    for _ in range(1000):
+        p = plan(GET, budget=budget)
+        calls += 1
+        while p.retry(UNAVAILABLE):
+            retries += 1
+    assert retries <= 0.2 * calls + 10
+
+
+def test_config_errors_name_the_setting() -> None:
+    with pytest.raises(ConfigError, match="MICRO_REGISTER_TTL='soon'"):
+        Config.from_env({"MICRO_REGISTER_TTL": "soon"})
+    with pytest.raises(ConfigError, match="MICRO_CLIENT_RETRIES='-1'"):
+        Config.from_env({"MICRO_CLIENT_RETRIES": "-1"})
+    with pytest.raises(ConfigError, match="register_interval=40"):
+        Config(register_interval=40, register_ttl=30)
+    assert Config.from_env({"MICRO_MDNS_INTERFACES": "127.0.0.1, ::1"}).mdns_interfaces == (
+        "127.0.0.1",
+        "::1",
+    )
