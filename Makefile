@@ -27,6 +27,7 @@ lint: gen
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy micro protoc_gen_micro
 	cd examples/gen && ../../$(BIN)/mypy --strict --explicit-package-bases greeter
+	MYPYPATH=examples/gen $(BIN)/mypy --strict examples/demo.py examples/greeter_service.py
 
 test: lint
 	$(BIN)/pytest -q
