@@ -72,15 +72,22 @@ class CachingRegistry:
 
     def _ensure_watch(self) -> None:
         if self._watch is None or self._watch.done():
-            self._watch = asyncio.get_running_loop().create_task(self._follow())
+            # Watch before the lookup that follows, not when the task first runs: a
+            # change in between would otherwise be lost until the next resync.
+            try:
+                events: AsyncIterator[Event] | None = self.backend.watch()
+            except RegistryError:
+                events = None
+            self._watch = asyncio.get_running_loop().create_task(self._follow(events))
 
-    async def _follow(self) -> None:
+    async def _follow(self, events: AsyncIterator[Event] | None) -> None:
         failures = 0
         while True:
             try:
-                events = self.backend.watch()
-                if self._stale or failures:
-                    await self._resync()
+                if events is None:
+                    events = self.backend.watch()
+                    if self._stale or failures:
+                        await self._resync()
                 async for event in events:
                     failures = 0
                     self._apply(event)
@@ -88,6 +95,7 @@ class CachingRegistry:
                 if not self._stale:
                     log.warning("registry unreachable (%s): serving cached nodes", e)
                     self._stale = True
+            events = None
             await asyncio.sleep(RETRY_WATCH[min(failures, len(RETRY_WATCH) - 1)])
             failures += 1
 

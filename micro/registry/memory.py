@@ -7,8 +7,10 @@ so watchers are woken with ``call_soon_threadsafe``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -69,10 +71,18 @@ class MemoryRegistry:
     async def list_services(self) -> list[Service]:
         return self._services()
 
-    async def watch(self, service: str | None = None) -> AsyncIterator[Event]:
+    def watch(self, service: str | None = None) -> AsyncIterator[Event]:
+        """Changes from this call on, not from the first ``__anext__``: a caller that
+        watches and then looks up (``CachingRegistry`` resyncing) misses nothing."""
         watcher = _Watcher(service, asyncio.get_running_loop(), asyncio.Queue())
         with self._lock:
             self._watchers.append(watcher)
+        events = self._follow(watcher)
+        # A watch dropped before it was ever iterated never runs its ``finally``.
+        weakref.finalize(events, self._unwatch, watcher)
+        return events
+
+    async def _follow(self, watcher: _Watcher) -> AsyncIterator[Event]:
         try:
             while True:
                 try:
@@ -80,8 +90,11 @@ class MemoryRegistry:
                 except asyncio.TimeoutError:
                     self._expire()
         finally:
-            with self._lock:
-                self._watchers.remove(watcher)
+            self._unwatch(watcher)
+
+    def _unwatch(self, watcher: _Watcher) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._watchers.remove(watcher)
 
     async def close(self) -> None:
         pass
