@@ -122,13 +122,17 @@ async def test_sigterm_drains_50_calls_and_leaves_the_registry_first(spawn: Spaw
     name = f"echo-{os.getpid()}-{time.monotonic_ns()}"
     leaving = await spawn("--name", name, "--version", "a", "--registry", "mdns", "--report")
     staying = await spawn("--name", name, "--version", "b", "--registry", "mdns")
+    changes = registry.watch(name)
+    seen = {n.id for s in await registry.get_service(name) for n in s.nodes}
+    async with asyncio.timeout(5):
+        while seen < {leaving.id, staying.id}:
+            seen.add((await anext(changes)).service.nodes[0].id)
     async with micro.Client(registry) as client:
         echo = echo_micro.EchoClient(name, client)
         pinned = micro.CallOptions(version="a")
         ready = micro.CallOptions(version="b")
         for options in (pinned, ready):  # both discovered before the test starts
             await echo.get(Req(), options=options, timeout=5)
-        changes = registry.watch(name)
         calls = [
             asyncio.ensure_future(echo.get(Req(sleep=1.0), options=pinned, timeout=20))
             for _ in range(50)
