@@ -211,3 +211,19 @@ def test_bad_registry_variable_fails_at_startup(monkeypatch: pytest.MonkeyPatch)
         micro.Service("x")
     with pytest.raises(micro.ConfigError, match="MICRO_REGISTRY"):
         micro.Client()
+
+
+async def test_channel_closed_when_node_leaves(
+    registry: MemoryRegistry, cluster: Start, client: micro.Client
+) -> None:
+    leaving, _ = await cluster()
+    staying, _ = await cluster()
+    echo = echo_micro.EchoClient("echo", client, options=micro.CallOptions(strategy="round_robin"))
+    assert {(await echo.get(Req())).node for _ in range(4)} == {leaving.id, staying.id}
+    assert set(client._peers) == {leaving.address, staying.address}
+    changes = registry.watch("echo")
+    await leaving.stop(grace=0)
+    await asyncio.wait_for(anext(changes), 5)
+    await changes.aclose()
+    assert {(await echo.get(Req())).node for _ in range(4)} == {staying.id}
+    assert set(client._peers) == {staying.address}  # the departed node's channel is gone
