@@ -1,0 +1,362 @@
+"""MdnsRegistry over 127.0.0.1: between processes, timing, failures, threads.
+
+Timing targets: a client started after a service finds it within 1 s; a deregistered
+node is gone within 1 s; a killed process's node expires once its TTL has run out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from registry_support import next_event, service, summary
+from zeroconf import ServiceInfo, Zeroconf
+
+from micro.registry import Endpoint, Event, EventType, MdnsRegistry, RegistryError, Service
+
+pytestmark = pytest.mark.backend
+
+PEER = Path(__file__).with_name("mdns_peer.py")
+ROOT = Path(__file__).parents[2]
+C, U, D = EventType.CREATE, EventType.UPDATE, EventType.DELETE
+Open = Callable[..., MdnsRegistry]
+
+
+class Peer:
+    """``mdns_peer.py`` in its own process; it speaks one JSON object per line."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    async def read(self, timeout: float = 10.0) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
+        assert line, "the peer exited"
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    async def send(self, command: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command.encode() + b"\n")
+        await self.process.stdin.drain()
+
+
+@pytest.fixture
+async def peers(multicast: None) -> AsyncIterator[Callable[..., Awaitable[Peer]]]:
+    started: list[Peer] = []
+
+    async def start(*args: str) -> Peer:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(PEER),
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+        )
+        started.append(Peer(process))
+        return started[-1]
+
+    yield start
+    for peer in started:
+        if peer.process.returncode is None:
+            peer.process.kill()
+        await asyncio.wait_for(peer.process.communicate(), 10)
+
+
+async def test_a_later_client_finds_a_service_in_another_process(
+    peers: Callable[..., Awaitable[Peer]], mdns: Open, name: str
+) -> None:
+    peer = await peers("serve", name, "peer-1", "30")
+    assert await peer.read() == {"ready": "peer-1"}
+    began = time.monotonic()
+    services = await mdns().get_service(name)
+    elapsed = time.monotonic() - began
+    assert [n.id for s in services for n in s.nodes] == ["peer-1"]
+    assert services[0].nodes[0].metadata == {"peer": "yes"}
+    assert elapsed < 1.0, f"cold lookup took {elapsed:.3f} s"
+
+
+async def test_another_process_finds_a_service_registered_here(
+    peers: Callable[..., Awaitable[Peer]], mdns: Open, name: str
+) -> None:
+    await mdns().register(service(name, "here-1"), 30)
+    peer = await peers("find", name)
+    found = await peer.read()
+    assert found["nodes"] == ["here-1"]
+    assert found["elapsed"] < 1.0, f"cold lookup took {found['elapsed']:.3f} s"
+
+
+async def test_deregistration_reaches_another_process_within_a_second(
+    peers: Callable[..., Awaitable[Peer]], mdns: Open, name: str
+) -> None:
+    peer = await peers("serve", name, "peer-1", "30")
+    await peer.read()
+    registry = mdns()
+    watch = registry.watch(name)
+    assert summary(await next_event(watch, 1.0)) == (C, name, ("peer-1",))
+    began = time.monotonic()
+    await peer.send("deregister")
+    assert summary(await next_event(watch, 1.0)) == (D, name, ("peer-1",))
+    elapsed = time.monotonic() - began
+    assert await registry.get_service(name) == []
+    assert await peer.read() == {"deregistered": "peer-1"}
+    assert elapsed < 1.0
+
+
+async def test_a_killed_process_expires_after_its_ttl(
+    peers: Callable[..., Awaitable[Peer]], mdns: Open, name: str
+) -> None:
+    ttl = 2.0
+    peer = await peers("serve", name, "peer-1", str(ttl))
+    await peer.read()
+    registry = mdns()
+    watch = registry.watch(name)
+    assert summary(await next_event(watch, 1.0)) == (C, name, ("peer-1",))
+
+    # While the process lives, its node outlives any one TTL: peers ask, it answers.
+    with pytest.raises(asyncio.TimeoutError):
+        await next_event(watch, ttl * 1.5)
+    watch = registry.watch(name)  # the timeout above ended the old one
+
+    peer.process.kill()  # SIGKILL: no goodbye
+    began = time.monotonic()
+    assert summary(await next_event(watch, ttl + 1.0)) == (D, name, ("peer-1",))
+    elapsed = time.monotonic() - began
+    assert await registry.get_service(name) == []
+    assert elapsed <= ttl + 0.5, f"expired {elapsed:.2f} s after the kill"
+
+
+def txt(*strings: bytes) -> bytes:
+    return b"".join(bytes([len(s)]) + s for s in strings)
+
+
+async def test_malformed_entries_are_skipped_with_a_warning(
+    mdns: Open, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "micro.registry")
+    reader, writer = mdns(), mdns()
+    watch = reader.watch(name)
+    await reader.list_services()
+    node = b'"node":{"id":"x","address":"127.0.0.1:9","metadata":{"k":1}}'
+    garbage = {
+        "not-json": txt(b"micro=1", b"enc=json", b"d0={not json"),
+        "no-node": txt(b"micro=1", b"enc=json", b'd0={"name":"%s"}' % name.encode()),
+        "bad-metadata": txt(b"micro=1", b"enc=json", b'd0={"name":"x",' + node + b"}"),
+        "bad-zlib": txt(b"micro=1", b"enc=zlib", b"d0=not zlib"),
+        "other-format": txt(b"micro=9", b"enc=json", b"d0={}"),
+        "truncated": b"\x40micro=1",
+    }
+    tag = uuid.uuid4().hex[:8]
+    infos = [
+        ServiceInfo(
+            "_micro._tcp.local.",
+            f"garbage-{kind}-{tag}._micro._tcp.local.",
+            port=9,
+            properties=text,
+            server=f"garbage-{tag}.local.",
+            parsed_addresses=["127.0.0.1"],
+        )
+        for kind, text in garbage.items()
+    ]
+    raw = await asyncio.to_thread(Zeroconf, interfaces=["127.0.0.1"])
+    try:
+        announcing = [
+            asyncio.to_thread(raw.register_service, i, cooperating_responders=True) for i in infos
+        ]
+        await asyncio.gather(*announcing)
+        valid = service(name, "good-1")
+        await writer.register(valid, 30)  # announced after every piece of garbage
+        assert summary(await next_event(watch, 1.0)) == (C, name, ("good-1",))
+        assert await reader.get_service(name) == [valid]
+    finally:
+        await asyncio.to_thread(raw.close)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    for kind in garbage:
+        about = [w for w in warnings if f"garbage-{kind}-{tag}" in w]
+        # Once by each registry (both saw it), however often it was announced.
+        assert len(about) == 2, (kind, warnings)
+
+
+async def test_a_stale_copy_does_not_bring_back_a_withdrawn_node(mdns: Open, name: str) -> None:
+    reader, writer = mdns(), mdns()
+    watch = reader.watch(name)
+    gone = service(name, "n1")
+    await writer.register(gone, 30)
+    assert summary(await next_event(watch, 1.0)) == (C, name, ("n1",))
+    (published,) = writer._published.values()  # what went on the wire
+    stale = ServiceInfo(
+        published.info.type,
+        published.info.name,
+        port=published.info.port,
+        properties=published.info.text,
+        server=f"stale-{uuid.uuid4().hex[:8]}.local.",
+        parsed_addresses=["127.0.0.1"],
+    )
+    await writer.deregister(gone)
+    assert summary(await next_event(watch, 1.0)) == (D, name, ("n1",))
+
+    raw = await asyncio.to_thread(Zeroconf, interfaces=["127.0.0.1"])
+    try:  # a copy held back somewhere arrives after the goodbye
+        await asyncio.to_thread(raw.register_service, stale, cooperating_responders=True)
+        await writer.register(service(name, "n2"), 30)
+        assert summary(await next_event(watch, 1.0)) == (C, name, ("n2",))
+    finally:
+        await asyncio.to_thread(raw.close)
+    # Registered again, the same node is a new incarnation and is seen at once.
+    await writer.register(gone, 30)
+    assert summary(await next_event(watch, 1.0)) == (C, name, ("n1",))
+
+
+async def test_an_unusable_interface_is_named(mdns: Open, name: str) -> None:
+    registry = mdns(interfaces=["198.51.100.7"])  # TEST-NET-2: on no interface here
+    with pytest.raises(RegistryError, match=r"198\.51\.100\.7"):
+        await registry.get_service(name)
+    with pytest.raises(RegistryError, match=r"198\.51\.100\.7"):
+        await registry.register(service(name, "n1"), 30)
+    with pytest.raises(RegistryError, match=r"198\.51\.100\.7"):
+        await anext(registry.watch(name))
+
+
+@pytest.mark.parametrize(
+    ("interfaces", "message"),
+    [(["eth0"], "'eth0' is not an IPv4 address"), (["::1"], "only IPv4"), ([], "at least one")],
+)
+def test_interfaces_are_ipv4_addresses(interfaces: list[str], message: str) -> None:
+    with pytest.raises(RegistryError, match=message):
+        MdnsRegistry(interfaces=interfaces)
+
+
+async def test_one_registry_serves_several_event_loops(mdns: Open, name: str) -> None:
+    registry = mdns()
+    svc = service(name, "n1")
+    watching = threading.Event()
+
+    def client_thread() -> tuple[Event, list[Service]]:
+        async def client() -> tuple[Event, list[Service]]:
+            watch = registry.watch(name)  # starts the registry from this loop
+            watching.set()
+            event = await next_event(watch, 5.0)
+            return event, await registry.get_service(name)
+
+        return asyncio.run(client())
+
+    other = asyncio.ensure_future(asyncio.to_thread(client_thread))
+    assert await asyncio.to_thread(watching.wait, 5.0)
+    await registry.register(svc, 30)
+    event, seen = await asyncio.wait_for(other, 10.0)
+    assert summary(event) == (C, name, ("n1",))
+    assert seen == [svc]
+    assert await registry.get_service(name) == [svc]
+
+
+async def test_registering_an_unchanged_node_again_sends_nothing(
+    mdns: Open, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = mdns()
+    svc = service(name, "n1")
+    await registry.register(svc, 30)
+    zc = registry._zc
+    announced: list[str] = []
+    for method in ("async_register_service", "async_update_service"):
+        original = getattr(zc, method)
+
+        async def spy(*args: Any, _name: str = method, _original: Any = original) -> Any:
+            announced.append(_name)
+            return await _original(*args)
+
+        monkeypatch.setattr(zc, method, spy)
+    for _ in range(3):
+        await registry.register(svc, 30)
+    assert announced == []
+    await registry.register(replace(svc, metadata={"team": "edge"}), 30)
+    assert announced == ["async_update_service"]
+
+
+async def test_a_large_service_travels_compressed(mdns: Open, name: str) -> None:
+    reader, writer = mdns(), mdns()
+    watch = reader.watch(name)
+    endpoints = tuple(
+        Endpoint(f"big.v1.Big.Method{i}", f"big.v1.Request{i}", f"big.v1.Reply{i}", {"i": str(i)})
+        for i in range(200)
+    )
+    big = replace(service(name, "n1"), endpoints=endpoints)
+    await writer.register(big, 30)
+    assert (await next_event(watch, 1.0)).service == big
+    too_big = replace(service(name, "n2"), metadata={"blob": secrets.token_hex(8000)})
+    with pytest.raises(RegistryError, match="too large"):
+        await writer.register(too_big, 30)
+
+
+async def test_a_cold_lookup_does_not_block_the_event_loop(mdns: Open, name: str) -> None:
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.005)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    ticking = asyncio.ensure_future(ticker())
+    try:
+        await mdns().get_service(name)
+    finally:
+        ticking.cancel()
+        await asyncio.gather(ticking, return_exceptions=True)
+    assert gaps
+    # Blocking here would stall the loop for the whole settle time (>= 0.1 s); ticks
+    # are ~5 ms apart, 30 ms under heavy CPU load.
+    assert max(gaps) < 0.08, f"the loop stalled for {max(gaps):.3f} s"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="IP_MULTICAST_ALL is Linux's")
+async def test_only_the_groups_joined_on_our_interfaces_are_heard(mdns: Open, name: str) -> None:
+    """Linux hands a group's packets from every interface to every socket on the port
+    unless IP_MULTICAST_ALL is off; with it on, a loopback-only registry picked up a
+    node announced on eth0 (checked by hand: a test doing so would transmit on the LAN)."""
+    registry = mdns()
+    await registry.get_service(name)
+    assert registry._zc is not None
+    (wildcard,) = [t.sock for t in registry._zc.engine.readers if t.sock_name[0] == "0.0.0.0"]
+    assert wildcard.getsockopt(socket.IPPROTO_IP, getattr(socket, "IP_MULTICAST_ALL", 49)) == 0
+
+
+async def test_close_ends_watches_and_later_calls_fail(mdns: Open, name: str) -> None:
+    registry = mdns()
+    watch = registry.watch(name)
+    await registry.get_service(name)
+    waiting = asyncio.ensure_future(anext(watch))
+    await registry.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(waiting, 1.0)
+    with pytest.raises(RegistryError, match="closed"):
+        await registry.get_service(name)
+    with pytest.raises(RegistryError, match="closed"):
+        await registry.register(service(name, "n1"), 30)
+    with pytest.raises(StopAsyncIteration):
+        await anext(registry.watch(name))
+    await registry.close()  # again: nothing happens
+
+
+async def test_close_leaves_registered_nodes_to_expire(mdns: Open, name: str) -> None:
+    reader, writer = mdns(), mdns()
+    watch = reader.watch(name)
+    await writer.register(service(name, "n1"), 1.0)
+    assert summary(await next_event(watch, 1.0)) == (C, name, ("n1",))
+    await writer.close()  # no goodbye, as for every backend; nobody answers for it now
+    assert [n.id for s in await reader.get_service(name) for n in s.nodes] == ["n1"]
+    assert summary(await next_event(watch, 2.0)) == (D, name, ("n1",))
