@@ -6,6 +6,7 @@ message naming the variable, never later in the middle of a call.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
@@ -35,6 +36,16 @@ def _count(text: str) -> int:
 
 def _addresses(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _ipv4_addresses(text: str) -> tuple[str, ...]:
+    addresses = _addresses(text)
+    for address in addresses:
+        try:
+            ipaddress.IPv4Address(address)
+        except ValueError:
+            raise ValueError(f"{address!r} is not an IPv4 address") from None
+    return addresses
 
 
 def _one_of(*choices: str) -> Callable[[str], str]:
@@ -76,10 +87,11 @@ class Config:
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
-            if value is None or isinstance(value, tuple):
+            if value is None:
                 continue
+            text = ",".join(value) if isinstance(value, tuple) else str(value)
             try:
-                _PARSERS[name](str(value))
+                _PARSERS[name](text)
             except ValueError as e:
                 raise ConfigError(f"{name}={value!r}: {e}") from None
         if self.register_interval >= self.register_ttl:
@@ -115,6 +127,6 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "client_request_timeout": _seconds,
     "register_ttl": _seconds,
     "register_interval": _seconds,
-    "mdns_interfaces": _addresses,
+    "mdns_interfaces": _ipv4_addresses,
     "log_level": _level,
 }

@@ -152,7 +152,7 @@ def test_config_errors_name_the_setting() -> None:
         Config.from_env({"MICRO_CLIENT_RETRIES": "-1"})
     with pytest.raises(ConfigError, match="register_interval=40"):
         Config(register_interval=40, register_ttl=30)
-    assert Config.from_env({"MICRO_MDNS_INTERFACES": "127.0.0.1, ::1"}).mdns_interfaces == (
-        "127.0.0.1",
-        "::1",
-    )
+    with pytest.raises(ConfigError, match="MICRO_MDNS_INTERFACES='eth0'"):
+        Config.from_env({"MICRO_MDNS_INTERFACES": "eth0"})
+    interfaces = Config.from_env({"MICRO_MDNS_INTERFACES": "127.0.0.1, 127.0.0.2"}).mdns_interfaces
+    assert interfaces == ("127.0.0.1", "127.0.0.2")
