@@ -263,12 +263,18 @@ def _blocking(requests: Any) -> Any:
     if not isinstance(requests, AsyncIterable):
         return requests
     loop = asyncio.get_running_loop()
-    stream = aiter(requests)
+    stream: AsyncIterator[Any] | None = None
+
+    async def next_request() -> Any:
+        nonlocal stream
+        if stream is None:  # made on first read: a stream never read is never started
+            stream = aiter(requests)
+        return await anext(stream)
 
     def pull() -> Iterator[Any]:
         while True:
             try:
-                yield asyncio.run_coroutine_threadsafe(anext(stream), loop).result()  # type: ignore[arg-type]
+                yield asyncio.run_coroutine_threadsafe(next_request(), loop).result()
             except StopAsyncIteration:
                 return
 

@@ -52,13 +52,13 @@ def generate(
             "protoc",
             *(f"-I{d}" for d in [*include_dirs, str(proto_dir()), str(wkt)]),
             f"--python_out={tmp}",
-            f"--mypy_out={tmp}",
+            f"--mypy_out=quiet:{tmp}",
             f"--micro_out={tmp}",
             *(f"--plugin=protoc-gen-{name}={_launcher(scratch, name)}" for name in _PLUGINS),
             *files,
         ]
         if protoc.main(args) != 0:
-            raise GenError("protoc failed; its messages above name the file and line")
+            raise GenError("protoc failed; its messages above say why")
         written = sorted(p.relative_to(tmp) for p in tmp.rglob("*") if p.is_file())
         if package:
             written = _make_package(tmp, written)

@@ -141,8 +141,9 @@ def _build_file(proto: pb.FileDescriptorProto, index: _TypeIndex) -> File:
     imports = tuple(Import(module, naming.module_alias(module)) for module in modules)
     aliases = {i.module: i.alias for i in imports}
 
-    def type_expr(full_name: str) -> str:
+    def type_expr(full_name: str, what: str) -> str:
         module, attr = index[full_name]
+        naming.check_message(attr, f"{what}: message type {full_name.lstrip('.')}")
         return f"{aliases[module]}.{attr}"
 
     taken = {i.alias for i in imports}
@@ -157,7 +158,8 @@ def _build_file(proto: pb.FileDescriptorProto, index: _TypeIndex) -> File:
         method_names: set[str] = set()
         methods = []
         for mi, method in enumerate(service.method):
-            naming.check_identifier(method.name, f"{where}, method {method.name}")
+            what = f"{where}, method {method.name}"
+            naming.check_identifier(method.name, what)
             deprecated = method.options.deprecated or service.options.deprecated
             doc = comments.get((_SERVICE_FIELD, si, _METHOD_FIELD, mi), "")
             methods.append(
@@ -165,8 +167,8 @@ def _build_file(proto: pb.FileDescriptorProto, index: _TypeIndex) -> File:
                     method,
                     name=naming.allocate(naming.snake_case(method.name), method_names),
                     path=f"/{full_name}/{method.name}",
-                    request=type_expr(method.input_type),
-                    response=type_expr(method.output_type),
+                    request=type_expr(method.input_type, what),
+                    response=type_expr(method.output_type, what),
                     doc=_with_deprecation(doc, deprecated),
                     deprecated=deprecated,
                 )

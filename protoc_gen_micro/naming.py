@@ -15,7 +15,10 @@ The rule, in order:
    with ``_`` here, so generated names never shadow what the module uses.
 
 A proto name starting with ``_`` cannot be made safe (Python gives leading underscores
-meaning: private names, name mangling, dunder protocols) and is refused.
+meaning: private names, name mangling, dunder protocols) and is refused. So is a
+request or response message named after a Python keyword (``message None``): protobuf's
+Python class for it can only be reached with ``getattr``, and stub generators disagree
+on how to spell its type.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import re
 SERVICE_SUFFIXES = ("Methods", "Handler", "Client", "SyncClient")
 
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_LITERAL_END = re.compile(r'"(?=""|\Z)')
 
 
 class NamingError(ValueError):
@@ -40,7 +44,16 @@ def snake_case(name: str) -> str:
 def check_identifier(name: str, what: str) -> None:
     """Refuse names Python reserves (see the module docstring, rule 4)."""
     if name.startswith("_"):
-        raise NamingError(f"{what} {name!r} starts with '_', which Python reserves")
+        raise NamingError(f"{what}: a name starting with '_' is reserved in Python; rename it")
+
+
+def check_message(attribute: str, what: str) -> None:
+    """Refuse a message class Python cannot spell (``_pb2.def``, ``_pb2.Outer.None``)."""
+    if any(keyword.iskeyword(part) for part in attribute.split(".")):
+        raise NamingError(
+            f"{what} is named after a Python keyword, so Python code cannot refer to "
+            "its class by name; rename the message"
+        )
 
 
 def escape_keyword(name: str) -> str:
@@ -62,11 +75,13 @@ def module_alias(module: str) -> str:
 
 
 def docstring(text: str, indent: str) -> str:
-    """A triple-quoted literal whose value is ``text``, whatever quotes it holds."""
-    body = text.strip("\n").replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
-    if body.endswith('"'):
-        body = body[:-1] + '\\"'
-    lines = [line.rstrip() for line in body.split("\n")]
+    """A triple-quoted literal whose value is ``text`` (lines right-stripped), whatever
+    quotes and backslashes it holds."""
+    body = "\n".join(line.rstrip() for line in text.strip("\n").split("\n"))
+    # Escape backslashes, then each quote that would end the literal early: one that
+    # starts a run of three, and a last one (it would run into the closing quotes).
+    body = _LITERAL_END.sub(r'\\"', body.replace("\\", "\\\\"))
+    lines = body.split("\n")
     if len(lines) == 1:
         return f'"""{lines[0]}"""'
     joined = "\n".join(indent + line if line else "" for line in lines[1:])
