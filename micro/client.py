@@ -16,7 +16,7 @@ import asyncio
 import threading
 import time
 import warnings
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
@@ -26,7 +26,7 @@ import grpc.aio
 from micro import errors
 from micro.config import Config
 from micro.context import inbound
-from micro.method import Method
+from micro.method import Method, Resp
 from micro.plan import Plan, RetryBudget
 from micro.registry import CachingRegistry, Registry, RegistryError, from_config
 from micro.selector import NodeHealth, Route, StrategyFactory, matching_nodes, strategy
@@ -476,12 +476,12 @@ class Stub:
 
     async def _unary_unary(
         self,
-        method: Method[Any, Any],
+        method: Method[Any, Resp],
         request: Any,
         timeout: float | None,
         metadata: Metadata | None,
         options: CallOptions | None,
-    ) -> Any:
+    ) -> Resp:
         """Unary and client-streaming calls: one answer, retried as the plan allows."""
         if method.deprecated:
             _deprecated(method, 4)
@@ -500,7 +500,7 @@ class Stub:
                     if not plan.retry(grpc.StatusCode.UNAVAILABLE, sent=False):
                         raise _unreachable(peer)
                 else:
-                    response = await call(request, timeout=plan.timeout, metadata=md)
+                    response: Resp = await call(request, timeout=plan.timeout, metadata=md)
                     plan.succeeded()
                     return response
             except grpc.RpcError as e:
@@ -517,12 +517,12 @@ class Stub:
 
     async def _unary_stream(
         self,
-        method: Method[Any, Any],
+        method: Method[Any, Resp],
         request: Any,
         timeout: float | None,
         metadata: Metadata | None,
         options: CallOptions | None,
-    ) -> Any:
+    ) -> AsyncIterator[Resp]:
         """Server-streaming calls: one node for the whole stream; retried only
         before the first message arrived."""
         if method.deprecated:
@@ -594,12 +594,12 @@ class SyncStub:
 
     def _unary_unary(
         self,
-        method: Method[Any, Any],
+        method: Method[Any, Resp],
         request: Any,
         timeout: float | None,
         metadata: Metadata | None,
         options: CallOptions | None,
-    ) -> Any:
+    ) -> Resp:
         if method.deprecated:
             _deprecated(method, 4)
         plan = self._plan(method, timeout, options)
@@ -619,7 +619,7 @@ class SyncStub:
                 else:
                     if method.client_streaming:
                         request = iter(request)
-                    response = call(request, timeout=plan.timeout, metadata=md)
+                    response: Resp = call(request, timeout=plan.timeout, metadata=md)
                     plan.succeeded()
                     return response
             except grpc.RpcError as e:
@@ -638,12 +638,12 @@ class SyncStub:
 
     def _unary_stream(
         self,
-        method: Method[Any, Any],
+        method: Method[Any, Resp],
         request: Any,
         timeout: float | None,
         metadata: Metadata | None,
         options: CallOptions | None,
-    ) -> Iterator[Any]:
+    ) -> Iterator[Resp]:
         if method.deprecated:
             _deprecated(method, 3)
         plan = self._plan(method, timeout, options)
