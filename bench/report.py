@@ -60,7 +60,7 @@ def rpc_table(section: Results) -> list[str]:
         f"{section['settings']['round_s']}s; p50/p99 over all calls; cpu = client process",
         "ratio = micro / raw calls/s: median [min-max] of per-round ratios; "
         "'of medians' = median micro / median raw; raw-control = raw on a second connection",
-        f"{'mode':<6} {'c':>3} {'variant':<14} {'calls/s':>8} {'min-max':>13} {'p50 us':>8} "
+        f"{'mode':<6} {'c':>3} {'variant':<16} {'calls/s':>8} {'min-max':>13} {'p50 us':>8} "
         f"{'p99 us':>8} {'cpu us/call':>11} {'ratio':>6} {'min-max':>11} {'of medians':>10} "
         f"{'target':>12}",
     ]
@@ -71,7 +71,7 @@ def rpc_table(section: Results) -> list[str]:
             first = False
             rate = stats["calls_per_s"]
             line = (
-                f"{head} {name:<14} {rate['median']:>8.0f} {_range(rate, '.0f'):>13} "
+                f"{head} {name:<16} {rate['median']:>8.0f} {_range(rate, '.0f'):>13} "
                 f"{stats['p50_us']:>8.0f} {stats['p99_us']:>8.0f} {stats['cpu_us_per_call']:>11.1f}"
             )
             ratio = result["ratios"].get(name)

@@ -30,7 +30,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -83,8 +83,9 @@ def direct(address: str) -> Target:
     return Target(micro.Client(), micro.CallOptions(address=address))
 
 
-# A mode maps the server's address to a Target; one that resolves "greeter" by name
-# registers the address in a registry and returns Target(client built on it).
+# A mode maps the server's address to a Target. Modes are called outside any event
+# loop (once for the async clients, once for the blocking ones), so one that resolves
+# "greeter" by name may register the address with asyncio.run(registry.register(...)).
 CLIENT_MODES: dict[str, Callable[[str], Target]] = {"direct": direct}
 
 
@@ -256,15 +257,23 @@ def raw_stub(channel: grpc.Channel | grpc.aio.Channel, pb2: Any) -> Any:
     )
 
 
+def make_targets(address: str) -> dict[str, Target]:
+    return {mode: make(address) for mode, make in CLIENT_MODES.items()}
+
+
 async def compare_async(
-    address: str, generated: greeter.Greeter, settings: Settings, log: Callable[[str], None]
+    address: str,
+    targets: dict[str, Target],
+    generated: greeter.Greeter,
+    settings: Settings,
+    log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
+    """Raw, micro (one per target) and control on one loop; closes the targets."""
     pb2 = generated.pb2
     channels = [
         grpc.aio.insecure_channel(address),
         grpc.aio.insecure_channel(address, _OWN_CONNECTION),
     ]
-    targets = {mode: make(address) for mode, make in CLIENT_MODES.items()}
     calls: dict[str, AsyncCall] = {RAW: raw_stub(channels[0], pb2)}
     for mode, target in targets.items():
         stub = generated.micro.GreeterClient("greeter", target.client, options=target.options)
@@ -293,11 +302,15 @@ async def compare_async(
 
 
 def compare_sync(
-    address: str, generated: greeter.Greeter, settings: Settings, log: Callable[[str], None]
+    address: str,
+    targets: dict[str, Target],
+    generated: greeter.Greeter,
+    settings: Settings,
+    log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
+    """Raw, micro (one per target) and control from threads; closes the targets."""
     pb2 = generated.pb2
     channels = [grpc.insecure_channel(address), grpc.insecure_channel(address, _OWN_CONNECTION)]
-    targets = {mode: make(address) for mode, make in CLIENT_MODES.items()}
     calls: dict[str, SyncCall] = {RAW: raw_stub(channels[0], pb2)}
     for mode, target in targets.items():
         stub = generated.micro.GreeterSyncClient("greeter", target.client, options=target.options)
@@ -331,13 +344,13 @@ def run(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
     settings = Settings.for_run(quick)
     generated = greeter.load()
     with greeter_server() as address:
-        results: Sequence[dict[str, Any]] = [
-            *asyncio.run(compare_async(address, generated, settings, log)),
-            *compare_sync(address, generated, settings, log),
-        ]
+        results = asyncio.run(
+            compare_async(address, make_targets(address), generated, settings, log)
+        )
+        results += compare_sync(address, make_targets(address), generated, settings, log)
     return {
         "settings": asdict(settings),
         "client_modes": list(CLIENT_MODES),
         "targets": TARGETS,
-        "results": list(results),
+        "results": results,
     }
