@@ -42,6 +42,7 @@ import grpc.aio
 import micro
 from bench import greeter, measure
 from bench.environment import ROOT
+from micro.registry import MemoryRegistry, Node, Service
 
 RAW = "raw"
 CONTROL = "raw-control"  # raw again on its own connection: the noise floor (an A/A test)
@@ -83,10 +84,18 @@ def direct(address: str) -> Target:
     return Target(micro.Client(), micro.CallOptions(address=address))
 
 
+def discovered(address: str) -> Target:
+    """The whole pipeline: "greeter" resolved by name through the cached registry,
+    a node picked by the default strategy, the retry plan around each call."""
+    registry = MemoryRegistry()
+    node = Node(id="bench", address=address)
+    asyncio.run(registry.register(Service(name="greeter", nodes=(node,)), ttl=3600))
+    return Target(micro.Client(registry=registry))
+
+
 # A mode maps the server's address to a Target. Modes are called outside any event
-# loop (once for the async clients, once for the blocking ones), so one that resolves
-# "greeter" by name may register the address with asyncio.run(registry.register(...)).
-CLIENT_MODES: dict[str, Callable[[str], Target]] = {"direct": direct}
+# loop (once for the async clients, once for the blocking ones).
+CLIENT_MODES: dict[str, Callable[[str], Target]] = {"direct": direct, "discovered": discovered}
 
 
 def variant(mode: str) -> str:

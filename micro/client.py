@@ -309,9 +309,13 @@ class Client:
         for channel in channels:
             await channel.close(grace=None)
         self._close_sync(peers)
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        closing = [t for t in self._closing if t.get_loop() is loop]
+        await asyncio.gather(*closing, return_exceptions=True)
         await self._close_registry()
+        if self._background is not None:
+            self._background.stop()
+            self._background = None
 
     def close_sync(self) -> None:
         """``close`` for blocking users (no event loop of their own)."""
@@ -487,9 +491,7 @@ class Stub:
             _deprecated(method, 4)
         plan = await self._plan(method, timeout, options)
         md = _outbound(metadata)
-        # A call that must not run twice connects first, so a failure to connect
-        # is known not to have reached any handler.
-        connect_first = method.client_streaming or not method.idempotent
+        connect_first = method.connect_first
         client = self._client
         while True:
             peer = plan.node
@@ -529,7 +531,7 @@ class Stub:
             _deprecated(method, 3)
         plan = await self._plan(method, timeout, options)
         md = _outbound(metadata)
-        connect_first = method.client_streaming or not method.idempotent
+        connect_first = method.connect_first
         client = self._client
         while True:
             peer = plan.node
@@ -604,7 +606,7 @@ class SyncStub:
             _deprecated(method, 4)
         plan = self._plan(method, timeout, options)
         md = _outbound(metadata)
-        connect_first = method.client_streaming or not method.idempotent
+        connect_first = method.connect_first
         client = self._client
         while True:
             peer = plan.node
@@ -648,7 +650,7 @@ class SyncStub:
             _deprecated(method, 3)
         plan = self._plan(method, timeout, options)
         md = _outbound(metadata)
-        connect_first = method.client_streaming or not method.idempotent
+        connect_first = method.connect_first
         client = self._client
         while True:
             peer = plan.node

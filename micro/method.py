@@ -47,6 +47,7 @@ class Method(Generic[Req, Resp]):
     deprecated: bool = False
     name: str = field(init=False, default="")
     retry_on: frozenset[grpc.StatusCode] = field(init=False)
+    connect_first: bool = field(init=False)
     serialize: Callable[[Req], bytes] = field(init=False, repr=False)
     deserialize_request: Callable[[bytes], Req] = field(init=False, repr=False)
     deserialize_response: Callable[[bytes], Resp] = field(init=False, repr=False)
@@ -58,6 +59,9 @@ class Method(Generic[Req, Resp]):
             raise ValueError(f"{self.path}: unknown status code {e} in retry_codes") from None
         # Statuses worth another attempt once the server may have run the call.
         self.retry_on = frozenset(extra | (IDEMPOTENT_RETRY if self.idempotent else set()))
+        # A call that must not run twice is sent only on a connected channel, so a
+        # failure to connect is known not to have reached any handler.
+        self.connect_first = self.client_streaming or not self.idempotent
         self.serialize = self.request.SerializeToString
         self.deserialize_request = self.request.FromString
         self.deserialize_response = self.response.FromString

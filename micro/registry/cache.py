@@ -56,11 +56,17 @@ class CachingRegistry:
         return self.backend.watch(service)
 
     async def unwatch(self) -> None:
-        """Stop following the backend, leaving it open for its other users."""
-        if self._watch is not None:
-            self._watch.cancel()
-            await asyncio.gather(self._watch, return_exceptions=True)
-            self._watch = None
+        """Stop following the backend, leaving it open for its other users. The watch
+        may run on another loop (a blocking client's thread): it is cancelled there."""
+        task, self._watch = self._watch, None
+        if task is None:
+            return
+        loop = task.get_loop()
+        if loop is asyncio.get_running_loop():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(task.cancel)
 
     async def close(self) -> None:
         await self.unwatch()

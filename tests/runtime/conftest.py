@@ -1,51 +1,15 @@
-"""Runtime tests: the Echo service generated once per run, and services to call."""
+"""Runtime tests: services to call, a registry, a client."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
+from collections.abc import AsyncIterator, Mapping
 
-HERE = Path(__file__).parent
-GEN = HERE.parent / "gen" / "runtime"
+import pytest
+from runtime_support import Echo, Start  # first: generates echo.proto, puts it on the path
 
+import micro
+from micro.registry import MemoryRegistry
 
-def _generate() -> None:
-    """Generate echo.proto unless the output is newer (collection imports it)."""
-    out = GEN / "echo_micro.py"
-    if out.exists() and out.stat().st_mtime >= (HERE / "echo.proto").stat().st_mtime:
-        return
-    GEN.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "micro.cli",
-            "gen",
-            "-I",
-            str(HERE),
-            "--out",
-            str(GEN),
-            str(HERE / "echo.proto"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-
-
-_generate()
-sys.path.insert(0, str(GEN))
-
-# Imported after the generated modules are on the path.
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping  # noqa: E402
-
-import pytest  # noqa: E402
-from echo_node import Echo  # noqa: E402
-
-import micro  # noqa: E402
-from micro.registry import MemoryRegistry  # noqa: E402
-
-Start = Callable[..., Awaitable[tuple[micro.Service, Echo]]]
 CONFIG = micro.Config(registry="memory", register_ttl=30.0, register_interval=10.0)
 
 

@@ -9,7 +9,7 @@ import echo_micro
 import echo_pb2
 import grpc
 import pytest
-from conftest import Start
+from runtime_support import Start
 
 import micro
 from micro import errors

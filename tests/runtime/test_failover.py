@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import echo_micro
 import echo_pb2
 import pytest
-from conftest import GEN, HERE
+from runtime_support import GEN, HERE
 
 import micro
 from micro import errors

@@ -7,9 +7,9 @@ import asyncio
 import echo_micro
 import echo_pb2
 import grpc
-from conftest import Start
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from runtime_support import Start
 
 import micro
 from micro.registry import EventType, MemoryRegistry

@@ -1,0 +1,47 @@
+"""Shared by runtime tests: echo.proto generated once (importing this puts it on the path)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+GEN = HERE.parent / "gen" / "runtime"
+
+
+def _generate() -> None:
+    """Generate echo.proto unless the output is newer (collection imports it)."""
+    out = GEN / "echo_micro.py"
+    if out.exists() and out.stat().st_mtime >= (HERE / "echo.proto").stat().st_mtime:
+        return
+    GEN.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "micro.cli",
+            "gen",
+            "-I",
+            str(HERE),
+            "--out",
+            str(GEN),
+            str(HERE / "echo.proto"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+_generate()
+sys.path.insert(0, str(GEN))
+
+
+from collections.abc import Awaitable, Callable  # noqa: E402
+
+from echo_node import Echo  # noqa: E402
+
+import micro  # noqa: E402
+
+Start = Callable[..., Awaitable[tuple[micro.Service, Echo]]]
+"""``await start(name, version=..., metadata=...)``: one running node and its handler."""
