@@ -1,5 +1,6 @@
 """`make demo`: three greeter instances, found through the default registry (mDNS on
-loopback), called with load balancing by a typed client.
+loopback), called with load balancing by a typed client; then typed events published
+and received.
 
 Each instance is its own process, as in production; the client knows only the name
 "greeter".
@@ -21,6 +22,7 @@ from greeter.v1.greeter_micro import GreeterClient  # noqa: E402
 from greeter.v1.greeter_pb2 import HelloRequest  # noqa: E402
 
 import micro  # noqa: E402
+import micro.registry  # noqa: E402
 
 INSTANCES = 3
 CALLS = 30
@@ -37,6 +39,24 @@ async def wait_for_nodes(client: micro.Client, count: int, limit: float = 10.0) 
         if len(nodes) >= count or loop.time() > end:
             return len(nodes)
         await asyncio.sleep(0.1)
+
+
+async def events() -> None:
+    """Typed pub/sub: a subscriber and a publisher on the broker (in-process for now)."""
+    audit = micro.Service("audit", registry=micro.registry.MemoryRegistry())
+    received: asyncio.Queue[str] = asyncio.Queue()
+
+    @audit.subscribe("greeting.sent", queue="audit")
+    async def on_greeting(event: HelloRequest, ctx: micro.EventContext) -> None:
+        await received.put(f"{event.name} (message {ctx.id[:8]}, attempt {ctx.attempt})")
+
+    await audit.start()
+    sent = audit.publisher("greeting.sent", HelloRequest)
+    for name in ("Ada", "Grace", "Linus"):
+        await sent.publish(HelloRequest(name=name))
+    for _ in range(3):
+        print(f"event received: {await asyncio.wait_for(received.get(), 5)}")
+    await audit.stop()
 
 
 async def main() -> None:
@@ -73,6 +93,7 @@ async def main() -> None:
                 await greeter.say_hello(HelloRequest())
             except micro.errors.InvalidArgument as e:
                 print(f"typed error from the handler: {type(e).__name__}: {e.message}")
+        await events()
     finally:
         for process in instances:
             process.send_signal(signal.SIGTERM)  # graceful: deregister, drain, stop

@@ -5,6 +5,7 @@ and broker backends are imported by their full path (``micro.registry.etcd``).
 """
 
 from micro import errors
+from micro.broker import EventContext, Publisher
 from micro.client import CallOptions, Client, Metadata, Stub, SyncStub
 from micro.config import Config, ConfigError
 from micro.context import Context
@@ -26,10 +27,12 @@ __all__ = [
     "Config",
     "ConfigError",
     "Context",
+    "EventContext",
     "Handler",
     "Idempotency",
     "Metadata",
     "Method",
+    "Publisher",
     "Server",
     "Service",
     "ServiceDescriptor",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 REGISTRIES = ("mdns", "memory")
+BROKERS = ("memory",)
 STRATEGIES = ("least_request", "round_robin", "random")
 
 
@@ -77,6 +78,8 @@ class Config:
 
     registry: str = "mdns"
     registry_address: tuple[str, ...] = ()
+    broker: str = "memory"
+    broker_address: tuple[str, ...] = ()
     server_address: str = "127.0.0.1:0"
     client_retries: int = 3
     client_request_timeout: float | None = None
@@ -122,6 +125,8 @@ class Config:
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "registry": _one_of(*REGISTRIES),
     "registry_address": _addresses,
+    "broker": _one_of(*BROKERS),
+    "broker_address": _addresses,
     "server_address": _address,
     "client_retries": _count,
     "client_request_timeout": _seconds,

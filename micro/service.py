@@ -15,8 +15,14 @@ import logging
 import signal
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
+from google.protobuf.message import Message
+
+from micro.broker import Broker, Publisher, Subscription, typed
+from micro.broker.events import EventHandler
+from micro.broker.memory import shared as shared_broker
 from micro.client import Client
 from micro.config import Config
 from micro.registry import Endpoint, Node, Registry, RegistryError, from_config
@@ -24,6 +30,9 @@ from micro.registry import Service as Record
 from micro.server import MAX_MESSAGE_SIZE, Handler, Server
 
 log = logging.getLogger("micro.service")
+
+M = TypeVar("M", bound=Message)
+H = TypeVar("H", bound=EventHandler)
 
 
 class Service:
@@ -45,6 +54,7 @@ class Service:
         metadata: Mapping[str, str] | None = None,
         address: str | None = None,
         registry: Registry | None = None,
+        broker: Broker | None = None,
         register_ttl: float | None = None,
         register_interval: float | None = None,
         grace: float = 30.0,
@@ -65,15 +75,37 @@ class Service:
         self.id = f"{name}-{uuid.uuid4().hex}"
         self._owns_registry = registry is None
         self.registry = registry or from_config(self.config)
+        self.broker = broker or shared_broker()
         self.server = Server(self.config.server_address, max_message_size=max_message_size)
         self.client = Client(self.registry, config=self.config)
         self.address = ""
         self._record: Record | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._handlers: list[tuple[str, str | None, EventHandler]] = []
+        self._subscriptions: list[Subscription] = []
 
     def handle(self, *handlers: Handler) -> None:
         """Serve these generated-handler subclasses (before ``start``)."""
         self.server.add(*handlers)
+
+    def publisher(
+        self, topic: str, kind: type[M], *, content_type: str | None = None
+    ) -> Publisher[M]:
+        """A typed publisher: ``await svc.publisher("user.created", UserCreated).publish(m)``."""
+        if content_type is None:
+            return Publisher(self.broker, topic, kind)
+        return Publisher(self.broker, topic, kind, content_type=content_type)
+
+    def subscribe(self, topic: str, *, queue: str | None = None) -> Callable[[H], H]:
+        """Decorate a handler ``(event: UserCreated, ctx: micro.EventContext)``: called for
+        each message from ``start`` on. Handlers sharing a ``queue`` split the messages."""
+
+        def register(handler: H) -> H:
+            typed(handler)  # a missing or wrong annotation fails here, not at delivery
+            self._handlers.append((topic, queue, handler))
+            return handler
+
+        return register
 
     @property
     def record(self) -> Record:
@@ -106,6 +138,9 @@ class Service:
         except RegistryError as e:
             await self.server.stop(0)
             raise RegistryError(f"service {self.name!r} could not register: {e}") from None
+        await self.broker.connect()
+        for topic, queue, handler in self._handlers:
+            self._subscriptions.append(await self.broker.subscribe(topic, typed(handler), queue))
         self._heartbeat = asyncio.get_running_loop().create_task(self._reregister())
         log.info("%s %s serving on %s as %s", self.name, self.version, self.address, self.id)
 
@@ -141,6 +176,9 @@ class Service:
             await self.registry.deregister(self._record)
         except RegistryError as e:
             log.warning("%s: could not deregister (its TTL will expire it): %s", self.id, e)
+        subscriptions, self._subscriptions = self._subscriptions, []
+        for subscription in subscriptions:  # each returns once its handlers finished
+            await subscription.unsubscribe()
         await self.server.stop(self.grace if grace is None else grace)
         self._record = None
         await self.client.close()

@@ -1,0 +1,74 @@
+"""The broker model: envelopes, the ``Broker`` protocol, its errors.
+
+Backends move ``Envelope``s; typing (proto message classes) lives a layer above, in
+``micro.broker.events``, so every backend carries the same envelope and gets typed
+publishers and subscribers for free.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, TypeAlias, runtime_checkable
+
+TYPE_HEADER = "micro-type"  # full name of the payload's message type
+DEADLINE_HEADER = "micro-deadline"  # absolute deadline (epoch seconds) of the publishing call
+REASON_HEADER = "micro-dead-reason"  # why a message was dead-lettered
+
+
+class BrokerError(Exception):
+    """The broker failed or is unreachable; the message names it."""
+
+
+class Undeliverable(BrokerError):
+    """This message can never be handled (garbage, wrong type): dead-letter it now
+    instead of retrying."""
+
+
+def dead_letter_topic(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One message as every backend carries it. ``attempt`` counts deliveries."""
+
+    topic: str
+    body: bytes
+    content_type: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    timestamp: float = field(default_factory=time.time)
+    attempt: int = 1
+
+
+RawHandler: TypeAlias = Callable[[Envelope], Awaitable[None]]
+"""Returns to ack; raises to have the message delivered again (``Undeliverable``: never)."""
+
+
+@runtime_checkable
+class Subscription(Protocol):
+    topic: str
+    queue: str | None
+
+    async def unsubscribe(self) -> None:
+        """Stop receiving; returns once the handlers already running have finished."""
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """What every backend provides. A ``queue`` name makes subscribers of that name
+    compete for each message; subscribers without one each get every message."""
+
+    async def connect(self) -> None:
+        """Reach the broker; raises ``BrokerError`` naming the address if it cannot."""
+
+    async def publish(self, envelope: Envelope) -> None: ...
+
+    async def subscribe(
+        self, topic: str, handler: RawHandler, queue: str | None = None
+    ) -> Subscription: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,133 @@
+"""An in-process broker: for tests, and for services that share one process.
+
+Delivery is at most once across a crash (nothing is stored) and at least once while
+the process lives: a handler that raises gets the message again after a backoff, and
+after ``max_attempts`` the message goes to ``<topic>.dlq``. No ordering guarantee:
+each delivery runs as its own task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import threading
+from collections import defaultdict
+from dataclasses import replace
+
+from micro.broker.base import (
+    REASON_HEADER,
+    Envelope,
+    RawHandler,
+    Undeliverable,
+    dead_letter_topic,
+)
+
+log = logging.getLogger("micro.broker")
+
+
+class _Subscription:
+    def __init__(self, broker: MemoryBroker, topic: str, handler: RawHandler, queue: str | None):
+        self.broker = broker
+        self.topic = topic
+        self.queue = queue
+        self.handler = handler
+        self.running: set[asyncio.Task[None]] = set()
+
+    async def unsubscribe(self) -> None:
+        self.broker._remove(self)
+        if self.running:
+            await asyncio.gather(*self.running, return_exceptions=True)
+
+
+class MemoryBroker:
+    """``Broker`` kept in dicts, on one event loop."""
+
+    def __init__(
+        self, *, max_attempts: int = 5, backoff: float = 0.05, max_backoff: float = 2.0
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts={max_attempts}: must be >= 1")
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._subscriptions: dict[str, list[_Subscription]] = defaultdict(list)
+        self._turns: dict[tuple[str, str], itertools.count[int]] = {}
+
+    async def connect(self) -> None:
+        pass
+
+    async def publish(self, envelope: Envelope) -> None:
+        groups: dict[str | None, list[_Subscription]] = defaultdict(list)
+        for sub in self._subscriptions.get(envelope.topic, ()):
+            groups[sub.queue].append(sub)
+        for queue, subs in groups.items():
+            if queue is None:
+                chosen = subs
+            else:
+                turn = self._turns.setdefault((envelope.topic, queue), itertools.count())
+                chosen = [subs[next(turn) % len(subs)]]
+            for sub in chosen:
+                task = asyncio.get_running_loop().create_task(self._deliver(sub, envelope))
+                sub.running.add(task)
+                task.add_done_callback(sub.running.discard)
+
+    async def subscribe(
+        self, topic: str, handler: RawHandler, queue: str | None = None
+    ) -> _Subscription:
+        sub = _Subscription(self, topic, handler, queue)
+        self._subscriptions[topic].append(sub)
+        return sub
+
+    async def close(self) -> None:
+        subs = [s for group in self._subscriptions.values() for s in group]
+        for sub in subs:
+            await sub.unsubscribe()
+
+    def _remove(self, sub: _Subscription) -> None:
+        group = self._subscriptions.get(sub.topic, [])
+        if sub in group:
+            group.remove(sub)
+
+    async def _deliver(self, sub: _Subscription, envelope: Envelope) -> None:
+        reason = ""
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                await sub.handler(replace(envelope, attempt=attempt))
+                return
+            except Undeliverable as e:
+                reason = str(e)
+                break
+            except Exception as e:
+                reason = f"{type(e).__name__}: {e}"
+                log.warning(
+                    "handler of %s failed on message %s (attempt %d of %d): %s",
+                    envelope.topic,
+                    envelope.id,
+                    attempt,
+                    self.max_attempts,
+                    reason,
+                )
+                if attempt < self.max_attempts:
+                    cap = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+                    await asyncio.sleep(random.uniform(cap / 2, cap))
+        log.warning("dead-lettering message %s of %s: %s", envelope.id, envelope.topic, reason)
+        dead = replace(
+            envelope,
+            topic=dead_letter_topic(envelope.topic),
+            headers={**envelope.headers, REASON_HEADER: reason},
+        )
+        await self.publish(dead)
+
+
+_shared: list[MemoryBroker] = []
+_shared_lock = threading.Lock()
+
+
+def shared() -> MemoryBroker:
+    """The one broker ``MICRO_BROKER=memory`` means in this process."""
+    with _shared_lock:
+        if not _shared:
+            _shared.append(MemoryBroker())
+        return _shared[0]
