@@ -16,10 +16,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
 	touch $@
 
-# micro/options_pb2 is committed (generated code users import); examples/gen is not.
+# micro/options_pb2 and micro/delivery_* are committed (the runtime imports them);
+# examples/gen is not.
 gen: venv
 	$(BIN)/python -m grpc_tools.protoc -Iproto -I$(WKT) --python_out=. \
 	    --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --mypy_out=. proto/micro/options.proto
+	$(BIN)/micro gen -I proto --out . proto/micro/delivery.proto
 	$(BIN)/micro gen -I proto --out examples/gen proto/greeter
 
 lint: gen

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 REGISTRIES = ("mdns", "memory")
-BROKERS = ("memory",)
+BROKERS = ("grpc", "memory")
 STRATEGIES = ("least_request", "round_robin", "random")
 
 
@@ -78,7 +78,7 @@ class Config:
 
     registry: str = "mdns"
     registry_address: tuple[str, ...] = ()
-    broker: str = "memory"
+    broker: str = "grpc"
     broker_address: tuple[str, ...] = ()
     server_address: str = "127.0.0.1:0"
     client_retries: int = 3

@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 from micro.broker import Broker, Publisher, Subscription, typed
 from micro.broker.events import EventHandler
 from micro.broker.memory import shared as shared_broker
+from micro.broker.peer import GrpcBroker
 from micro.client import Client
 from micro.config import Config
 from micro.registry import Endpoint, Node, Registry, RegistryError, from_config
@@ -75,18 +76,33 @@ class Service:
         self.id = f"{name}-{uuid.uuid4().hex}"
         self._owns_registry = registry is None
         self.registry = registry or from_config(self.config)
-        self.broker = broker or shared_broker()
         self.server = Server(self.config.server_address, max_message_size=max_message_size)
+        self.broker = broker or self._default_broker()
+        self._owns_broker = broker is None and self.config.broker != "memory"
+        if isinstance(self.broker, GrpcBroker):
+            self.server.add(self.broker.handler)  # subscribers receive on this server
         self.client = Client(self.registry, config=self.config)
         self.address = ""
         self._record: Record | None = None
         self._heartbeat: asyncio.Task[None] | None = None
-        self._handlers: list[tuple[str, str | None, EventHandler]] = []
+        self.handlers: list[Handler] = []  # what the registry advertises
+        self._event_handlers: list[tuple[str, str | None, EventHandler]] = []
         self._subscriptions: list[Subscription] = []
+
+    def _default_broker(self) -> Broker:
+        """The broker ``MICRO_BROKER`` names."""
+        if self.config.broker == "memory":
+            return shared_broker()
+        return GrpcBroker(
+            self.registry,
+            register_ttl=self.config.register_ttl,
+            register_interval=self.config.register_interval,
+        )
 
     def handle(self, *handlers: Handler) -> None:
         """Serve these generated-handler subclasses (before ``start``)."""
         self.server.add(*handlers)
+        self.handlers.extend(handlers)
 
     def publisher(
         self, topic: str, kind: type[M], *, content_type: str | None = None
@@ -102,7 +118,7 @@ class Service:
 
         def register(handler: H) -> H:
             typed(handler)  # a missing or wrong annotation fails here, not at delivery
-            self._handlers.append((topic, queue, handler))
+            self._event_handlers.append((topic, queue, handler))
             return handler
 
         return register
@@ -128,8 +144,8 @@ class Service:
                     response=m.response.DESCRIPTOR.full_name,
                     metadata={"kind": m.kind},
                 )
-                for service in self.server.services
-                for m in service.methods
+                for handler in self.handlers
+                for m in handler.__service__.methods
             ),
             nodes=(Node(self.id, self.address, {**self.metadata, "protocol": "grpc"}),),
         )
@@ -138,8 +154,10 @@ class Service:
         except RegistryError as e:
             await self.server.stop(0)
             raise RegistryError(f"service {self.name!r} could not register: {e}") from None
+        if isinstance(self.broker, GrpcBroker):
+            self.broker.bind(self.address, self.id, self.client)
         await self.broker.connect()
-        for topic, queue, handler in self._handlers:
+        for topic, queue, handler in self._event_handlers:
             self._subscriptions.append(await self.broker.subscribe(topic, typed(handler), queue))
         self._heartbeat = asyncio.get_running_loop().create_task(self._reregister())
         log.info("%s %s serving on %s as %s", self.name, self.version, self.address, self.id)
@@ -181,6 +199,8 @@ class Service:
             await subscription.unsubscribe()
         await self.server.stop(self.grace if grace is None else grace)
         self._record = None
+        if self._owns_broker:
+            await self.broker.close()
         await self.client.close()
         if self._owns_registry:
             await self.registry.close()

@@ -27,8 +27,11 @@ class Undeliverable(BrokerError):
     instead of retrying."""
 
 
+DEAD_LETTER_SUFFIX = ".dlq"
+
+
 def dead_letter_topic(topic: str) -> str:
-    return f"{topic}.dlq"
+    return topic + DEAD_LETTER_SUFFIX
 
 
 @dataclass(frozen=True)

@@ -114,18 +114,19 @@ def _inherited() -> dict[str, str]:
 EventHandler = Callable[[Any, EventContext], Awaitable[None] | None]
 
 
-def message_type(handler: EventHandler) -> type[Message]:
-    """The proto message class a subscriber's first parameter is annotated with."""
+def message_type(handler: EventHandler) -> type[Message | Envelope]:
+    """The proto message class a subscriber's first parameter is annotated with;
+    ``Envelope`` asks for messages undecoded (dead letters, say)."""
     try:
         hints = get_type_hints(handler)
     except Exception as e:
         raise TypeError(f"cannot read the annotations of {handler!r}: {e}") from None
     params = [p for p in inspect.signature(handler).parameters if p in hints]
     kind = hints.get(params[0]) if params else None
-    if not (isinstance(kind, type) and issubclass(kind, Message)):
+    if not (isinstance(kind, type) and issubclass(kind, (Message, Envelope))):
         raise TypeError(
             f"annotate the first parameter of {getattr(handler, '__qualname__', handler)} "
-            "with the proto message class it handles"
+            "with the proto message class it handles (or Envelope, for raw messages)"
         )
     return kind
 
@@ -134,17 +135,10 @@ def typed(handler: EventHandler) -> RawHandler:
     """The envelope handler that decodes for ``handler`` and calls it (``def``
     handlers in a worker thread)."""
     kind = message_type(handler)
-    name = kind.DESCRIPTOR.full_name
     blocking = not inspect.iscoroutinefunction(handler)
 
     async def deliver(envelope: Envelope) -> None:
-        sent = envelope.headers.get(TYPE_HEADER, name)
-        if sent != name:
-            raise Undeliverable(f"expected {name}, got {sent}")
-        try:
-            message = codec.decode(envelope.body, kind, envelope.content_type)
-        except codec.CodecError as e:
-            raise Undeliverable(str(e)) from None
+        message = envelope if kind is Envelope else _decode(envelope, kind)  # type: ignore[arg-type]
         ctx = EventContext(envelope)
         if blocking:
             await asyncio.to_thread(handler, message, ctx)
@@ -152,3 +146,14 @@ def typed(handler: EventHandler) -> RawHandler:
             await handler(message, ctx)  # type: ignore[misc]
 
     return deliver
+
+
+def _decode(envelope: Envelope, kind: type[Message]) -> Message:
+    name = kind.DESCRIPTOR.full_name
+    sent = envelope.headers.get(TYPE_HEADER, name)
+    if sent != name:
+        raise Undeliverable(f"expected {name}, got {sent}")
+    try:
+        return codec.decode(envelope.body, kind, envelope.content_type)
+    except codec.CodecError as e:
+        raise Undeliverable(str(e)) from None

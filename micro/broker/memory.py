@@ -10,21 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
-import random
 import threading
 from collections import defaultdict
-from dataclasses import replace
 
-from micro.broker.base import (
-    REASON_HEADER,
-    Envelope,
-    RawHandler,
-    Undeliverable,
-    dead_letter_topic,
-)
-
-log = logging.getLogger("micro.broker")
+from micro.broker.base import Envelope, RawHandler
+from micro.broker.redelivery import Redelivery
 
 
 class _Subscription:
@@ -47,11 +37,7 @@ class MemoryBroker:
     def __init__(
         self, *, max_attempts: int = 5, backoff: float = 0.05, max_backoff: float = 2.0
     ) -> None:
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts={max_attempts}: must be >= 1")
-        self.max_attempts = max_attempts
-        self.backoff = backoff
-        self.max_backoff = max_backoff
+        self.redelivery = Redelivery(max_attempts, backoff, max_backoff)
         self._subscriptions: dict[str, list[_Subscription]] = defaultdict(list)
         self._turns: dict[tuple[str, str], itertools.count[int]] = {}
 
@@ -91,34 +77,7 @@ class MemoryBroker:
             group.remove(sub)
 
     async def _deliver(self, sub: _Subscription, envelope: Envelope) -> None:
-        reason = ""
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                await sub.handler(replace(envelope, attempt=attempt))
-                return
-            except Undeliverable as e:
-                reason = str(e)
-                break
-            except Exception as e:
-                reason = f"{type(e).__name__}: {e}"
-                log.warning(
-                    "handler of %s failed on message %s (attempt %d of %d): %s",
-                    envelope.topic,
-                    envelope.id,
-                    attempt,
-                    self.max_attempts,
-                    reason,
-                )
-                if attempt < self.max_attempts:
-                    cap = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-                    await asyncio.sleep(random.uniform(cap / 2, cap))
-        log.warning("dead-lettering message %s of %s: %s", envelope.id, envelope.topic, reason)
-        dead = replace(
-            envelope,
-            topic=dead_letter_topic(envelope.topic),
-            headers={**envelope.headers, REASON_HEADER: reason},
-        )
-        await self.publish(dead)
+        await self.redelivery.run(sub.handler, envelope, self.publish)
 
 
 _shared: list[MemoryBroker] = []

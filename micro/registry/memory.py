@@ -85,9 +85,16 @@ class MemoryRegistry:
     async def _follow(self, watcher: _Watcher) -> AsyncIterator[Event]:
         try:
             while True:
+                # Not asyncio.wait_for: before Python 3.12 it can swallow a cancellation
+                # that races with an event, and the watch would never end.
+                getter = asyncio.ensure_future(watcher.queue.get())
                 try:
-                    yield await asyncio.wait_for(watcher.queue.get(), self._until_expiry())
-                except asyncio.TimeoutError:
+                    await asyncio.wait({getter}, timeout=self._until_expiry())
+                finally:
+                    getter.cancel()
+                if getter.done() and not getter.cancelled():
+                    yield getter.result()
+                else:
                     self._expire()
         finally:
             self._unwatch(watcher)

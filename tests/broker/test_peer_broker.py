@@ -1,0 +1,172 @@
+"""The zero-setup grpc broker: services deliver to each other's servers over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from google.protobuf.wrappers_pb2 import Int64Value
+
+import micro
+from micro import codec
+from micro.broker import Envelope, dead_letter_topic
+from micro.broker.peer import GrpcBroker, entry_name
+from micro.registry import MemoryRegistry
+
+CONFIG = micro.Config(registry="memory", broker="grpc", register_ttl=30, register_interval=10)
+Start = Callable[[str], Awaitable[micro.Service]]
+
+
+@pytest.fixture
+def registry() -> MemoryRegistry:
+    return MemoryRegistry()
+
+
+@pytest.fixture
+async def service(registry: MemoryRegistry) -> AsyncIterator[Callable[[str], micro.Service]]:
+    """``service(name)`` builds one on the grpc broker; started ones stop after the test."""
+    made: list[micro.Service] = []
+
+    def make(name: str) -> micro.Service:
+        svc = micro.Service(name, registry=registry, config=CONFIG)
+        made.append(svc)
+        return svc
+
+    yield make
+    for svc in made:
+        await svc.stop(grace=0)
+
+
+def counting(svc: micro.Service, topic: str, queue: str | None = None) -> asyncio.Queue[int]:
+    got: asyncio.Queue[int] = asyncio.Queue()
+
+    @svc.subscribe(topic, queue=queue)
+    async def handle(event: Int64Value, ctx: micro.EventContext) -> None:
+        await got.put(event.value)
+
+    return got
+
+
+async def take(queue: asyncio.Queue[int], count: int) -> list[int]:
+    return sorted([await asyncio.wait_for(queue.get(), 5) for _ in range(count)])
+
+
+async def test_default_broker_is_grpc_and_served(service: Callable[[str], micro.Service]) -> None:
+    svc = service("a")
+    assert isinstance(svc.broker, GrpcBroker)
+    assert "micro.Delivery" in {s.name for s in svc.server.services}
+
+
+async def test_broadcast_and_queue_across_services(
+    service: Callable[[str], micro.Service], registry: MemoryRegistry
+) -> None:
+    audit_a, audit_b, worker_a, worker_b, publisher = (
+        service(n) for n in ("audit-a", "audit-b", "worker-a", "worker-b", "publisher")
+    )
+    broadcast = [counting(audit_a, "numbers"), counting(audit_b, "numbers")]
+    workers = [counting(s, "numbers", queue="workers") for s in (worker_a, worker_b)]
+    for svc in (audit_a, audit_b, worker_a, worker_b, publisher):
+        await svc.start()
+    entries = await registry.get_service(entry_name("numbers"))
+    assert len([n for e in entries for n in e.nodes]) == 4  # 2 broadcast + 2 queue members
+    numbers = publisher.publisher("numbers", Int64Value)
+    for i in range(20):
+        await numbers.publish(Int64Value(value=i))
+    for got in broadcast:
+        assert await take(got, 20) == list(range(20))  # every subscriber, every message
+    await worker_a.stop()  # drains its handlers
+    await worker_b.stop()
+    split = [[q.get_nowait() for _ in range(q.qsize())] for q in workers]
+    assert all(split)
+    assert sorted(split[0] + split[1]) == list(range(20))  # split, no duplicates
+
+
+@pytest.mark.parametrize("content_type", [codec.PROTOBUF, codec.JSON])
+async def test_typed_round_trip(service: Callable[[str], micro.Service], content_type: str) -> None:
+    sub, pub = service("sub"), service("pub")
+    got: asyncio.Queue[tuple[Int64Value, micro.EventContext]] = asyncio.Queue()
+
+    @sub.subscribe("values")
+    async def handle(event: Int64Value, ctx: micro.EventContext) -> None:
+        await got.put((event, ctx))
+
+    await sub.start()
+    await pub.start()
+    sent = await pub.publisher("values", Int64Value, content_type=content_type).publish(
+        Int64Value(value=-5), headers={"k": "v"}
+    )
+    event, ctx = await asyncio.wait_for(got.get(), 5)
+    assert event.value == -5
+    assert (ctx.id, ctx.headers["k"], ctx.envelope.content_type) == (sent, "v", content_type)
+
+
+async def test_retries_then_dead_letter(service: Callable[[str], micro.Service]) -> None:
+    sub, pub = service("sub"), service("pub")
+    sub.broker.redelivery.backoff = 0.001  # type: ignore[attr-defined]
+    attempts: dict[int, list[int]] = {1: [], 2: []}
+    recovered = asyncio.Event()
+    dead: asyncio.Queue[Envelope] = asyncio.Queue()
+
+    @sub.subscribe("jobs")
+    async def handle(event: Int64Value, ctx: micro.EventContext) -> None:
+        attempts[event.value].append(ctx.attempt)
+        if event.value == 1 and ctx.attempt == 3:
+            recovered.set()
+            return
+        raise RuntimeError("not now")
+
+    @sub.subscribe(dead_letter_topic("jobs"))
+    async def dead_letters(event: Int64Value, ctx: micro.EventContext) -> None:
+        await dead.put(ctx.envelope)
+
+    await sub.start()
+    await pub.start()
+    jobs = pub.publisher("jobs", Int64Value)
+    await jobs.publish(Int64Value(value=1))  # fails twice, then succeeds
+    await jobs.publish(Int64Value(value=2))  # always fails
+    await asyncio.wait_for(recovered.wait(), 5)
+    envelope = await asyncio.wait_for(dead.get(), 10)
+    assert attempts[1] == [1, 2, 3]
+    assert attempts[2] == [1, 2, 3, 4, 5]
+    assert Int64Value.FromString(envelope.body).value == 2
+    assert "RuntimeError: not now" in envelope.headers["micro-dead-reason"]
+
+
+async def test_malformed_payload_goes_to_dead_letter(
+    service: Callable[[str], micro.Service],
+) -> None:
+    sub, pub = service("sub"), service("pub")
+    got = counting(sub, "numbers")
+    dead: asyncio.Queue[str] = asyncio.Queue()
+
+    @sub.subscribe(dead_letter_topic("numbers"))
+    async def dead_letters(envelope: Envelope, ctx: micro.EventContext) -> None:
+        await dead.put(envelope.headers["micro-dead-reason"])
+
+    await sub.start()
+    await pub.start()
+    garbage = Envelope("numbers", b"\xff\xff\xff", codec.PROTOBUF)
+    await pub.broker.publish(garbage)
+    assert "not a valid google.protobuf.Int64Value" in await asyncio.wait_for(dead.get(), 5)
+    await pub.publisher("numbers", Int64Value).publish(Int64Value(value=3))
+    assert await take(got, 1) == [3]
+
+
+async def test_stopped_subscriber_leaves_the_registry(
+    service: Callable[[str], micro.Service], registry: MemoryRegistry
+) -> None:
+    sub = service("sub")
+    counting(sub, "numbers")
+    await sub.start()
+    assert await registry.get_service(entry_name("numbers"))
+    await sub.stop()
+    assert await registry.get_service(entry_name("numbers")) == []
+
+
+async def test_publish_without_subscribers_is_dropped(
+    service: Callable[[str], micro.Service],
+) -> None:
+    pub = service("pub")
+    await pub.start()
+    assert await pub.publisher("nobody", Int64Value).publish(Int64Value(value=1))
