@@ -18,12 +18,14 @@ import micro
 
 
 class Greeter(GreeterHandler):
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, greeted: micro.Publisher[HelloRequest]) -> None:
         self.node = node
+        self.greeted = greeted
 
     async def say_hello(self, request: HelloRequest, ctx: micro.Context) -> HelloReply:
         if not request.name:
             raise micro.errors.InvalidArgument("name is required")
+        await self.greeted.publish(request, headers={"node": self.node})  # an event per greeting
         return HelloReply(message=f"Hello, {request.name}!", node=self.node)
 
     async def lots_of_replies(
@@ -47,7 +49,7 @@ class Greeter(GreeterHandler):
 
 def main() -> None:
     service = micro.Service("greeter", version="1.0.0")
-    service.handle(Greeter(service.id))
+    service.handle(Greeter(service.id, service.publisher("greeting.sent", HelloRequest)))
     service.run()  # registers, serves, and on SIGTERM/SIGINT drains and leaves
 
 
