@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from google.protobuf import descriptor_pb2 as pb
 from google.protobuf.compiler import plugin_pb2
 
-from micro import options_pb2
 from protoc_gen_micro import naming
+from protoc_gen_micro.resources import micro_options
+
+_OPTIONS = micro_options()
 
 _SERVICE_FIELD = 6  # FileDescriptorProto.service
 _METHOD_FIELD = 2  # ServiceDescriptorProto.method
@@ -201,7 +203,7 @@ def _build_method(
     doc: str,
     deprecated: bool,
 ) -> Method:
-    extra = method.options.Extensions[options_pb2.method]
+    extra = method.options.Extensions[_OPTIONS.method]
     kind = ("stream" if method.client_streaming else "unary") + (
         "_stream" if method.server_streaming else "_unary"
     )
