@@ -1,0 +1,196 @@
+"""DnsRegistry against a real DNS server (dnsmasq), and a real call found through it."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+
+import echo_micro
+import echo_pb2
+import pytest
+from dns_support import DOMAIN, Start, free_udp_port  # conftest put echo on the path
+from echo_node import Echo
+
+import micro
+from micro.registry import MemoryRegistry
+from micro.registry.base import Event, EventType, Node, RegistryError, Service
+from micro.registry.dns import DnsRegistry, system_nameservers
+
+pytestmark = pytest.mark.backend
+
+INTERVAL = 0.2
+WAIT = 10.0  # bound on awaiting one event; the re-resolve interval is far shorter
+
+
+def registry_for(address: str, **kwargs: float) -> DnsRegistry:
+    return DnsRegistry(domain=DOMAIN, nameservers=[address], interval=INTERVAL, **kwargs)
+
+
+def nodes(*addresses: str) -> tuple[Node, ...]:
+    return tuple(Node(a, a) for a in addresses)
+
+
+async def next_event(events: AsyncIterator[Event]) -> Event:
+    return await asyncio.wait_for(events.__anext__(), WAIT)
+
+
+async def test_srv_records_give_their_ports(dns_server: Start) -> None:
+    server = dns_server(
+        hosts={"n1": ["127.0.0.1"], "n2": ["127.0.0.2", "::1"]},
+        srv=[
+            f"_grpc._tcp.greeter.{DOMAIN},n1.{DOMAIN},7001",
+            f"_grpc._tcp.greeter.{DOMAIN},n2.{DOMAIN},7002",
+        ],
+    )
+    registry = registry_for(server.address)
+    services = await registry.get_service("greeter")
+    assert services == [
+        Service("greeter", nodes=nodes("127.0.0.1:7001", "127.0.0.2:7002", "[::1]:7002"))
+    ]
+
+
+async def test_without_srv_a_and_aaaa_records_get_the_default_port(dns_server: Start) -> None:
+    server = dns_server(hosts={"echo": ["127.0.0.3", "127.0.0.4", "::1"]})
+    registry = DnsRegistry(domain=DOMAIN, nameservers=[server.address], port=9000)
+    assert await registry.get_service("echo") == [
+        Service("echo", nodes=nodes("127.0.0.3:9000", "127.0.0.4:9000", "[::1]:9000"))
+    ]
+
+
+async def test_unknown_name_is_no_service(dns_server: Start) -> None:
+    server = dns_server(hosts={"echo": ["127.0.0.3"]})
+    assert await registry_for(server.address).get_service("nope") == []
+
+
+async def test_srv_target_without_address_gives_no_node(dns_server: Start) -> None:
+    server = dns_server(srv=[f"_grpc._tcp.greeter.{DOMAIN},gone.{DOMAIN},7001"])
+    assert await registry_for(server.address).get_service("greeter") == []
+
+
+async def test_refused_nameserver_is_a_registry_error_naming_it() -> None:
+    address = f"127.0.0.1:{free_udp_port()}"  # nobody listens: ICMP port unreachable
+    with pytest.raises(RegistryError, match=address):
+        await registry_for(address).get_service("echo")
+
+
+async def test_silent_nameserver_is_a_registry_error_after_the_timeout() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        registry = DnsRegistry(domain=DOMAIN, nameservers=[address], timeout=0.1, attempts=1)
+        with pytest.raises(RegistryError, match=f"{address}: no answer within 0.1s"):
+            await registry.get_service("echo")
+
+
+async def test_a_second_nameserver_answers_when_the_first_fails(dns_server: Start) -> None:
+    server = dns_server(hosts={"echo": ["127.0.0.3"]})
+    dead = f"127.0.0.1:{free_udp_port()}"
+    registry = DnsRegistry(domain=DOMAIN, nameservers=[dead, server.address], port=1)
+    assert await registry.get_service("echo") == [Service("echo", nodes=nodes("127.0.0.3:1"))]
+
+
+async def test_watch_reports_added_and_removed_records(dns_server: Start) -> None:
+    server = dns_server(hosts={"echo": ["127.0.0.3"]})
+    registry = registry_for(server.address)
+    events = registry.watch()
+    await registry.get_service("echo")  # watched from now on
+
+    await server.reload({"echo": ["127.0.0.3", "127.0.0.4"]})
+    changed = time.monotonic()
+    event = await next_event(events)
+    assert event == Event(EventType.CREATE, Service("echo", nodes=nodes("127.0.0.4:50051")))
+    assert time.monotonic() - changed < INTERVAL + 2.0  # one re-resolve, with CI slack
+
+    await server.reload({"echo": ["127.0.0.4"]})
+    event = await next_event(events)
+    assert event == Event(EventType.DELETE, Service("echo", nodes=nodes("127.0.0.3:50051")))
+
+    await server.reload({})  # NXDOMAIN: every node goes
+    event = await next_event(events)
+    assert event == Event(EventType.DELETE, Service("echo", nodes=nodes("127.0.0.4:50051")))
+    await registry.close()
+
+
+async def test_watch_follows_srv_targets_moving(dns_server: Start) -> None:
+    server = dns_server(
+        hosts={"n1": ["127.0.0.1"]}, srv=[f"_grpc._tcp.greeter.{DOMAIN},n1.{DOMAIN},7001"]
+    )
+    registry = registry_for(server.address)
+    events = registry.watch("greeter")
+    assert await registry.get_service("greeter") == [
+        Service("greeter", nodes=nodes("127.0.0.1:7001"))
+    ]
+    await server.reload({"n1": ["127.0.0.5"]})
+    assert [await next_event(events), await next_event(events)] == [
+        Event(EventType.DELETE, Service("greeter", nodes=nodes("127.0.0.1:7001"))),
+        Event(EventType.CREATE, Service("greeter", nodes=nodes("127.0.0.5:7001"))),
+    ]
+
+
+async def test_watch_of_one_name_ignores_others(dns_server: Start) -> None:
+    server = dns_server(hosts={"a": ["127.0.0.1"], "b": ["127.0.0.2"]})
+    registry = registry_for(server.address)
+    events = registry.watch("b")
+    await registry.get_service("a")
+    await registry.get_service("b")
+    await server.reload({"a": ["127.0.0.1", "127.0.0.9"], "b": ["127.0.0.2", "127.0.0.8"]})
+    event = await next_event(events)
+    assert event == Event(EventType.CREATE, Service("b", nodes=nodes("127.0.0.8:50051")))
+
+
+async def test_watch_raises_when_the_server_goes_away(dns_server: Start) -> None:
+    server = dns_server(hosts={"echo": ["127.0.0.3"]})
+    registry = registry_for(server.address, timeout=0.2)
+    events = registry.watch()
+    await registry.get_service("echo")
+    server.stop()
+    with pytest.raises(RegistryError, match=server.address):
+        await next_event(events)
+
+
+async def test_watch_ends_when_closed(dns_server: Start) -> None:
+    server = dns_server(hosts={"echo": ["127.0.0.3"]})
+    registry = registry_for(server.address)
+    events = registry.watch()
+    await registry.get_service("echo")
+    await registry.close()
+    with pytest.raises(StopAsyncIteration):
+        await next_event(events)
+
+
+async def test_cannot_register() -> None:
+    registry = DnsRegistry(domain=DOMAIN, nameservers=["127.0.0.1"])
+    with pytest.raises(RegistryError, match="DNS registry is read-only"):
+        await registry.register(Service("echo", nodes=nodes("127.0.0.1:1")), ttl=10)
+    with pytest.raises(RegistryError, match="DNS registry is read-only"):
+        await registry.deregister(Service("echo", nodes=nodes("127.0.0.1:1")))
+
+
+def test_nameservers_from_resolv_conf(tmp_path: pytest.TempPathFactory) -> None:
+    conf = tmp_path / "resolv.conf"  # type: ignore[operator]
+    conf.write_text("# comment\nnameserver 10.0.0.1\nsearch x\nnameserver fe80::1%eth0\n")
+    assert system_nameservers(str(conf)) == ["10.0.0.1", "[fe80::1]"]
+
+
+async def test_a_call_through_an_srv_record(dns_server: Start) -> None:
+    config = micro.Config(registry="memory", register_ttl=30.0, register_interval=10.0)
+    svc = micro.Service("echo", address="127.0.0.1:0", registry=MemoryRegistry(), config=config)
+    svc.handle(Echo(svc.id))
+    await svc.start()
+    try:
+        port = svc.address.rsplit(":", 1)[1]
+        server = dns_server(
+            hosts={"node1": ["127.0.0.1"]}, srv=[f"_grpc._tcp.echo.{DOMAIN},node1.{DOMAIN},{port}"]
+        )
+        client = micro.Client(registry=registry_for(server.address), config=config)
+        try:
+            reply = await echo_micro.EchoClient("echo", client).get(
+                echo_pb2.EchoRequest(text="hello")
+            )
+        finally:
+            await client.close()
+        assert (reply.text, reply.node) == ("hello", svc.id)
+    finally:
+        await svc.stop(grace=0)
