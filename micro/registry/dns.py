@@ -208,10 +208,10 @@ class DnsRegistry:
         while not self._closed:
             await asyncio.sleep(self.interval)
             names = [service] if service is not None else list(self._known)
-            for name in names:
-                if self._closed:
-                    return
-                now = await self._resolve(name)
+            resolved = await asyncio.gather(*(self._resolve(name) for name in names))
+            if self._closed:
+                return
+            for name, now in zip(names, resolved, strict=True):
                 # A name new to this watch starts from what its lookup returned, or
                 # from now when it was never looked up (nothing to report yet).
                 before = seen.get(name, self._known.get(name, now))

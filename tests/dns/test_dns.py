@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -24,8 +25,8 @@ INTERVAL = 0.2
 WAIT = 10.0  # bound on awaiting one event; the re-resolve interval is far shorter
 
 
-def registry_for(address: str, **kwargs: float) -> DnsRegistry:
-    return DnsRegistry(domain=DOMAIN, nameservers=[address], interval=INTERVAL, **kwargs)
+def registry_for(address: str, *, timeout: float = 2.0) -> DnsRegistry:
+    return DnsRegistry(domain=DOMAIN, nameservers=[address], interval=INTERVAL, timeout=timeout)
 
 
 def nodes(*addresses: str) -> tuple[Node, ...]:
@@ -174,17 +175,43 @@ def test_nameservers_from_resolv_conf(tmp_path: pytest.TempPathFactory) -> None:
     assert system_nameservers(str(conf)) == ["10.0.0.1", "[fe80::1]"]
 
 
-async def test_a_call_through_an_srv_record(dns_server: Start) -> None:
-    config = micro.Config(registry="memory", register_ttl=30.0, register_interval=10.0)
-    svc = micro.Service("echo", address="127.0.0.1:0", registry=MemoryRegistry(), config=config)
+CONFIG = micro.Config(registry="memory", register_ttl=30.0, register_interval=10.0)
+
+
+async def echo_node(address: str) -> micro.Service:
+    """A running echo node; the registry it registers with is not the one searched."""
+    config = dataclasses.replace(CONFIG, server_address=address)
+    svc = micro.Service("echo", registry=MemoryRegistry(), config=config)
     svc.handle(Echo(svc.id))
     await svc.start()
+    return svc
+
+
+class Observed(DnsRegistry):
+    """Reports each watch event once the consumer (the client's cache) has applied it,
+    that is, once it asks for the next."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(domain=DOMAIN, nameservers=[address], interval=INTERVAL)
+        self.applied: asyncio.Queue[Event] = asyncio.Queue()
+
+    def watch(self, service: str | None = None) -> AsyncIterator[Event]:
+        return self._tee(super().watch(service))
+
+    async def _tee(self, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+        async for event in events:
+            yield event
+            self.applied.put_nowait(event)
+
+
+async def test_a_call_through_an_srv_record(dns_server: Start) -> None:
+    svc = await echo_node("127.0.0.1:0")
     try:
         port = svc.address.rsplit(":", 1)[1]
         server = dns_server(
             hosts={"node1": ["127.0.0.1"]}, srv=[f"_grpc._tcp.echo.{DOMAIN},node1.{DOMAIN},{port}"]
         )
-        client = micro.Client(registry=registry_for(server.address), config=config)
+        client = micro.Client(registry=registry_for(server.address), config=CONFIG)
         try:
             reply = await echo_micro.EchoClient("echo", client).get(
                 echo_pb2.EchoRequest(text="hello")
@@ -194,3 +221,29 @@ async def test_a_call_through_an_srv_record(dns_server: Start) -> None:
         assert (reply.text, reply.node) == ("hello", svc.id)
     finally:
         await svc.stop(grace=0)
+
+
+async def test_the_client_follows_records_to_another_node(dns_server: Start) -> None:
+    first = await echo_node("127.0.0.1:0")
+    port = int(first.address.rsplit(":", 1)[1])
+    second = await echo_node(f"127.0.0.2:{port}")  # same port, the A fallback's default
+    try:
+        server = dns_server(hosts={"echo": ["127.0.0.1"]})
+        registry = Observed(server.address)
+        registry.port = port
+        client = micro.Client(registry=registry, config=CONFIG)
+        echo = echo_micro.EchoClient("echo", client)
+        try:
+            assert (await echo.get(echo_pb2.EchoRequest())).node == first.id
+            await server.reload({"echo": ["127.0.0.2"]})
+            changed = time.monotonic()
+            applied = [await asyncio.wait_for(registry.applied.get(), WAIT) for _ in range(2)]
+            elapsed = time.monotonic() - changed
+            assert [e.type for e in applied] == [EventType.DELETE, EventType.CREATE]
+            assert elapsed < INTERVAL + 2.0  # one re-resolve, with CI slack
+            assert (await echo.get(echo_pb2.EchoRequest())).node == second.id
+        finally:
+            await client.close()
+    finally:
+        await first.stop(grace=0)
+        await second.stop(grace=0)
