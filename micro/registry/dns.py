@@ -232,8 +232,13 @@ class DnsRegistry:
             return frozenset(await self._addresses(host, self.port))
         found: set[str] = set()
         for record in srv:
-            (port,) = struct.unpack_from("!H", record.data, 4)
-            target, _ = answer.name(record.offset + 6)
+            try:
+                (port,) = struct.unpack_from("!H", record.data, 4)
+                target, _ = answer.name(record.offset + 6)
+            except (ValueError, IndexError, struct.error) as e:
+                raise RegistryError(f"DNS lookup of {name}: malformed SRV record ({e})") from e
+            if not target:  # "." says: no such service here (RFC 2782)
+                continue
             glue = [
                 r.data
                 for r in answer.additional

@@ -247,3 +247,9 @@ async def test_the_client_follows_records_to_another_node(dns_server: Start) -> 
     finally:
         await first.stop(grace=0)
         await second.stop(grace=0)
+
+
+async def test_srv_saying_no_such_service_is_no_service(dns_server: Start) -> None:
+    # Target "." (RFC 2782): not the A fallback, even though the name has an address.
+    server = dns_server(hosts={"none": ["127.0.0.3"]}, srv=[f"_grpc._tcp.none.{DOMAIN}"])
+    assert await registry_for(server.address).get_service("none") == []
