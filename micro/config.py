@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-REGISTRIES = ("mdns", "memory")
+REGISTRIES = ("mdns", "memory", "dns")
 BROKERS = ("grpc", "memory")
 STRATEGIES = ("least_request", "round_robin", "random")
 
@@ -78,6 +78,7 @@ class Config:
 
     registry: str = "mdns"
     registry_address: tuple[str, ...] = ()
+    registry_domain: str = "svc.cluster.local"  # where the dns registry looks names up
     broker: str = "grpc"
     broker_address: tuple[str, ...] = ()
     server_address: str = "127.0.0.1:0"
@@ -118,13 +119,17 @@ class Config:
                 values[f.name] = _PARSERS[f.name](text)
             except ValueError as e:
                 raise ConfigError(f"{variable}={text!r}: {e}") from None
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return replace(cls(), **values)
+        return replace(cls(), **values).given(**overrides)
+
+    def given(self, **overrides: Any) -> Config:
+        """This config under the keyword arguments actually given (``None``: not given)."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "registry": _one_of(*REGISTRIES),
     "registry_address": _addresses,
+    "registry_domain": str,
     "broker": _one_of(*BROKERS),
     "broker_address": _addresses,
     "server_address": _address,

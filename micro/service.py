@@ -64,7 +64,7 @@ class Service:
     ) -> None:
         if not name:
             raise ValueError("a service needs a name")
-        self.config = config or Config.from_env(
+        self.config = (config or Config.from_env()).given(
             server_address=address,
             register_ttl=register_ttl,
             register_interval=register_interval,

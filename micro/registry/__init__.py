@@ -46,6 +46,11 @@ def from_config(config: Config) -> Registry:
         from micro.registry.memory import shared
 
         return shared()
+    if config.registry == "dns":
+        from micro.registry.dns import DnsRegistry
+
+        nameservers = config.registry_address or None
+        return DnsRegistry(domain=config.registry_domain, nameservers=nameservers)
     from micro.registry.mdns import MdnsRegistry
 
     registry: Registry = MdnsRegistry(interfaces=config.mdns_interfaces)

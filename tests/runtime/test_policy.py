@@ -156,3 +156,17 @@ def test_config_errors_name_the_setting() -> None:
         Config.from_env({"MICRO_MDNS_INTERFACES": "eth0"})
     interfaces = Config.from_env({"MICRO_MDNS_INTERFACES": "127.0.0.1, 127.0.0.2"}).mdns_interfaces
     assert interfaces == ("127.0.0.1", "127.0.0.2")
+
+
+def test_registry_from_environment() -> None:
+    from micro.registry import MemoryRegistry, from_config
+    from micro.registry.dns import DnsRegistry
+
+    env = {"MICRO_REGISTRY": "dns", "MICRO_REGISTRY_ADDRESS": "127.0.0.1:5353"}
+    assert isinstance(from_config(Config.from_env(env)), DnsRegistry)
+    memory = Config.from_env({"MICRO_REGISTRY": "memory"})
+    assert from_config(memory) is from_config(memory)  # one per process
+    assert isinstance(from_config(memory), MemoryRegistry)
+    assert Config(server_address="127.0.0.1:1").given(server_address=None).server_address == (
+        "127.0.0.1:1"
+    )
