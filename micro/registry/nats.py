@@ -1,0 +1,498 @@
+"""A registry on NATS JetStream key-value (nats-server 2.11+).
+
+One key per node, ``<service>.<node id>`` (each part base64url-encoded, since KV keys
+allow only ``[-/_=.a-zA-Z0-9]``), holding the JSON of the service with that one node.
+Every ``register`` puts the key again with a per-message TTL (``Nats-TTL``) of the
+registration TTL, so a crashed node's key disappears by itself; the bucket is created
+with per-message TTLs allowed and subject delete markers, so an expiry reaches
+watchers as a marker (a purge) like a ``deregister`` does.
+
+nats-py connections belong to the event loop they were made on, while one registry
+may serve a ``Service`` on its loop and a blocking client on its background loop.
+So the connection lives on a private loop thread; every call runs there
+(``run_coroutine_threadsafe``) and is awaited from the caller's loop through
+``wrap_future``, and watch entries are handed back with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import math
+import threading
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from typing import Any, TypeVar
+
+try:
+    import nats
+    import nats.errors
+    import nats.js.errors
+    from nats.aio.client import Client as _Nats
+    from nats.js.kv import KeyValue
+except ImportError:  # pragma: no cover - depends on the installed extras
+    raise ImportError("micro.registry.nats needs nats-py: install `micro-grpc[nats]`") from None
+
+from micro.registry.base import Endpoint, Event, EventType, Node, RegistryError, Service
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_TTL_HEADER = "Nats-TTL"
+_MARKER_TTL = 60.0  # seconds an expiry/purge marker stays visible in the stream
+_STREAM_NOT_FOUND = 10059
+
+
+class _Malformed(ValueError):
+    pass
+
+
+class NatsRegistry:
+    """``Registry`` in a JetStream KV bucket, shared by every process that points at
+    the same servers and bucket."""
+
+    def __init__(
+        self,
+        servers: Sequence[str] = ("nats://127.0.0.1:4222",),
+        *,
+        bucket: str = "micro_registry",
+        connect_timeout: float = 2.0,
+        request_timeout: float = 2.0,
+        reconnect_wait: float = 0.2,
+    ) -> None:
+        if isinstance(servers, str):
+            servers = [servers]
+        self.servers = list(servers)
+        self.bucket = bucket
+        self._connect_timeout = connect_timeout
+        self._request_timeout = request_timeout
+        self._reconnect_wait = reconnect_wait
+        self._thread_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        # Below: touched only on the private loop.
+        self._nc: _Nats | None = None
+        self._kv: KeyValue | None = None
+        self._connecting: asyncio.Future[None] | None = None
+        self._setups: set[asyncio.Future[Any]] = set()
+        self._watchers: set[_Watch] = set()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"NatsRegistry({','.join(self.servers)}, bucket={self.bucket!r})"
+
+    # -- the private loop ---------------------------------------------------------
+
+    def _private_loop(self) -> asyncio.AbstractEventLoop:
+        with self._thread_lock:
+            if self._closed:
+                raise RegistryError(f"{self!r} is closed")
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=loop.run_forever, name=f"micro-nats-{self.bucket}", daemon=True
+                )
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    async def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            loop = self._private_loop()
+        except RegistryError:
+            coro.close()
+            raise
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+    # -- on the private loop ------------------------------------------------------
+
+    async def _connection(self) -> KeyValue:
+        if self._kv is not None and self._nc is not None and not self._nc.is_closed:
+            return self._kv
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect())
+        connecting = self._connecting
+        try:
+            await asyncio.shield(connecting)
+        finally:
+            if connecting.done() and self._connecting is connecting:
+                self._connecting = None
+        assert self._kv is not None
+        return self._kv
+
+    async def _connect(self) -> None:
+        where = ",".join(self.servers)
+
+        async def on_error(e: Exception) -> None:
+            log.debug("nats registry %s: %s", where, e)
+
+        async def on_disconnect() -> None:
+            # A watch cannot tell which updates it missed: fail it, the caller resyncs.
+            for watch in list(self._watchers):
+                watch.fail(RegistryError(f"NATS registry at {where}: connection lost"))
+
+        nc = _Nats()
+        try:
+            # The first connect tries each server once, bounded; after that the
+            # client reconnects forever (an outage ends when the server is back).
+            await asyncio.wait_for(
+                nc.connect(
+                    servers=self.servers,
+                    connect_timeout=self._connect_timeout,  # type: ignore[arg-type]
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=self._reconnect_wait,  # type: ignore[arg-type]
+                    error_cb=on_error,
+                    disconnected_cb=on_disconnect,
+                ),
+                self._connect_timeout * (len(self.servers) + 1),
+            )
+        except (OSError, asyncio.TimeoutError, nats.errors.Error) as e:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise RegistryError(f"NATS registry at {where} is unreachable: {e!r}") from None
+        self._nc = nc
+        self._kv = await self._bucket(create=False) or await self._bucket(create=True)
+
+    async def _bucket(self, *, create: bool) -> KeyValue | None:
+        assert self._nc is not None
+        js = self._nc.jetstream(timeout=self._request_timeout)
+        try:
+            if not create:
+                return await js.key_value(self.bucket)
+            return await js.create_key_value(
+                bucket=self.bucket, history=1, limit_marker_ttl=_MARKER_TTL
+            )
+        except nats.js.errors.BucketNotFoundError:
+            return None
+        except (nats.errors.Error, asyncio.TimeoutError) as e:
+            raise self._error("bucket", e) from None
+
+    def _error(self, what: str, e: BaseException) -> RegistryError:
+        return RegistryError(f"NATS registry at {','.join(self.servers)}: {what} failed: {e!r}")
+
+    async def _settled(self) -> None:
+        """Let watches requested before this call subscribe first, so they see it."""
+        if self._setups:
+            await asyncio.wait(set(self._setups))
+
+    async def _put(self, key: str, value: bytes, ttl: float) -> None:
+        await self._connection()
+        headers = {_TTL_HEADER: f"{max(1, math.ceil(ttl))}s"}
+        assert self._nc is not None
+        subject = f"$KV.{self.bucket}.{key}"
+        try:
+            await self._nc.jetstream(timeout=self._request_timeout).publish(
+                subject, value, headers=headers
+            )
+        except (nats.js.errors.NotFoundError, nats.js.errors.NoStreamResponseError):
+            # The server lost the bucket (restarted empty): create it and put again.
+            self._kv = await self._bucket(create=True)
+            await self._nc.jetstream(timeout=self._request_timeout).publish(
+                subject, value, headers=headers
+            )
+
+    async def _register(self, service: Service, ttl: float) -> None:
+        await self._settled()
+        try:
+            for node in service.nodes:
+                one = service.with_nodes((node,))
+                await self._put(_key(service.name, node.id), _encode(one), ttl)
+        except RegistryError:
+            raise
+        except (nats.errors.Error, asyncio.TimeoutError, OSError) as e:
+            raise self._error(f"register {service.name!r}", e) from None
+
+    async def _deregister(self, service: Service) -> None:
+        await self._settled()
+        kv = await self._connection()
+        try:
+            for node in service.nodes:
+                await kv.purge(_key(service.name, node.id))
+        except (nats.js.errors.NotFoundError, nats.js.errors.NoStreamResponseError):
+            pass  # no bucket: nothing to remove
+        except (nats.errors.Error, asyncio.TimeoutError, OSError) as e:
+            raise self._error(f"deregister {service.name!r}", e) from None
+
+    async def _entries(self, name: str | None) -> list[Service]:
+        """Every node's record (optionally of one service), malformed ones skipped."""
+        await self._settled()
+        kv = await self._connection()
+        subject = ">" if name is None else f"{_part(name)}.*"
+        found: list[Service] = []
+        try:
+            watcher = await kv.watch(subject, ignore_deletes=True)
+            try:
+                while True:
+                    entry = await watcher.updates(timeout=self._request_timeout)  # type: ignore[no-untyped-call]
+                    if entry is None:
+                        break
+                    one = _decode_entry(entry.key, entry.value)
+                    if one is not None and (name is None or one.name == name):
+                        found.append(one)
+                    if entry.delta == 0:
+                        break
+            finally:
+                await watcher.stop()  # type: ignore[no-untyped-call]
+        except nats.js.errors.NotFoundError:
+            return []
+        except (nats.errors.Error, asyncio.TimeoutError, OSError) as e:
+            raise self._error("lookup", e) from None
+        return found
+
+    async def _subscribe(self, watch: _Watch) -> None:
+        kv = await self._connection()
+        subject = ">" if watch.service is None else f"{_part(watch.service)}.*"
+        try:
+            watcher = await kv.watch(subject)
+        except nats.js.errors.NotFoundError:
+            # No bucket yet: make it, so the first register is seen.
+            self._kv = await self._bucket(create=True)
+            assert self._kv is not None
+            watcher = await self._kv.watch(subject)
+        except (nats.errors.Error, asyncio.TimeoutError, OSError) as e:
+            raise self._error("watch", e) from None
+        watch.watcher = watcher
+        self._watchers.add(watch)
+        watch.pump = asyncio.ensure_future(watch.follow())
+
+    async def _close(self) -> None:
+        for watch in list(self._watchers):
+            await watch.stop()
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+        self._nc = self._kv = None
+        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+
+    # -- the Registry protocol ----------------------------------------------------
+
+    async def register(self, service: Service, ttl: float) -> None:
+        await self._run(self._register(service, ttl))
+
+    async def deregister(self, service: Service) -> None:
+        await self._run(self._deregister(service))
+
+    async def get_service(self, name: str) -> list[Service]:
+        return _group(await self._run(self._entries(name)))
+
+    async def list_services(self) -> list[Service]:
+        return _group(await self._run(self._entries(None)))
+
+    def watch(self, service: str | None = None) -> AsyncIterator[Event]:
+        """Changes from this call on: the subscription starts now, on the private
+        loop, and registry calls made after this one wait for it."""
+        caller = asyncio.get_running_loop()
+        loop = self._private_loop()
+        watch = _Watch(self, service, caller)
+
+        def start() -> None:
+            setup = asyncio.ensure_future(self._subscribe(watch))
+            self._setups.add(setup)
+
+            def done(f: asyncio.Future[None]) -> None:
+                self._setups.discard(f)
+                if not f.cancelled() and f.exception() is not None:
+                    watch.fail(f.exception())
+
+            setup.add_done_callback(done)
+
+        loop.call_soon_threadsafe(start)
+        return watch.events()
+
+    async def close(self) -> None:
+        with self._thread_lock:
+            loop, thread = self._loop, self._thread
+            self._closed = True
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._close(), loop))
+        loop.call_soon_threadsafe(loop.stop)
+        await asyncio.to_thread(thread.join)
+        loop.close()
+
+
+class _Watch:
+    """One ``watch()``: a KV watcher on the private loop feeding the caller's queue."""
+
+    def __init__(
+        self, registry: NatsRegistry, service: str | None, caller: asyncio.AbstractEventLoop
+    ) -> None:
+        self.registry = registry
+        self.service = service
+        self.caller = caller
+        self.queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue()
+        self.watcher: KeyValue.KeyWatcher | None = None
+        self.pump: asyncio.Future[None] | None = None
+        self.known: dict[str, Service] = {}
+        self.done = False
+        self.stopping: asyncio.Future[None] | None = None
+
+    def deliver(self, item: Event | BaseException | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the caller's loop is gone
+            self.caller.call_soon_threadsafe(self.queue.put_nowait, item)
+
+    def fail(self, error: BaseException | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.deliver(error)
+        self.registry._watchers.discard(self)
+        if self.watcher is not None:
+            watcher = self.watcher
+            self.stopping = asyncio.ensure_future(
+                _quietly(watcher.stop())  # type: ignore[no-untyped-call]
+            )
+        if self.pump is not None:
+            self.pump.cancel()
+
+    async def stop(self) -> None:
+        self.fail(None)
+
+    async def follow(self) -> None:
+        assert self.watcher is not None
+        initial = True
+        async for entry in self.watcher:
+            if entry is None:  # the end of what was there before the watch
+                initial = False
+                continue
+            self.handle(entry.key, entry.value, entry.operation, initial)
+        self.fail(None)
+
+    def handle(self, key: str, value: bytes | None, op: str | None, initial: bool) -> None:
+        old = self.known.get(key)
+        if op in ("DEL", "PURGE"):
+            gone = self.known.pop(key, None)
+            if gone is not None and not initial:
+                self.deliver(Event(EventType.DELETE, gone))
+            return
+        one = _decode_entry(key, value or b"")
+        if one is None or (self.service is not None and one.name != self.service):
+            return
+        self.known[key] = one
+        if initial:
+            return
+        if old is None:
+            self.deliver(Event(EventType.CREATE, one))
+        elif old != one:
+            self.deliver(Event(EventType.UPDATE, one))
+
+    async def events(self) -> AsyncIterator[Event]:
+        try:
+            while True:
+                item = await self.queue.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    if isinstance(item, RegistryError):
+                        raise item
+                    raise RegistryError(f"NATS registry watch failed: {item!r}") from item
+                yield item
+        finally:
+            loop = self.registry._loop
+            if loop is not None and not self.done:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self.fail, None)
+
+
+async def _quietly(coro: Coroutine[Any, Any, Any]) -> None:
+    with contextlib.suppress(Exception):
+        await coro
+
+
+def _part(text: str) -> str:
+    """A KV-key-safe token for any string (base64url, no padding; never empty)."""
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=") or "_"
+
+
+def _key(service: str, node: str) -> str:
+    return f"{_part(service)}.{_part(node)}"
+
+
+def _group(entries: list[Service]) -> list[Service]:
+    grouped: dict[tuple[str, str], Service] = {}
+    for s in entries:
+        key = (s.name, s.version)
+        if key in grouped:
+            grouped[key] = grouped[key].with_nodes((*grouped[key].nodes, *s.nodes))
+        else:
+            grouped[key] = s
+    return list(grouped.values())
+
+
+def _encode(one: Service) -> bytes:
+    (node,) = one.nodes
+    doc = {
+        "name": one.name,
+        "version": one.version,
+        "metadata": dict(one.metadata),
+        "endpoints": [
+            {
+                "name": e.name,
+                "request": e.request,
+                "response": e.response,
+                "metadata": dict(e.metadata),
+            }
+            for e in one.endpoints
+        ],
+        "node": {"id": node.id, "address": node.address, "metadata": dict(node.metadata)},
+    }
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _decode_entry(key: str, value: bytes) -> Service | None:
+    try:
+        return _decode(value)
+    except _Malformed as e:
+        log.warning("NATS registry: skipping malformed entry %r: %s", key, e)
+        return None
+
+
+def _decode(data: bytes) -> Service:
+    try:
+        doc = json.loads(data)
+    except ValueError as e:
+        raise _Malformed(f"not JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise _Malformed("not a JSON object")
+    node = doc.get("node")
+    if not isinstance(node, dict):
+        raise _Malformed("'node' is missing or not an object")
+    endpoints = doc.get("endpoints", [])
+    if not isinstance(endpoints, list) or not all(isinstance(e, dict) for e in endpoints):
+        raise _Malformed("'endpoints' is not a list of objects")
+    return Service(
+        name=_text(doc, "name"),
+        version=_text(doc, "version", ""),
+        metadata=_labels(doc, "metadata"),
+        endpoints=tuple(
+            Endpoint(
+                _text(e, "name"), _text(e, "request"), _text(e, "response"), _labels(e, "metadata")
+            )
+            for e in endpoints
+        ),
+        nodes=(Node(_text(node, "id"), _text(node, "address"), _labels(node, "metadata")),),
+    )
+
+
+def _text(doc: dict[str, Any], key: str, default: str | None = None) -> str:
+    value = doc.get(key, default)
+    if not isinstance(value, str) or (default is None and not value):
+        raise _Malformed(f"{key!r} is missing or not a non-empty string")
+    return value
+
+
+def _labels(doc: dict[str, Any], key: str) -> dict[str, str]:
+    value = doc.get(key, {})
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise _Malformed(f"{key!r} is not a map of strings")
+    return value
