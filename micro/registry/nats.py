@@ -80,6 +80,7 @@ class NatsRegistry:
         self._setups: set[asyncio.Future[Any]] = set()
         self._watchers: set[_Watch] = set()
         self._closed = False
+        self._seen = False  # the bucket existed once for this registry
 
     def __repr__(self) -> str:
         return f"NatsRegistry({','.join(self.servers)}, bucket={self.bucket!r})"
@@ -155,19 +156,25 @@ class NatsRegistry:
                 await nc.close()
             raise RegistryError(f"NATS registry at {where} is unreachable: {e!r}") from None
         self._nc = nc
-        self._kv = await self._bucket(create=False) or await self._bucket(create=True)
+        # A handle only: the bucket is created by the first register (or the first
+        # watch of a registry that never saw it), not by merely connecting.
+        self._kv = KeyValue(
+            name=self.bucket,
+            stream=f"KV_{self.bucket}",
+            pre=f"$KV.{self.bucket}.",
+            js=nc.jetstream(timeout=self._request_timeout),
+            direct=False,
+        )
 
-    async def _bucket(self, *, create: bool) -> KeyValue | None:
+    async def _create_bucket(self) -> KeyValue:
+        """The bucket, with per-message TTLs allowed and delete markers for expiries
+        (so watchers see a node expire); idempotent."""
         assert self._nc is not None
         js = self._nc.jetstream(timeout=self._request_timeout)
         try:
-            if not create:
-                return await js.key_value(self.bucket)
             return await js.create_key_value(
                 bucket=self.bucket, history=1, limit_marker_ttl=_MARKER_TTL
             )
-        except nats.js.errors.BucketNotFoundError:
-            return None
         except (nats.errors.Error, asyncio.TimeoutError) as e:
             raise self._error("bucket", e) from None
 
@@ -190,7 +197,7 @@ class NatsRegistry:
             )
         except (nats.js.errors.NotFoundError, nats.js.errors.NoStreamResponseError):
             # The server lost the bucket (restarted empty): create it and put again.
-            self._kv = await self._bucket(create=True)
+            self._kv = await self._create_bucket()
             await self._nc.jetstream(timeout=self._request_timeout).publish(
                 subject, value, headers=headers
             )
@@ -201,6 +208,7 @@ class NatsRegistry:
             for node in service.nodes:
                 one = service.with_nodes((node,))
                 await self._put(_key(service.name, node.id), _encode(one), ttl)
+            self._seen = True
         except RegistryError:
             raise
         except (nats.errors.Error, asyncio.TimeoutError, OSError) as e:
@@ -237,10 +245,15 @@ class NatsRegistry:
                         break
             finally:
                 await watcher.stop()  # type: ignore[no-untyped-call]
-        except nats.js.errors.NotFoundError:
+        except (nats.js.errors.NotFoundError, nats.js.errors.NoStreamResponseError):
+            if self._seen:  # lost, not empty: see _subscribe
+                raise RegistryError(
+                    f"NATS registry at {','.join(self.servers)}: bucket {self.bucket!r} is missing"
+                ) from None
             return []
         except (nats.errors.Error, asyncio.TimeoutError, OSError) as e:
             raise self._error("lookup", e) from None
+        self._seen = True
         return found
 
     async def _subscribe(self, watch: _Watch) -> None:
@@ -248,13 +261,23 @@ class NatsRegistry:
         subject = ">" if watch.service is None else f"{_part(watch.service)}.*"
         try:
             watcher = await kv.watch(subject)
-        except nats.js.errors.NotFoundError:
-            # No bucket yet: make it, so the first register is seen.
-            self._kv = await self._bucket(create=True)
-            assert self._kv is not None
-            watcher = await self._kv.watch(subject)
+        except (nats.js.errors.NotFoundError, nats.js.errors.NoStreamResponseError):
+            if self._seen:
+                # The server lost the bucket (restarted empty). Not recreated here: an
+                # empty bucket now would read as "every node gone" to a resyncing
+                # cache, while the services are about to register again (recreating
+                # it), so fail and let the caller retry.
+                raise RegistryError(
+                    f"NATS registry at {','.join(self.servers)}: bucket {self.bucket!r} is missing"
+                ) from None
+            self._kv = await self._create_bucket()
+            try:
+                watcher = await self._kv.watch(subject)
+            except (nats.errors.Error, asyncio.TimeoutError, OSError) as e:
+                raise self._error("watch", e) from None
         except (nats.errors.Error, asyncio.TimeoutError, OSError) as e:
             raise self._error("watch", e) from None
+        self._seen = True
         watch.watcher = watcher
         self._watchers.add(watch)
         watch.pump = asyncio.ensure_future(watch.follow())
