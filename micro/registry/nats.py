@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import threading
+import weakref
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -278,6 +279,9 @@ class NatsRegistry:
         except (nats.errors.Error, asyncio.TimeoutError, OSError) as e:
             raise self._error("watch", e) from None
         self._seen = True
+        if watch.done:  # dropped or closed while subscribing
+            await _quietly(watcher.stop())  # type: ignore[no-untyped-call]
+            return
         watch.watcher = watcher
         self._watchers.add(watch)
         watch.pump = asyncio.ensure_future(watch.follow())
@@ -327,7 +331,16 @@ class NatsRegistry:
             setup.add_done_callback(done)
 
         loop.call_soon_threadsafe(start)
-        return watch.events()
+        events = watch.events()
+        # A watch dropped before it was ever iterated never runs its ``finally``.
+        weakref.finalize(events, self._drop, watch)
+        return events
+
+    def _drop(self, watch: _Watch) -> None:
+        loop = self._loop
+        if loop is not None and not watch.done:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(watch.fail, None)
 
     async def close(self) -> None:
         with self._thread_lock:
@@ -419,10 +432,7 @@ class _Watch:
                     raise RegistryError(f"NATS registry watch failed: {item!r}") from item
                 yield item
         finally:
-            loop = self.registry._loop
-            if loop is not None and not self.done:
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(self.fail, None)
+            self.registry._drop(self)
 
 
 async def _quietly(coro: Coroutine[Any, Any, Any]) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -175,3 +177,21 @@ async def test_shared_between_loops(nats_registry: Open, name: str) -> None:
         return asyncio.run(look())
 
     assert await asyncio.to_thread(other_loop) == ["n1"]
+
+
+def test_without_nats_py_the_import_says_what_to_install() -> None:
+    code = "import sys; sys.modules['nats'] = None; import micro.registry.nats"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        "ImportError: micro.registry.nats needs nats-py: install `micro-grpc[nats]`"
+    )
+
+
+async def test_a_watch_dropped_unstarted_is_released(nats_registry: Open, name: str) -> None:
+    registry = nats_registry()
+    registry.watch(name)  # never iterated, dropped at once
+    await registry.list_services()  # its subscription has started by now
+    await asyncio.sleep(0)  # the drop is handed to the registry's loop thread
+    await registry.list_services()
+    assert not registry._watchers
