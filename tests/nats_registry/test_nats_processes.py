@@ -157,3 +157,30 @@ async def test_three_processes_kill_outage_and_empty_restart(
         f"\ndiscovered {found:.3f}s; expiry after kill {expiry:.2f}s ({gone:.2f}s watched);"
         f" re-registered {again:.2f}s after empty restart; {len(answered)} calls, 0 failed"
     )
+
+
+async def test_one_registry_for_a_service_and_a_blocking_client(
+    nats_server: NatsServer, name: str
+) -> None:
+    """The service registers from the test's loop; the blocking client looks up and
+    watches from its own loop thread: both through the same ``NatsRegistry``."""
+    from echo_node import Echo
+
+    registry = NatsRegistry([nats_server.url])
+    svc = micro.Service(name, registry=registry, register_ttl=2, register_interval=0.5)
+    svc.handle(Echo(svc.id))
+    await svc.start()
+    try:
+        client = micro.Client(registry)
+        echo = echo_micro.EchoSyncClient(name, client)
+
+        def calls() -> set[str]:
+            try:
+                return {echo.get(echo_pb2.EchoRequest(), timeout=5).node for _ in range(20)}
+            finally:
+                client.close_sync()
+
+        assert await asyncio.to_thread(calls) == {svc.id}
+    finally:
+        await svc.stop()
+        await registry.close()
