@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import NatsServer
+from nats_support import NatsServer
 from runtime_support import GEN, HERE
 
 import echo_micro  # isort: skip

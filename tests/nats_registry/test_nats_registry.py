@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import NatsServer
+from nats_support import NatsServer
 from registry_support import next_event, nodes_by_version, service, summary
 
 from micro.registry import EventType, Node, RegistryError
@@ -130,7 +130,7 @@ async def test_garbage_entries_are_skipped(
 
 
 async def test_wrong_address_fails_fast_naming_it() -> None:
-    from conftest import free_port
+    from nats_support import free_port
 
     address = f"nats://127.0.0.1:{free_port()}"
     registry = NatsRegistry([address], connect_timeout=1)
