@@ -138,14 +138,14 @@ class NatsRegistry:
 
         nc = _Nats()
         try:
-            # The first connect tries each server once, bounded; after that the
+            # The first connect tries each server twice, bounded; after that the
             # client reconnects forever (an outage ends when the server is back).
             await asyncio.wait_for(
                 nc.connect(
                     servers=self.servers,
                     connect_timeout=self._connect_timeout,  # type: ignore[arg-type]
                     allow_reconnect=True,
-                    max_reconnect_attempts=-1,
+                    max_reconnect_attempts=1,  # at start: fail fast
                     reconnect_time_wait=self._reconnect_wait,  # type: ignore[arg-type]
                     error_cb=on_error,
                     disconnected_cb=on_disconnect,
@@ -156,6 +156,7 @@ class NatsRegistry:
             with contextlib.suppress(Exception):
                 await nc.close()
             raise RegistryError(f"NATS registry at {where} is unreachable: {e!r}") from None
+        nc.options["max_reconnect_attempts"] = -1  # once up: ride out any outage
         self._nc = nc
         # A handle only: the bucket is created by the first register (or the first
         # watch of a registry that never saw it), not by merely connecting.

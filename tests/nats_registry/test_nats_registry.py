@@ -133,11 +133,11 @@ async def test_wrong_address_fails_fast_naming_it() -> None:
     from nats_support import free_port
 
     address = f"nats://127.0.0.1:{free_port()}"
-    registry = NatsRegistry([address], connect_timeout=1)
+    registry = NatsRegistry([address])  # refused: each server tried twice, 0.2 s apart
     start = time.monotonic()
     with pytest.raises(RegistryError, match=address):
         await registry.register(service("x", "n1"), 5)
-    assert time.monotonic() - start < 3
+    assert time.monotonic() - start < 1.5
     await registry.close()
 
 
