@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-REGISTRIES = ("mdns", "memory", "dns")
+REGISTRIES = ("mdns", "memory", "dns", "nats")
 BROKERS = ("grpc", "memory")
 STRATEGIES = ("least_request", "round_robin", "random")
 

@@ -46,6 +46,10 @@ def from_config(config: Config) -> Registry:
         from micro.registry.memory import shared
 
         return shared()
+    if config.registry == "nats":
+        from micro.registry.nats import NatsRegistry
+
+        return NatsRegistry(config.registry_address or ("nats://127.0.0.1:4222",))
     if config.registry == "dns":
         from micro.registry.dns import DnsRegistry
 

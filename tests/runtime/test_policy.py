@@ -164,6 +164,8 @@ def test_registry_from_environment() -> None:
 
     env = {"MICRO_REGISTRY": "dns", "MICRO_REGISTRY_ADDRESS": "127.0.0.1:5353"}
     assert isinstance(from_config(Config.from_env(env)), DnsRegistry)
+    with pytest.raises(ConfigError, match="MICRO_REGISTRY='zk': expected one of mdns, memory"):
+        Config.from_env({"MICRO_REGISTRY": "zk"})
     memory = Config.from_env({"MICRO_REGISTRY": "memory"})
     assert from_config(memory) is from_config(memory)  # one per process
     assert isinstance(from_config(memory), MemoryRegistry)
