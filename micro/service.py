@@ -21,13 +21,14 @@ from typing import TypeVar
 from google.protobuf.message import Message
 
 from micro.broker import Broker, Publisher, Subscription, typed
+from micro.broker import from_config as broker_from_config
 from micro.broker.events import EventHandler
-from micro.broker.memory import shared as shared_broker
 from micro.broker.peer import GrpcBroker
 from micro.client import Client
 from micro.config import Config
-from micro.registry import Endpoint, Node, Registry, RegistryError, from_config
+from micro.registry import Endpoint, Node, Registry, RegistryError
 from micro.registry import Service as Record
+from micro.registry import from_config as registry_from_config
 from micro.server import MAX_MESSAGE_SIZE, Handler, Server
 
 log = logging.getLogger("micro.service")
@@ -75,9 +76,9 @@ class Service:
         self.grace = grace
         self.id = f"{name}-{uuid.uuid4().hex}"
         self._owns_registry = registry is None
-        self.registry = registry or from_config(self.config)
+        self.registry = registry or registry_from_config(self.config)
         self.server = Server(self.config.server_address, max_message_size=max_message_size)
-        self.broker = broker or self._default_broker()
+        self.broker = broker or broker_from_config(self.config, self.registry)
         self._owns_broker = broker is None and self.config.broker != "memory"
         if isinstance(self.broker, GrpcBroker):
             self.server.add(self.broker.handler)  # subscribers receive on this server
@@ -88,16 +89,6 @@ class Service:
         self.handlers: list[Handler] = []  # what the registry advertises
         self._event_handlers: list[tuple[str, str | None, EventHandler]] = []
         self._subscriptions: list[Subscription] = []
-
-    def _default_broker(self) -> Broker:
-        """The broker ``MICRO_BROKER`` names."""
-        if self.config.broker == "memory":
-            return shared_broker()
-        return GrpcBroker(
-            self.registry,
-            register_ttl=self.config.register_ttl,
-            register_interval=self.config.register_interval,
-        )
 
     def handle(self, *handlers: Handler) -> None:
         """Serve these generated-handler subclasses (before ``start``)."""

@@ -4,6 +4,10 @@
 full path (``micro.broker.nats``).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from micro.broker.base import (
     Broker,
     BrokerError,
@@ -16,6 +20,10 @@ from micro.broker.base import (
 from micro.broker.events import EventContext, Publisher, typed
 from micro.broker.memory import MemoryBroker
 
+if TYPE_CHECKING:
+    from micro.config import Config
+    from micro.registry import Registry
+
 __all__ = [
     "Broker",
     "BrokerError",
@@ -27,5 +35,20 @@ __all__ = [
     "Subscription",
     "Undeliverable",
     "dead_letter_topic",
+    "from_config",
     "typed",
 ]
+
+
+def from_config(config: Config, registry: Registry) -> Broker:
+    """The backend ``MICRO_BROKER`` names (``config.broker``); the grpc broker finds
+    subscribers through ``registry``."""
+    if config.broker == "memory":
+        from micro.broker.memory import shared
+
+        return shared()
+    from micro.broker.peer import GrpcBroker
+
+    return GrpcBroker(
+        registry, register_ttl=config.register_ttl, register_interval=config.register_interval
+    )
