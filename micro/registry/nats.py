@@ -7,11 +7,9 @@ registration TTL, so a crashed node's key disappears by itself; the bucket is cr
 with per-message TTLs allowed and subject delete markers, so an expiry reaches
 watchers as a marker (a purge) like a ``deregister`` does.
 
-nats-py connections belong to the event loop they were made on, while one registry
-may serve a ``Service`` on its loop and a blocking client on its background loop.
-So the connection lives on a private loop thread; every call runs there
-(``run_coroutine_threadsafe``) and is awaited from the caller's loop through
-``wrap_future``, and watch entries are handed back with ``call_soon_threadsafe``.
+nats-py connections belong to the event loop they were made on, so the connection
+lives on a private loop thread (``micro.registry.loop``). Entries are encoded and
+checked by ``micro.registry.entry``.
 """
 
 from __future__ import annotations
@@ -19,13 +17,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import logging
 import math
-import threading
-import weakref
 from collections.abc import AsyncIterator, Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 try:
     import nats
@@ -36,19 +31,16 @@ try:
 except ImportError:  # pragma: no cover - depends on the installed extras
     raise ImportError("micro.registry.nats needs nats-py: install `micro-grpc[nats]`") from None
 
-from micro.registry.base import Endpoint, Event, EventType, Node, RegistryError, Service
+from micro.registry.base import Event, EventType, RegistryError, Service
+from micro.registry.entry import decode_entry, encode, group
+from micro.registry.loop import Feed, LoopThread
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 _TTL_HEADER = "Nats-TTL"
 _MARKER_TTL = 60.0  # seconds an expiry/purge marker stays visible in the stream
 _STREAM_NOT_FOUND = 10059
-
-
-class _Malformed(ValueError):
-    pass
+_WHERE = "NATS registry"
 
 
 class NatsRegistry:
@@ -71,43 +63,17 @@ class NatsRegistry:
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
         self._reconnect_wait = reconnect_wait
-        self._thread_lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._thread = LoopThread(f"micro-nats-{bucket}", repr(self))
         # Below: touched only on the private loop.
         self._nc: _Nats | None = None
         self._kv: KeyValue | None = None
         self._connecting: asyncio.Future[None] | None = None
         self._setups: set[asyncio.Future[Any]] = set()
         self._watchers: set[_Watch] = set()
-        self._closed = False
         self._seen = False  # the bucket existed once for this registry
 
     def __repr__(self) -> str:
         return f"NatsRegistry({','.join(self.servers)}, bucket={self.bucket!r})"
-
-    # -- the private loop ---------------------------------------------------------
-
-    def _private_loop(self) -> asyncio.AbstractEventLoop:
-        with self._thread_lock:
-            if self._closed:
-                raise RegistryError(f"{self!r} is closed")
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(
-                    target=loop.run_forever, name=f"micro-nats-{self.bucket}", daemon=True
-                )
-                thread.start()
-                self._loop, self._thread = loop, thread
-            return self._loop
-
-    async def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        try:
-            loop = self._private_loop()
-        except RegistryError:
-            coro.close()
-            raise
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
     # -- on the private loop ------------------------------------------------------
 
@@ -209,7 +175,7 @@ class NatsRegistry:
         try:
             for node in service.nodes:
                 one = service.with_nodes((node,))
-                await self._put(_key(service.name, node.id), _encode(one), ttl)
+                await self._put(_key(service.name, node.id), encode(one), ttl)
             self._seen = True
         except RegistryError:
             raise
@@ -240,7 +206,7 @@ class NatsRegistry:
                     entry = await watcher.updates(timeout=self._request_timeout)  # type: ignore[no-untyped-call]
                     if entry is None:
                         break
-                    one = _decode_entry(entry.key, entry.value)
+                    one = decode_entry(entry.key, entry.value, _WHERE)
                     if one is not None and (name is None or one.name == name):
                         found.append(one)
                     if entry.delta == 0:
@@ -289,7 +255,7 @@ class NatsRegistry:
 
     async def _close(self) -> None:
         for watch in list(self._watchers):
-            await watch.stop()
+            watch.stop()
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.close()
@@ -302,23 +268,22 @@ class NatsRegistry:
     # -- the Registry protocol ----------------------------------------------------
 
     async def register(self, service: Service, ttl: float) -> None:
-        await self._run(self._register(service, ttl))
+        await self._thread.run(self._register(service, ttl))
 
     async def deregister(self, service: Service) -> None:
-        await self._run(self._deregister(service))
+        await self._thread.run(self._deregister(service))
 
     async def get_service(self, name: str) -> list[Service]:
-        return _group(await self._run(self._entries(name)))
+        return group(await self._thread.run(self._entries(name)))
 
     async def list_services(self) -> list[Service]:
-        return _group(await self._run(self._entries(None)))
+        return group(await self._thread.run(self._entries(None)))
 
     def watch(self, service: str | None = None) -> AsyncIterator[Event]:
         """Changes from this call on: the subscription starts now, on the private
         loop, and registry calls made after this one wait for it."""
-        caller = asyncio.get_running_loop()
-        loop = self._private_loop()
-        watch = _Watch(self, service, caller)
+        self._thread.loop()  # raises once closed
+        watch = _Watch(self, service)
 
         def start() -> None:
             setup = asyncio.ensure_future(self._subscribe(watch))
@@ -331,56 +296,31 @@ class NatsRegistry:
 
             setup.add_done_callback(done)
 
-        loop.call_soon_threadsafe(start)
-        events = watch.events()
-        # A watch dropped before it was ever iterated never runs its ``finally``.
-        weakref.finalize(events, self._drop, watch)
-        return events
-
-    def _drop(self, watch: _Watch) -> None:
-        loop = self._loop
-        if loop is not None and not watch.done:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(watch.fail, None)
+        self._thread.call_soon(start)
+        return watch.feed.events()
 
     async def close(self) -> None:
-        with self._thread_lock:
-            loop, thread = self._loop, self._thread
-            self._closed = True
-            self._loop = self._thread = None
-        if loop is None or thread is None:
-            return
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._close(), loop))
-        loop.call_soon_threadsafe(loop.stop)
-        await asyncio.to_thread(thread.join)
-        loop.close()
+        await self._thread.close(self._close)
 
 
 class _Watch:
-    """One ``watch()``: a KV watcher on the private loop feeding the caller's queue."""
+    """One ``watch()``: a KV watcher on the private loop feeding the caller's loop."""
 
-    def __init__(
-        self, registry: NatsRegistry, service: str | None, caller: asyncio.AbstractEventLoop
-    ) -> None:
+    def __init__(self, registry: NatsRegistry, service: str | None) -> None:
         self.registry = registry
         self.service = service
-        self.caller = caller
-        self.queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue()
+        self.feed = Feed(registry._thread, self.stop, "NATS registry watch failed")
         self.watcher: KeyValue.KeyWatcher | None = None
         self.pump: asyncio.Future[None] | None = None
         self.known: dict[str, Service] = {}
         self.done = False
         self.stopping: asyncio.Future[None] | None = None
 
-    def deliver(self, item: Event | BaseException | None) -> None:
-        with contextlib.suppress(RuntimeError):  # the caller's loop is gone
-            self.caller.call_soon_threadsafe(self.queue.put_nowait, item)
-
     def fail(self, error: BaseException | None) -> None:
         if self.done:
             return
         self.done = True
-        self.deliver(error)
+        self.feed.put(error)
         self.registry._watchers.discard(self)
         if self.watcher is not None:
             watcher = self.watcher
@@ -390,7 +330,7 @@ class _Watch:
         if self.pump is not None:
             self.pump.cancel()
 
-    async def stop(self) -> None:
+    def stop(self) -> None:
         self.fail(None)
 
     async def follow(self) -> None:
@@ -408,32 +348,18 @@ class _Watch:
         if op in ("DEL", "PURGE"):
             gone = self.known.pop(key, None)
             if gone is not None and not initial:
-                self.deliver(Event(EventType.DELETE, gone))
+                self.feed.put(Event(EventType.DELETE, gone))
             return
-        one = _decode_entry(key, value or b"")
+        one = decode_entry(key, value or b"", _WHERE)
         if one is None or (self.service is not None and one.name != self.service):
             return
         self.known[key] = one
         if initial:
             return
         if old is None:
-            self.deliver(Event(EventType.CREATE, one))
+            self.feed.put(Event(EventType.CREATE, one))
         elif old != one:
-            self.deliver(Event(EventType.UPDATE, one))
-
-    async def events(self) -> AsyncIterator[Event]:
-        try:
-            while True:
-                item = await self.queue.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    if isinstance(item, RegistryError):
-                        raise item
-                    raise RegistryError(f"NATS registry watch failed: {item!r}") from item
-                yield item
-        finally:
-            self.registry._drop(self)
+            self.feed.put(Event(EventType.UPDATE, one))
 
 
 async def _quietly(coro: Coroutine[Any, Any, Any]) -> None:
@@ -448,85 +374,3 @@ def _part(text: str) -> str:
 
 def _key(service: str, node: str) -> str:
     return f"{_part(service)}.{_part(node)}"
-
-
-def _group(entries: list[Service]) -> list[Service]:
-    grouped: dict[tuple[str, str], Service] = {}
-    for s in entries:
-        key = (s.name, s.version)
-        if key in grouped:
-            grouped[key] = grouped[key].with_nodes((*grouped[key].nodes, *s.nodes))
-        else:
-            grouped[key] = s
-    return list(grouped.values())
-
-
-def _encode(one: Service) -> bytes:
-    (node,) = one.nodes
-    doc = {
-        "name": one.name,
-        "version": one.version,
-        "metadata": dict(one.metadata),
-        "endpoints": [
-            {
-                "name": e.name,
-                "request": e.request,
-                "response": e.response,
-                "metadata": dict(e.metadata),
-            }
-            for e in one.endpoints
-        ],
-        "node": {"id": node.id, "address": node.address, "metadata": dict(node.metadata)},
-    }
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _decode_entry(key: str, value: bytes) -> Service | None:
-    try:
-        return _decode(value)
-    except _Malformed as e:
-        log.warning("NATS registry: skipping malformed entry %r: %s", key, e)
-        return None
-
-
-def _decode(data: bytes) -> Service:
-    try:
-        doc = json.loads(data)
-    except ValueError as e:
-        raise _Malformed(f"not JSON: {e}") from None
-    if not isinstance(doc, dict):
-        raise _Malformed("not a JSON object")
-    node = doc.get("node")
-    if not isinstance(node, dict):
-        raise _Malformed("'node' is missing or not an object")
-    endpoints = doc.get("endpoints", [])
-    if not isinstance(endpoints, list) or not all(isinstance(e, dict) for e in endpoints):
-        raise _Malformed("'endpoints' is not a list of objects")
-    return Service(
-        name=_text(doc, "name"),
-        version=_text(doc, "version", ""),
-        metadata=_labels(doc, "metadata"),
-        endpoints=tuple(
-            Endpoint(
-                _text(e, "name"), _text(e, "request"), _text(e, "response"), _labels(e, "metadata")
-            )
-            for e in endpoints
-        ),
-        nodes=(Node(_text(node, "id"), _text(node, "address"), _labels(node, "metadata")),),
-    )
-
-
-def _text(doc: dict[str, Any], key: str, default: str | None = None) -> str:
-    value = doc.get(key, default)
-    if not isinstance(value, str) or (default is None and not value):
-        raise _Malformed(f"{key!r} is missing or not a non-empty string")
-    return value
-
-
-def _labels(doc: dict[str, Any], key: str) -> dict[str, str]:
-    value = doc.get(key, {})
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise _Malformed(f"{key!r} is not a map of strings")
-    return value

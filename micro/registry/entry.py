@@ -1,0 +1,107 @@
+"""One registry entry as stored by key-value backends (etcd, NATS KV): the JSON of a
+``Service`` with exactly one node, and a decoder that checks every field.
+
+The store is shared with other processes and tools, so a value may be anything; a
+malformed one is skipped with a warning naming its key, and discovery goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from micro.registry.base import Endpoint, Node, Service
+
+log = logging.getLogger("micro.registry")
+
+
+class Malformed(ValueError):
+    """A stored value is not a valid entry; the message says which field."""
+
+
+def encode(one: Service) -> bytes:
+    """``one`` (a service with a single node) as compact JSON."""
+    (node,) = one.nodes
+    doc = {
+        "name": one.name,
+        "version": one.version,
+        "metadata": dict(one.metadata),
+        "endpoints": [
+            {
+                "name": e.name,
+                "request": e.request,
+                "response": e.response,
+                "metadata": dict(e.metadata),
+            }
+            for e in one.endpoints
+        ],
+        "node": {"id": node.id, "address": node.address, "metadata": dict(node.metadata)},
+    }
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_entry(key: str, value: bytes, where: str) -> Service | None:
+    """The entry stored under ``key``, or ``None`` (logged, naming ``where`` and the
+    key) when it is malformed."""
+    try:
+        return decode(value)
+    except Malformed as e:
+        log.warning("%s: skipping malformed entry %r: %s", where, key, e)
+        return None
+
+
+def decode(data: bytes) -> Service:
+    """The service with one node that ``encode`` wrote; ``Malformed`` otherwise."""
+    try:
+        doc = json.loads(data)
+    except ValueError as e:
+        raise Malformed(f"not JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise Malformed("not a JSON object")
+    node = doc.get("node")
+    if not isinstance(node, dict):
+        raise Malformed("'node' is missing or not an object")
+    endpoints = doc.get("endpoints", [])
+    if not isinstance(endpoints, list) or not all(isinstance(e, dict) for e in endpoints):
+        raise Malformed("'endpoints' is not a list of objects")
+    return Service(
+        name=_text(doc, "name"),
+        version=_text(doc, "version", ""),
+        metadata=_labels(doc, "metadata"),
+        endpoints=tuple(
+            Endpoint(
+                _text(e, "name"), _text(e, "request"), _text(e, "response"), _labels(e, "metadata")
+            )
+            for e in endpoints
+        ),
+        nodes=(Node(_text(node, "id"), _text(node, "address"), _labels(node, "metadata")),),
+    )
+
+
+def group(entries: list[Service]) -> list[Service]:
+    """One ``Service`` per (name, version), holding the nodes of all its entries."""
+    grouped: dict[tuple[str, str], Service] = {}
+    for s in entries:
+        key = (s.name, s.version)
+        if key in grouped:
+            grouped[key] = grouped[key].with_nodes((*grouped[key].nodes, *s.nodes))
+        else:
+            grouped[key] = s
+    return list(grouped.values())
+
+
+def _text(doc: dict[str, Any], key: str, default: str | None = None) -> str:
+    value = doc.get(key, default)
+    if not isinstance(value, str) or (default is None and not value):
+        raise Malformed(f"{key!r} is missing or not a non-empty string")
+    return value
+
+
+def _labels(doc: dict[str, Any], key: str) -> dict[str, str]:
+    value = doc.get(key, {})
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise Malformed(f"{key!r} is not a map of strings")
+    return value
