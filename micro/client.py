@@ -16,7 +16,7 @@ import asyncio
 import threading
 import time
 import warnings
-from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
@@ -27,7 +27,7 @@ from micro import errors
 from micro.config import Config
 from micro.context import inbound
 from micro.method import Method, Resp
-from micro.plan import Plan, RetryBudget
+from micro.plan import DEADLINE_EXCEEDED, Plan, RetryBudget
 from micro.registry import CachingRegistry, Registry, RegistryError, from_config
 from micro.selector import NodeHealth, Route, StrategyFactory, matching_nodes, strategy
 from micro.server import MAX_MESSAGE_SIZE
@@ -39,6 +39,7 @@ T = TypeVar("T")
 CONNECT_TIMEOUT = 2.0  # seconds a call waits for a connection before trying elsewhere
 READY = grpc.ChannelConnectivity.READY
 _SETTLED = (READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN)
+_EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # what read() returns at a stream's end
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,14 @@ class CallOptions:
     ``retries``: attempts after the first. ``strategy``: ``"least_request"``
     (default), ``"round_robin"``, ``"random"`` or a strategy factory.
     ``address``: call this ``host:port`` directly, bypassing discovery.
+    ``attempt_timeout``: seconds one attempt may take (never more than what is left
+    of the call's deadline), so a hung node costs that long, not the whole deadline:
+    the attempt ends DEADLINE_EXCEEDED, counts against the node's health and, for an
+    idempotent method, is retried on another node while the deadline allows. For a
+    server stream it bounds the wait for the first reply, not the whole stream;
+    client streams, never retried, are bounded by the deadline alone.
+
+        CallOptions(attempt_timeout=0.2)  # with timeout=2: up to ~9 nodes tried
     """
 
     version: str | None = None
@@ -57,11 +66,16 @@ class CallOptions:
     retries: int | None = None
     strategy: str | StrategyFactory[Any] | None = None
     address: str | None = None
+    attempt_timeout: float | None = None
     _filter: tuple[tuple[str, str], ...] = field(init=False, repr=False, default=())
 
     def __post_init__(self) -> None:
         if self.retries is not None and self.retries < 0:
             raise ValueError(f"CallOptions.retries={self.retries}: must be >= 0")
+        if self.attempt_timeout is not None and not self.attempt_timeout > 0:
+            raise ValueError(
+                f"CallOptions.attempt_timeout={self.attempt_timeout}: must be > 0 seconds"
+            )
         if self.strategy is not None:
             strategy(self.strategy)  # fails now on an unknown name, not at call time
         if self.metadata_filter:
@@ -77,6 +91,9 @@ class CallOptions:
             retries=self.retries if self.retries is not None else base.retries,
             strategy=self.strategy if self.strategy is not None else base.strategy,
             address=self.address if self.address is not None else base.address,
+            attempt_timeout=(
+                self.attempt_timeout if self.attempt_timeout is not None else base.attempt_timeout
+            ),
         )
 
 
@@ -117,6 +134,7 @@ class Client:
         *,
         retries: int | None = None,
         timeout: float | None = None,
+        attempt_timeout: float | None = None,
         strategy: str | StrategyFactory[Any] = "least_request",
         max_message_size: int = MAX_MESSAGE_SIZE,
         config: Config | None = None,
@@ -124,8 +142,9 @@ class Client:
         self.config = config or Config.from_env()
         self.retries = self.config.client_retries if retries is None else retries
         self.timeout = self.config.client_request_timeout if timeout is None else timeout
+        self.attempt_timeout = attempt_timeout
         self.strategy = strategy
-        CallOptions(retries=self.retries, strategy=strategy)  # validate
+        CallOptions(retries=self.retries, strategy=strategy, attempt_timeout=attempt_timeout)
         self._channel_options = (
             ("grpc.max_receive_message_length", max_message_size),
             ("grpc.max_send_message_length", max_message_size),
@@ -227,7 +246,12 @@ class Client:
         budget = self._budgets.get(service)
         if budget is None:
             budget = self._budgets[service] = RetryBudget()
-        return Plan(route, budget, method, deadline, attempts)
+        limit = options.attempt_timeout
+        if limit is None:
+            limit = self.attempt_timeout
+        if method.client_streaming:  # one attempt, whatever its length: the deadline's
+            limit = None
+        return Plan(route, budget, method, deadline, attempts, attempt_timeout=limit)
 
     async def _lookup(self, service: str) -> None:
         try:
@@ -396,6 +420,32 @@ def _unreachable(peer: Peer) -> errors.Unavailable:
     return errors.Unavailable(f"cannot connect to {peer.address}")
 
 
+def _no_reply(peer: Peer, plan: Plan[Peer]) -> errors.DeadlineExceeded:
+    return errors.DeadlineExceeded(
+        f"no reply from {peer.address} within the attempt timeout of {plan.attempt_timeout}s"
+    )
+
+
+class _Watchdog:
+    """Cancels a blocking stream that sends nothing before its attempt ``expires``
+    (monotonic time): grpc's blocking iterator has no wait with a timeout."""
+
+    __slots__ = ("fired", "timer")
+
+    def __init__(self, cancel: Callable[[], object], expires: float) -> None:
+        self.fired = False
+        self.timer = threading.Timer(max(0.0, expires - time.monotonic()), self._fire, (cancel,))
+        self.timer.daemon = True
+        self.timer.start()
+
+    def _fire(self, cancel: Callable[[], object]) -> None:
+        self.fired = True
+        cancel()
+
+    def stop(self) -> None:
+        self.timer.cancel()
+
+
 async def _ready(channel: grpc.aio.Channel, timeout: float | None) -> bool:
     """Connect before sending, so a failure means the call never left (async)."""
     if channel.get_state(try_to_connect=True) is READY:
@@ -544,15 +594,23 @@ class Stub:
                     if not plan.retry(grpc.StatusCode.UNAVAILABLE, sent=False):
                         raise _unreachable(peer)
                 else:
-                    call = multicallable(request, timeout=plan.timeout, metadata=md)
-                    async for response in call:
+                    call = multicallable(request, timeout=plan.remaining, metadata=md)
+                    if plan.expires is None:
+                        response = await call.read()
+                    else:
+                        response = await asyncio.wait_for(call.read(), plan.timeout)
+                    while response is not _EOF:
                         received = True
                         yield response
+                        response = await call.read()
                     plan.succeeded()
                     return
             except grpc.RpcError as e:
                 if received or method.client_streaming or not plan.retry(e.code()):
                     raise errors.from_rpc_error(e) from None
+            except asyncio.TimeoutError:  # no first reply within the attempt timeout
+                if received or not plan.retry(DEADLINE_EXCEEDED):
+                    raise _no_reply(peer, plan) from None
             finally:
                 if call is not None:
                     call.cancel()
@@ -658,6 +716,7 @@ class SyncStub:
                 peer.inflight += 1
             received = False
             call = None
+            watchdog = None
             try:
                 multicallable = client._sync_call(peer, method)
                 if connect_first and not _ready_sync(peer, peer.sync_channel, plan.timeout):  # type: ignore[arg-type]
@@ -667,17 +726,27 @@ class SyncStub:
                 else:
                     if method.client_streaming:
                         request = iter(request)
-                    call = multicallable(request, timeout=plan.timeout, metadata=md)
+                    call = multicallable(request, timeout=plan.remaining, metadata=md)
+                    if plan.expires is not None:
+                        watchdog = _Watchdog(call.cancel, plan.expires)
                     for response in call:
+                        if not received and watchdog is not None:
+                            watchdog.stop()
                         received = True
                         yield response
                     plan.succeeded()
                     return
             except grpc.RpcError as e:
+                expired = watchdog is not None and watchdog.fired
                 with client._lock:
-                    if received or method.client_streaming or not plan.retry(e.code()):
-                        raise errors.from_rpc_error(e) from None
+                    retry = not (received or method.client_streaming) and plan.retry(
+                        DEADLINE_EXCEEDED if expired else e.code()
+                    )
+                if not retry:
+                    raise (_no_reply(peer, plan) if expired else errors.from_rpc_error(e)) from None
             finally:
+                if watchdog is not None:
+                    watchdog.stop()
                 if call is not None:
                     call.cancel()
                 with peer.lock:

@@ -7,6 +7,8 @@ where to try again. What is safe to retry:
 - a call that cannot have reached a handler (no connection could be made): always;
 - a call that may have reached one: only when the method is idempotent
   (``idempotency_level``) and the status is one it retries (``Method.retry_on``);
+- an attempt that ran out of its own ``attempt_timeout`` (a hung node): like
+  UNAVAILABLE for an idempotent method, never for one that may not run twice;
 - never beyond the attempt limit, the deadline, or the retry budget.
 
 Each retry prefers a node this call has not tried; going back to a tried node waits
@@ -31,7 +33,11 @@ log = logging.getLogger("micro.plan")
 
 BACKOFF = 0.025  # seconds before the first repeat on a tried node; doubles each time
 MAX_BACKOFF = 1.0
+# grpc rounds deadlines to milliseconds and reads its own clock: an attempt that ends
+# DEADLINE_EXCEEDED this close to its attempt timeout ran out of it.
+EARLY = 0.005
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 class RetryBudget:
@@ -58,17 +64,26 @@ class RetryBudget:
 
 class Plan(Generic[N]):
     """Attempts of one call: read ``node``, ``timeout`` and ``delay`` (sleep before
-    the attempt), call ``retry`` after a failure and ``succeeded`` after an answer."""
+    the attempt), call ``retry`` after a failure and ``succeeded`` after an answer.
+
+    ``timeout`` bounds the attempt: ``min(attempt_timeout, time left)``.
+    ``remaining`` is the time left of the whole call (streams run on it, their wait
+    for a first reply bounded by ``timeout``). ``expires`` is when the attempt
+    timeout runs out, None while the overall deadline is the nearer bound.
+    """
 
     __slots__ = (
+        "attempt_timeout",
         "attempts",
         "budget",
         "clock",
         "deadline",
         "delay",
+        "expires",
         "max_attempts",
         "method",
         "node",
+        "remaining",
         "route",
         "timeout",
         "tried",
@@ -82,6 +97,8 @@ class Plan(Generic[N]):
         deadline: float | None,
         max_attempts: int,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        attempt_timeout: float | None = None,
     ) -> None:
         self.route = route
         self.budget = budget
@@ -89,13 +106,25 @@ class Plan(Generic[N]):
         self.deadline = deadline
         self.max_attempts = max_attempts
         self.clock = clock
+        self.attempt_timeout = attempt_timeout
         self.attempts = 1
         self.tried: list[N] = []
         now = clock()
         self.node = route.select(now)
-        self.timeout = None if deadline is None else deadline - now
+        self._bound(now)
         self.delay = 0.0
         budget.deposit()
+
+    def _bound(self, start: float) -> None:
+        """Set the limits of the attempt that starts at ``start``."""
+        self.remaining = None if self.deadline is None else self.deadline - start
+        limit = self.attempt_timeout
+        if limit is not None and (self.remaining is None or limit < self.remaining):
+            self.timeout: float | None = limit
+            self.expires: float | None = start + limit
+        else:
+            self.timeout = self.remaining
+            self.expires = None
 
     def succeeded(self) -> None:
         """The node answered (with any status but UNAVAILABLE): it is healthy."""
@@ -107,21 +136,25 @@ class Plan(Generic[N]):
         provably never left this process (no connection)."""
         now = self.clock()
         node = self.node
+        # A node that says DEADLINE_EXCEEDED early answered; one that ran out is hung.
+        expires = self.expires
+        expired = code is DEADLINE_EXCEEDED and expires is not None and now >= expires - EARLY
         log.debug(
             "%s attempt %d on %s failed: %s%s",
             self.method.path,
             self.attempts,
             node.address,
             code.name,
-            "" if sent else " (not sent)",
+            " (attempt timeout)" if expired else "" if sent else " (not sent)",
         )
-        if code is UNAVAILABLE or not sent:
+        if code is UNAVAILABLE or not sent or expired:
             node.failed(now)
         else:
             node.succeeded()
         if self.attempts >= self.max_attempts:
             return False
-        if sent and code not in self.method.retry_on:
+        retryable = code in self.method.retry_on or (expired and self.method.idempotent)
+        if sent and not retryable:
             return False
         if not self.budget.withdraw():
             return False
@@ -131,10 +164,9 @@ class Plan(Generic[N]):
         if node in self.tried:
             cap = min(MAX_BACKOFF, BACKOFF * 2 ** (self.attempts - 1))
             delay = random.uniform(0, cap)
-        if self.deadline is not None:
-            if now + delay >= self.deadline:
-                return False
-            self.timeout = self.deadline - now - delay
+        if self.deadline is not None and now + delay >= self.deadline:
+            return False
+        self._bound(now + delay)
         self.attempts += 1
         self.node = node
         self.delay = delay
