@@ -1,0 +1,366 @@
+"""RedisBroker against a redis-server of the test's own: the broker contract, then
+what is Redis-specific (consumer groups, claims, foreign entries, connections)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import contract
+import pytest
+import redis_fixture
+from google.protobuf.wrappers_pb2 import Int64Value
+from redis.asyncio import Redis
+
+from micro import codec
+from micro.broker import (
+    BrokerError,
+    Envelope,
+    EventContext,
+    Publisher,
+    RawHandler,
+    dead_letter_topic,
+    typed,
+)
+from micro.broker.redis import RedisBroker
+
+pytestmark = [
+    pytest.mark.backend,
+    pytest.mark.skipif(
+        not redis_fixture.available(), reason=f"{redis_fixture.BINARY} is not installed"
+    ),
+]
+
+WAIT = 10.0
+OpenRedis = Callable[..., Awaitable[RedisBroker]]
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    with redis_fixture.redis_server() as address:
+        yield address
+
+
+@pytest.fixture
+def topic() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def raw(url: str) -> AsyncIterator[Redis]:
+    """A plain redis-py client: a foreign publisher, and a look at the server's state."""
+    client = Redis.from_url(url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def open_broker(url: str) -> AsyncIterator[OpenRedis]:
+    """New connected brokers (3 attempts, short backoff), closed after the test."""
+    brokers: list[RedisBroker] = []
+
+    async def open_one(**options: float) -> RedisBroker:
+        broker = RedisBroker(url, max_attempts=3, backoff=0.01, **options)  # type: ignore[arg-type]
+        await broker.connect()
+        brokers.append(broker)
+        return broker
+
+    yield open_one
+    for broker in brokers:
+        await broker.close()
+
+
+# The contract every backend shows.
+
+
+async def test_broadcast(open_broker: OpenRedis, topic: str) -> None:
+    await contract.check_broadcast(open_broker, topic)
+
+
+async def test_queue_split(open_broker: OpenRedis, topic: str) -> None:
+    await contract.check_queue_split(open_broker, topic)
+
+
+@pytest.mark.parametrize("content_type", [codec.PROTOBUF, codec.JSON])
+async def test_typed_round_trip(open_broker: OpenRedis, topic: str, content_type: str) -> None:
+    await contract.check_typed_round_trip(open_broker, topic, content_type)
+
+
+async def test_fails_twice_then_succeeds(open_broker: OpenRedis, topic: str) -> None:
+    await contract.check_fails_twice_then_succeeds(open_broker, topic)
+
+
+async def test_dead_letter(open_broker: OpenRedis, topic: str) -> None:
+    await contract.check_dead_letter(open_broker, topic)
+
+
+@pytest.mark.parametrize(("body", "headers", "reason"), contract.MALFORMED)
+async def test_malformed_dead_lettered(
+    open_broker: OpenRedis,
+    topic: str,
+    caplog: pytest.LogCaptureFixture,
+    body: bytes,
+    headers: dict[str, str],
+    reason: str,
+) -> None:
+    await contract.check_malformed_dead_lettered(open_broker, topic, caplog, body, headers, reason)
+
+
+# contract.check_at_least_once leaves the stdout pipes of the consumers it killed open
+@pytest.mark.filterwarnings("ignore:unclosed file:ResourceWarning")
+async def test_at_least_once(
+    open_broker: OpenRedis,
+    url: str,
+    topic: str,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    duplicates = await contract.check_at_least_once(
+        open_broker, "redis", url, topic, tmp_path / "handled"
+    )
+    record_property("duplicates", duplicates)
+    assert duplicates >= 0
+
+
+# Redis specifics.
+
+
+def collector() -> tuple[asyncio.Queue[tuple[int, EventContext]], RawHandler]:
+    got: asyncio.Queue[tuple[int, EventContext]] = asyncio.Queue()
+
+    async def handle(event: Int64Value, ctx: EventContext) -> None:
+        await got.put((event.value, ctx))
+
+    return got, typed(handle)
+
+
+async def test_unreachable_address_fails_fast_naming_it(unused_port: int) -> None:
+    broker = RedisBroker(f"redis://:secret@127.0.0.1:{unused_port}/0")
+    started = time.monotonic()
+    with pytest.raises(BrokerError, match=f"127.0.0.1:{unused_port}") as failure:
+        await broker.connect()
+    assert time.monotonic() - started < 2.0
+    assert "secret" not in str(failure.value)
+
+
+def test_bad_address_is_named() -> None:
+    with pytest.raises(ValueError, match=r"'http://127\.0\.0\.1:6379'"):
+        RedisBroker("http://127.0.0.1:6379")
+
+
+def test_missing_extra_is_one_line() -> None:
+    code = "import sys; sys.modules['redis'] = None; import micro.broker.redis"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith(
+        "ImportError: micro.broker.redis needs redis-py: install `micro-grpc[redis]`"
+    )
+
+
+async def test_foreign_entries_are_handled_or_dead_lettered(
+    open_broker: OpenRedis,
+    raw: Redis,
+    topic: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Entries another client wrote: a bare body is a message; the rest is dead-lettered
+    with a log line naming the entry, and consuming goes on."""
+    broker = await open_broker()
+    got, handle = collector()
+    dead: asyncio.Queue[Envelope] = asyncio.Queue()
+
+    async def dead_letters(envelope: Envelope) -> None:
+        await dead.put(envelope)
+
+    await broker.subscribe(dead_letter_topic(topic), dead_letters, queue="dlq")
+    await broker.subscribe(topic, handle, queue="numbers")
+    stream = f"micro:{topic}"
+    bad = {
+        "no body": {"junk": b"\xff"},
+        "bad headers": {"body": b"", "headers": b"[not json"},
+        "bad id": {"body": b"", "id": b"\xff\xfe"},
+        "bad timestamp": {"body": b"", "timestamp": b"noon"},
+    }
+    with caplog.at_level(logging.WARNING, logger="micro.broker"):
+        entries = {(await raw.xadd(stream, fields)).decode(): what for what, fields in bad.items()}
+        letters = [await asyncio.wait_for(dead.get(), WAIT) for _ in bad]
+    reasons = {e.headers["micro-dead-reason"] for e in letters}
+    for entry in entries:
+        assert any(entry in reason for reason in reasons), f"{entries[entry]} not dead-lettered"
+        assert any(entry in r.getMessage() and topic in r.getMessage() for r in caplog.records)
+    bare = (await raw.xadd(stream, {"body": Int64Value(value=42).SerializeToString()})).decode()
+    value, ctx = await asyncio.wait_for(got.get(), WAIT)
+    assert (value, ctx.id, ctx.attempt) == (42, bare, 1)
+    assert abs(ctx.timestamp - time.time()) < 60  # from the entry id's milliseconds
+    await Publisher(broker, topic, Int64Value).publish(Int64Value(value=5))
+    assert (await asyncio.wait_for(got.get(), WAIT))[0] == 5
+
+
+async def test_group_keeps_messages_while_its_consumers_are_down(
+    open_broker: OpenRedis, raw: Redis, topic: str
+) -> None:
+    """A new group starts from now; once created it keeps what is published while no
+    consumer runs. A consumer leaving cleanly with nothing pending is removed."""
+    broker = await open_broker()
+    numbers = Publisher(broker, topic, Int64Value)
+    await numbers.publish(Int64Value(value=-1))  # before the group existed: not for it
+    got, handle = collector()
+    sub = await broker.subscribe(topic, handle, queue="keep")
+    await numbers.publish(Int64Value(value=0))
+    assert (await asyncio.wait_for(got.get(), WAIT))[0] == 0
+    await sub.unsubscribe()
+    assert await raw.xinfo_consumers(f"micro:{topic}", "keep") == []
+    for i in range(1, 6):
+        await numbers.publish(Int64Value(value=i))  # nobody subscribed
+    await broker.subscribe(topic, handle, queue="keep")
+    values = [(await asyncio.wait_for(got.get(), WAIT))[0] for _ in range(5)]
+    assert values == [1, 2, 3, 4, 5]
+    assert got.empty()
+
+
+async def test_entries_of_a_dead_consumer_are_claimed_counting_deliveries(
+    open_broker: OpenRedis, raw: Redis, topic: str
+) -> None:
+    """Entries a consumer read and never acked go to a live consumer after
+    ``claim_idle``; the attempt number continues the server's delivery count, and an
+    entry delivered ``max_attempts`` times already is dead-lettered unhandled."""
+    stream = f"micro:{topic}"
+    broker = await open_broker(claim_idle=0.2)
+    await raw.xgroup_create(stream, "workers", id="$", mkstream=True)
+    numbers = Publisher(broker, topic, Int64Value)
+    await numbers.publish(Int64Value(value=1))
+    await numbers.publish(Int64Value(value=2))
+    taken = await raw.xreadgroup("workers", "dead", {stream: ">"}, count=2)  # then it "dies"
+    second = taken[0][1][1][0]
+    await raw.xclaim(stream, "workers", "dead", 0, [second], retrycount=3, justid=True)
+    seen: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+    dead: asyncio.Queue[Envelope] = asyncio.Queue()
+
+    async def handle(event: Int64Value, ctx: EventContext) -> None:
+        await seen.put((event.value, ctx.attempt))
+
+    async def dead_letters(envelope: Envelope) -> None:
+        await dead.put(envelope)
+
+    await broker.subscribe(dead_letter_topic(topic), dead_letters, queue="dlq")
+    await broker.subscribe(topic, typed(handle), queue="workers")
+    assert await asyncio.wait_for(seen.get(), WAIT) == (1, 2)
+    letter = await asyncio.wait_for(dead.get(), WAIT)
+    assert Int64Value.FromString(letter.body).value == 2
+    assert "delivered 4 times, max_attempts=3" in letter.headers["micro-dead-reason"]
+    assert seen.empty()
+
+
+async def test_slow_handler_keeps_its_message(open_broker: OpenRedis, topic: str) -> None:
+    """A live consumer refreshes what it is handling: no other consumer claims it,
+    however much longer than ``claim_idle`` the handler takes."""
+    handled: list[tuple[str, int]] = []
+    done = asyncio.Event()
+
+    def slow(name: str) -> RawHandler:
+        async def handle(event: Int64Value, ctx: EventContext) -> None:
+            handled.append((name, ctx.attempt))
+            await asyncio.sleep(1.2)  # the slow work itself, four times claim_idle
+            done.set()
+
+        return typed(handle)
+
+    a, b = await open_broker(claim_idle=0.3), await open_broker(claim_idle=0.3)
+    await a.subscribe(topic, slow("a"), queue="slow")
+    await b.subscribe(topic, slow("b"), queue="slow")
+    await Publisher(a, topic, Int64Value).publish(Int64Value(value=1))
+    await asyncio.wait_for(done.wait(), WAIT)
+    await a.close()  # waits for any handler still running
+    await b.close()
+    assert len(handled) == 1
+    assert handled[0][1] == 1
+
+
+async def test_in_flight_handlers_are_bounded(
+    open_broker: OpenRedis, raw: Redis, topic: str
+) -> None:
+    """With ``concurrency=4`` only 4 handlers run and only 4 entries are taken from
+    the stream; the rest wait in Redis for this or another consumer."""
+    broker = await open_broker(concurrency=4)
+    release = asyncio.Event()
+    running: list[int] = []
+    four = asyncio.Event()
+
+    async def handle(event: Int64Value, ctx: EventContext) -> None:
+        running.append(event.value)
+        if len(running) == 4:
+            four.set()
+        await release.wait()
+
+    sub = await broker.subscribe(topic, typed(handle), queue="bounded")
+    numbers = Publisher(broker, topic, Int64Value)
+    for i in range(20):
+        await numbers.publish(Int64Value(value=i))
+    await asyncio.wait_for(four.wait(), WAIT)
+    summary = await raw.xpending(f"micro:{topic}", "bounded")
+    assert (len(running), summary["pending"]) == (4, 4)
+    release.set()
+    deadline = time.monotonic() + WAIT
+    while len(running) < 20:
+        assert time.monotonic() < deadline, f"{len(running)} of 20 handled"
+        await asyncio.sleep(0.01)  # handlers append; nothing to await per message
+    await sub.unsubscribe()
+    assert sorted(running) == list(range(20))
+    assert (await raw.xpending(f"micro:{topic}", "bounded"))["pending"] == 0
+
+
+async def test_unsubscribe_waits_for_handlers_then_acks(
+    open_broker: OpenRedis, raw: Redis, topic: str
+) -> None:
+    broker = await open_broker()
+    started, finished = asyncio.Event(), asyncio.Event()
+
+    async def handle(event: Int64Value, ctx: EventContext) -> None:
+        started.set()
+        await asyncio.sleep(0.3)  # the work unsubscribe must wait for
+        finished.set()
+
+    sub = await broker.subscribe(topic, typed(handle), queue="graceful")
+    await Publisher(broker, topic, Int64Value).publish(Int64Value(value=1))
+    await asyncio.wait_for(started.wait(), WAIT)
+    await sub.unsubscribe()
+    assert finished.is_set()
+    assert (await raw.xpending(f"micro:{topic}", "graceful"))["pending"] == 0
+    assert await raw.xinfo_consumers(f"micro:{topic}", "graceful") == []
+
+
+async def test_close_interrupts_blocked_reads_and_frees_connections(
+    open_broker: OpenRedis, raw: Redis, topic: str
+) -> None:
+    """Each subscription reads on a connection of its own (publishing goes on beside a
+    blocked read); closing wakes the reads at once and closes their connections."""
+    before = len(await raw.client_list())
+    broker = await open_broker()
+    got, handle = collector()
+    await broker.subscribe(topic, handle)
+    await broker.subscribe(topic, handle, queue="q")
+    assert len(await raw.client_list()) == before + 3
+    await Publisher(broker, topic, Int64Value).publish(Int64Value(value=1))
+    assert sorted([(await asyncio.wait_for(got.get(), WAIT))[0] for _ in range(2)]) == [1, 1]
+    started = time.monotonic()
+    await broker.close()
+    assert time.monotonic() - started < 0.5
+    assert len(await raw.client_list()) == before
+
+
+async def test_server_gone_publish_fails_naming_it_and_close_returns(topic: str) -> None:
+    with redis_fixture.redis_server() as url:
+        broker = RedisBroker(url)
+        await broker.connect()
+        await broker.subscribe(topic, collector()[1], queue="q")
+    started = time.monotonic()
+    with pytest.raises(BrokerError, match=f"{url.split('/')[2]}.*micro:{topic}"):
+        await Publisher(broker, topic, Int64Value).publish(Int64Value(value=1))
+    await broker.close()
+    assert time.monotonic() - started < 3.0
