@@ -1,4 +1,4 @@
-"""``python -m bench [codegen] [rpc] [--quick]``: run, print, write the results."""
+"""``python -m bench [SECTION ...] [--quick]``: run, print, write the results."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import codegen, environment, report, rpc
+from bench import broker, chart, codegen, environment, registry, report, rpc, scale
 
 SECTIONS: dict[str, Callable[[bool, Callable[[str], None]], dict[str, Any]]] = {
     "codegen": codegen.run,
     "rpc": rpc.run,
+    "scale": scale.run,
+    "registry": registry.run,
+    "broker": broker.run,
 }
 
 
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     report.write_json(results, args.out / "results.json")
-    report.write_png(results, args.out / "results.png")
+    chart.write_png(results, args.out / "results.png")
     print(report.table(results))
     print(f"wrote {args.out / 'results.json'} and {args.out / 'results.png'}")
     return 0

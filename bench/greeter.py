@@ -15,6 +15,7 @@ from types import ModuleType
 from bench.environment import GEN
 
 SAY_HELLO = "/greeter.v1.Greeter/SayHello"
+LOTS_OF_REPLIES = "/greeter.v1.Greeter/LotsOfReplies"
 
 
 @dataclass(frozen=True)

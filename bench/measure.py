@@ -70,3 +70,9 @@ def paired_ratios(baseline: Sequence[float], other: Sequence[float]) -> list[flo
     """``other / baseline`` round by round: rounds next to each other share the
     machine's state, so their ratio is steadier than either number."""
     return [o / b for b, o in zip(baseline, other, strict=True) if b > 0]
+
+
+def paired_differences(baseline: Sequence[float], other: Sequence[float]) -> list[float]:
+    """``other - baseline`` round by round, for costs (microseconds per call) whose
+    difference, not ratio, is the figure: what one more layer adds to each call."""
+    return [o - b for b, o in zip(baseline, other, strict=True)]

@@ -1,4 +1,5 @@
-"""Results as a table (stdout), JSON (bench/results.json) and a chart (results.png)."""
+"""Results as a table (stdout) and JSON (bench/results.json); the chart is
+``bench.chart``."""
 
 from __future__ import annotations
 
@@ -6,22 +7,23 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, never a display
-
-import matplotlib.pyplot as plt
-from matplotlib.axes import Axes
-
 Results = dict[str, Any]
 
 
-def _range(spread: dict[str, float], fmt: str) -> str:
-    return f"{spread['min']:{fmt}}-{spread['max']:{fmt}}"
+def _range(spread: dict[str, float], fmt: str, scale: float = 1.0) -> str:
+    return f"{spread['min'] * scale:{fmt}}-{spread['max'] * scale:{fmt}}"
 
 
 def _seconds(value: float) -> str:
     return f"{value * 1e3:.2f} ms" if value < 1 else f"{value:.3f} s"
+
+
+def _load(averages: list[float] | None) -> str:
+    return "?" if averages is None else " ".join(f"{a:.2f}" for a in averages)
+
+
+def _verdict(ok: bool | None) -> str:
+    return "" if ok is None else "ok" if ok else "BELOW"
 
 
 def codegen_table(section: Results) -> list[str]:
@@ -40,10 +42,9 @@ def codegen_table(section: Results) -> list[str]:
             if ratio is not None:
                 paired = ratio["paired"]
                 shown = f"{paired['median']:.3f}x [{_range(paired, '.3f')}]"
-            ms = {k: v * 1e3 for k, v in spread.items() if k != "n"}
             lines.append(
                 f"{label:<44} {variant:<16} {spread['n']:>3} {_seconds(spread['median']):>10} "
-                f"{_range(ms, '.2f'):>19} {shown:>22}"
+                f"{_range(spread, '.2f', 1e3):>19} {shown:>22}"
             )
         for skipped in entry["skipped"]:
             lines.append(f"  skipped {skipped}")
@@ -53,144 +54,175 @@ def codegen_table(section: Results) -> list[str]:
 
 
 def rpc_table(section: Results) -> list[str]:
-    rounds = section["settings"]["rounds"]
+    settings = section["settings"]
     lines = [
-        f"rpc: SayHello on one server; calls/s median [min-max] over {rounds} interleaved "
-        "rounds of "
-        f"{section['settings']['round_s']}s; p50/p99 over all calls; cpu = client process",
-        "ratio = micro / raw calls/s: median [min-max] of per-round ratios; "
-        "'of medians' = median micro / median raw; raw-control = raw on a second connection",
-        f"{'mode':<6} {'c':>3} {'variant':<16} {'calls/s':>8} {'min-max':>13} {'p50 us':>8} "
-        f"{'p99 us':>8} {'cpu us/call':>11} {'ratio':>6} {'min-max':>11} {'of medians':>10} "
-        f"{'target':>12}",
+        f"rpc: one server; unary SayHello, stream LotsOfReplies ({section['stream_replies']} "
+        f"messages per call); calls/s median [min-max] over {settings['rounds']} interleaved "
+        f"rounds of {settings['round_s']}s; p50/p99 over all calls; cpu = client process",
+        "ratio = variant / raw calls/s, median [min-max] of per-round ratios; +cpu/+p50 = "
+        "overhead per call vs raw in us (median of per-round differences);",
+        "raw-control = raw on a second connection (A/A: the noise floor); grpclib = another "
+        "asyncio client, for scale",
+        f"{'mode':<5} {'shape':<6} {'c':>3} {'variant':<16} {'calls/s':>7} {'min-max':>11} "
+        f"{'p50 us':>7} {'p99 us':>7} {'cpu us':>7} {'ratio':>6} {'min-max':>9} "
+        f"{'+cpu us':>7} {'+p50 us':>7} {'target':>10}",
     ]
     for result in section["results"]:
         first = True
         for name, stats in result["variants"].items():
-            head = f"{result['mode']:<6} {result['concurrency']:>3}" if first else " " * 10
+            head = f"{result['mode']:<5} {result['shape']:<6} {result['concurrency']:>3}"
+            head = head if first else " " * len(head)
             first = False
             rate = stats["calls_per_s"]
             line = (
-                f"{head} {name:<16} {rate['median']:>8.0f} {_range(rate, '.0f'):>13} "
-                f"{stats['p50_us']:>8.0f} {stats['p99_us']:>8.0f} {stats['cpu_us_per_call']:>11.1f}"
+                f"{head} {name:<16} {rate['median']:>7.0f} {_range(rate, '.0f'):>11} "
+                f"{stats['p50_us']:>7.0f} {stats['p99_us']:>7.0f} {stats['cpu_us_per_call']:>7.1f}"
             )
             ratio = result["ratios"].get(name)
             if ratio is not None:
-                if ratio["control"]:
+                if ratio["kind"] == "control":
                     verdict = "A/A noise"
+                elif ratio["kind"] == "peer":
+                    verdict = "peer"
                 else:
-                    target = format(result["target"], ".2f")
-                    verdict = f">={target} {'ok' if ratio['meets_target'] else 'BELOW'}"
+                    verdict = f">={result['target']:.2f} {_verdict(ratio['meets_target'])}"
                 line += (
-                    f" {ratio['calls_per_s']:>6.3f} "
-                    f"{_range(ratio['calls_per_s_paired'], '.2f'):>11} "
-                    f"{ratio['calls_per_s_of_medians']:>10.3f} "
-                    f"{verdict:>12}"
+                    f" {ratio['calls_per_s']:>6.3f} {_range(ratio['calls_per_s_paired'], '.2f'):>9}"
+                    f" {ratio['overhead_cpu_us']['median']:>7.1f}"
+                    f" {ratio['overhead_p50_us']['median']:>7.1f} {verdict:>10}"
                 )
             lines.append(line)
     return lines
+
+
+def scale_table(section: Results) -> list[str]:
+    lines = [
+        "scale: async SayHello over N server processes; micro-discovered (registry, "
+        "least_request) vs grpc's round_robin channel over the same addresses;",
+        "balance = max/min calls per instance (1.00 is even)",
+        f"{'servers':>7} {'variant':<16} {'calls/s':>7} {'min-max':>11} {'p50 us':>7} "
+        f"{'p99 us':>7} {'ratio':>6} {'min-max':>9} {'balance':>7}",
+    ]
+    for result in section["servers"]:
+        first = True
+        for name, stats in result["variants"].items():
+            head = f"{result['servers']:>7}" if first else " " * 7
+            first = False
+            rate = stats["calls_per_s"]
+            spread = result["balance"][name]["max_over_min"]
+            line = (
+                f"{head} {name:<16} {rate['median']:>7.0f} {_range(rate, '.0f'):>11} "
+                f"{stats['p50_us']:>7.0f} {stats['p99_us']:>7.0f}"
+            )
+            ratio = result["ratios"].get(name)
+            line += (
+                f" {ratio['calls_per_s']:>6.3f} {_range(ratio['calls_per_s_paired'], '.2f'):>9}"
+                if ratio
+                else " " * 17
+            )
+            line += f" {spread:>7.2f}" if spread is not None else f" {'-':>7}"
+            lines.append(line)
+    selection = section["selection"]
+    lines += [
+        "selection: time a call spends choosing its node (route lookup, retry plan, pick), "
+        "by nodes registered; ratio to the fewest, per round",
+        f"{'nodes':>7} {'ns/call':>9} {'min-max':>17} {'ratio':>8} {'route build ms':>14}",
+    ]
+    for nodes, spread in selection["ns_per_selection"].items():
+        ratio = selection["ratio_to_fewest"].get(nodes)
+        shown = f"{ratio['median']:>8.2f}" if ratio else f"{'1':>8}"
+        lines.append(
+            f"{nodes:>7} {spread['median']:>9.0f} {_range(spread, '.0f'):>17} {shown} "
+            f"{selection['route_build_ms'][nodes]:>14.2f}"
+        )
+    lines.append(
+        f"flat (largest <= {selection['flat_target']}x the fewest): "
+        f"{'ok' if selection['flat'] else 'NO'}"
+    )
+    return lines
+
+
+def registry_table(section: Results) -> list[str]:
+    lookups = section["lookups"]
+    lines = [
+        "registry lookups: CachingRegistry over MemoryRegistry, vs a plain dict.get, "
+        f"interleaved; target >= {lookups['target_per_s']:,}/s",
+        f"{'way':<12} {'lookups/s':>12} {'min-max':>23} {'vs dict':>8} {'target':>7}",
+    ]
+    for name, spread in lookups["lookups_per_s"].items():
+        ratio = lookups["ratio_to_dict"].get(name)
+        lines.append(
+            f"{name:<12} {spread['median']:>12,.0f} {_range(spread, ',.0f'):>23} "
+            f"{ratio['median'] if ratio else 1:>8.3f} "
+            f"{_verdict(lookups['meets_target'].get(name)):>7}"
+        )
+    failover = section["failover"]
+    last = failover["last_attempt_ms"]
+    sent = failover["attempts_to_dead_node"]
+    lines += [
+        f"failover: kill -9 of 1 of 3 instances under load, {last['n']} times; last attempt "
+        f"sent to the dead node {last['median']:.1f} ms after the kill [{_range(last, '.1f')}]; "
+        f"{sent['median']:.0f} attempts [{_range(sent, '.0f')}]; "
+        f"{failover['failed_calls']} calls failed for the caller",
+        f"  (window {failover['window_s']}s after the kill; an ejected node is probed again "
+        f"after {failover['ejection_s']}s; its registry entry never expired)",
+    ]
+    return lines
+
+
+def broker_table(section: Results) -> list[str]:
+    lines = [
+        "broker: publish -> handle, micro (typed, envelope) vs the backend's own client; "
+        f"interleaved rounds; ratio = micro/raw msgs/s per round; target >= {section['target']}",
+        f"{'backend':<20} {'side':<5} {'msgs/s':>8} {'min-max':>15} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'ratio':>6} {'min-max':>9} {'target':>6}",
+    ]
+    if not section["results"]:
+        lines.append("  no backend modules (bench/broker_<name>.py)")
+    for result in section["results"]:
+        if result["status"] != "ok":
+            lines.append(f"{result['variant']:<20} {result['status']}: {result['reason']}")
+            continue
+        for side, stats in result["sides"].items():
+            rate = stats["msgs_per_s"]
+            line = (
+                f"{result['variant'] if side == 'micro' else '':<20} {side:<5} "
+                f"{rate['median']:>8.0f} {_range(rate, '.0f'):>15} {stats['p50_ms']:>7.2f} "
+                f"{stats['p99_ms']:>7.2f}"
+            )
+            if side == "micro":
+                ratio = result["ratio"]
+                line += (
+                    f" {ratio['median']:>6.3f} {_range(ratio, '.2f'):>9} "
+                    f"{_verdict(result['meets_target']):>6}"
+                )
+            lines.append(line)
+    return lines
+
+
+TABLES = {
+    "codegen": codegen_table,
+    "rpc": rpc_table,
+    "scale": scale_table,
+    "registry": registry_table,
+    "broker": broker_table,
+}
 
 
 def table(results: Results) -> str:
     env = results["environment"]
     lines = [
         f"python {env['python']}  grpcio {env['grpcio']}  protobuf {env['protobuf']}  "
-        f"cpus {env['cpus_usable']}/{env['cpu_count']}  load {env['load_average']}  "
+        f"cpus {env['cpus_usable']}/{env['cpu_count']}  load {_load(env['load_average'])}  "
         f"commit {str(env['git_commit'])[:10]}{' (dirty)' if env['git_dirty'] else ''}"
         f"{'  QUICK RUN' if results['quick'] else ''}",
     ]
-    if "codegen" in results:
-        lines += ["", *codegen_table(results["codegen"])]
-    if "rpc" in results:
-        lines += ["", *rpc_table(results["rpc"])]
+    for name, render in TABLES.items():
+        if name in results:
+            lines += ["", *render(results[name])]
     lines += ["", f"total {results['duration_s']:.1f}s"]
     return "\n".join(lines)
 
 
 def write_json(results: Results, path: Path) -> None:
     path.write_text(json.dumps(results, indent=1) + "\n")
-
-
-# -- chart ----------------------------------------------------------------------
-
-
-def _bars(
-    ax: Axes, groups: list[str], series: dict[str, list[dict[str, float]]], scale: float = 1.0
-) -> None:
-    """Grouped bars of medians with min-max error bars, one series per variant."""
-    width = 0.8 / max(len(series), 1)
-    for i, (name, spreads) in enumerate(series.items()):
-        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
-        medians = [s["median"] * scale for s in spreads]
-        below = [(s["median"] - s["min"]) * scale for s in spreads]
-        above = [(s["max"] - s["median"]) * scale for s in spreads]
-        ax.bar(xs, medians, width, yerr=[below, above], capsize=3, label=name)
-    ax.set_xticks(range(len(groups)), groups, fontsize=8)
-    ax.legend(fontsize=8)
-
-
-def _codegen_chart(ax: Axes, section: Results) -> None:
-    inputs = section["inputs"]
-    groups = [e["input"].replace(" (", "\n(") for e in inputs]
-    series = {v: [e["seconds"][v] for e in inputs] for v in section["variants"]}
-    _bars(ax, groups, series, scale=1e3)
-    ax.set_yscale("log")
-    ax.set_ylabel("ms per run (log)")
-    ax.set_title("codegen: protoc --micro_out vs --grpc_python_out")
-
-
-def _rpc_chart(rate_ax: Axes, ratio_ax: Axes, section: Results) -> None:
-    results = section["results"]
-    groups = [f"{r['mode']} c={r['concurrency']}" for r in results]
-    names = list(results[0]["variants"]) if results else []
-    series = {n: [r["variants"][n]["calls_per_s"] for r in results] for n in names}
-    _bars(rate_ax, groups, series)
-    rate_ax.set_ylabel("calls/s")
-    rate_ax.set_title("rpc: SayHello calls/s (median, min-max)")
-    micro_names = [n for n in names if n != "raw"]
-    width = 0.8 / max(len(micro_names), 1)
-    for i, name in enumerate(micro_names):
-        xs = [g + (i - (len(micro_names) - 1) / 2) * width for g in range(len(results))]
-        paired = [r["ratios"][name]["calls_per_s_paired"] for r in results]
-        medians = [p["median"] for p in paired]
-        below = [p["median"] - p["min"] for p in paired]
-        above = [p["max"] - p["median"] for p in paired]
-        line = ratio_ax.errorbar(xs, medians, yerr=[below, above], fmt="o", capsize=4, label=name)
-        colour = line[0].get_color()
-        ratio_ax.vlines(xs, [p["q1"] for p in paired], [p["q3"] for p in paired], colour, lw=5)
-        for x, median in zip(xs, medians, strict=True):
-            ratio_ax.annotate(
-                f"{median:.3f}",
-                (x, median),
-                xytext=(6, 0),
-                fontsize=8,
-                textcoords="offset points",
-                va="center",
-            )
-    for g, result in enumerate(results):
-        ratio_ax.hlines(result["target"], g - 0.4, g + 0.4, colors="red", linestyles="dashed")
-    ratio_ax.axhline(1.0, color="grey", linewidth=0.8)
-    ratio_ax.set_xticks(range(len(groups)), groups, fontsize=8)
-    ratio_ax.set_xlim(-0.5, len(groups) - 0.5)
-    ratio_ax.set_ylabel("variant / raw calls/s")
-    ratio_ax.set_title("rpc: micro/raw per round: median, IQR, min-max (red: target)")
-    ratio_ax.legend(fontsize=8)
-
-
-def write_png(results: Results, path: Path) -> None:
-    panels = ("codegen" in results) + 2 * ("rpc" in results)
-    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 5), squeeze=False)
-    row = list(axes[0])
-    if "codegen" in results:
-        _codegen_chart(row.pop(0), results["codegen"])
-    if "rpc" in results:
-        _rpc_chart(row[0], row[1], results["rpc"])
-    env = results["environment"]
-    fig.suptitle(
-        f"micro-grpc bench - python {env['python']}, grpcio {env['grpcio']}, "
-        f"{env['cpus_usable']} cpus{' (quick run)' if results['quick'] else ''}",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -1,38 +1,30 @@
-"""RPC: the micro clients against raw grpcio stubs, on one greeter server.
+"""RPC: the micro clients against raw grpcio stubs and grpclib, on one greeter server.
 
 One server process (``bench.greeter_server``) serves every round. For each mode
-(async, sync) and concurrency (1, 64) the raw stub and each micro client run
-interleaved rounds of fixed duration (and a cap on calls); a round is ``c`` workers
-doing sequential unary calls (async: tasks on one loop; sync: threads). Reported per
-variant: calls/s (median, min-max, IQR over rounds), p50/p99 latency over every call
-of the measured rounds, the client process's CPU time per call, and the ratio to raw:
-the median of per-round ratios (a micro round against the raw round beside it, so
-load that comes and goes during the run cancels out), with their spread.
+(async, sync), call shape (unary ``SayHello``; server-streaming ``LotsOfReplies``,
+``STREAM_REPLIES`` messages per call) and concurrency, every variant runs interleaved
+rounds of fixed duration (``bench.load``). Reported per variant: calls/s (median,
+min-max, IQR over rounds), p50/p99 latency over every call of the measured rounds,
+the client process's CPU time per call; against raw: the median of per-round ratios
+of calls/s, and the overhead per call in microseconds (extra client CPU, extra p50
+latency), each paired round by round, with their spread.
 
 The raw baseline is what grpc's generated ``*_pb2_grpc`` stub does: a multicallable
 from ``channel.unary_unary(path, request_serializer=..., response_deserializer=...,
 _registered_method=True)``. A second raw stub on its own connection runs beside it as
 a control: its ratio to raw shows how far two identical clients drift apart in this
-run, which is the resolution of every other ratio.
+run, which is the resolution of every other ratio. grpclib (async only) is a peer:
+another asyncio gRPC client, for scale.
 
 Micro clients come from ``CLIENT_MODES``: each entry turns the server's address into
-a ``micro.Client`` plus the stub options to call through. A mode resolving
-``"greeter"`` through a registry is one more function and one more entry.
+a ``micro.Client`` plus the stub options to call through.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
-import selectors
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -40,18 +32,19 @@ import grpc
 import grpc.aio
 
 import micro
-from bench import greeter, measure
-from bench.environment import ROOT
-from micro.registry import MemoryRegistry, Node, Service
+from bench import greeter, load, measure
+from bench.greeter_server import STREAM_REPLIES
+from bench.grpclib_greeter import GrpclibGreeter
+from bench.servers import greeter_server
+from micro.registry import MemoryRegistry, Node, Registry, Service
 
 RAW = "raw"
 CONTROL = "raw-control"  # raw again on its own connection: the noise floor (an A/A test)
+GRPCLIB = "grpclib"
 # An argument grpc ignores: a channel with other arguments gets its own connection.
 _OWN_CONNECTION = (("bench.connection", CONTROL),)
 TARGETS = {"async": 0.95, "sync": 0.90}  # required calls/s ratio micro/raw
-SERVER_START_TIMEOUT_S = 30.0
-ROUND_SLACK_S = 30.0  # a round that overruns its duration by this much is a hang
-MAX_CALLS_PER_ROUND = 500_000
+SHAPES = ("unary", "stream")
 
 
 @dataclass(frozen=True)
@@ -64,8 +57,8 @@ class Settings:
     @classmethod
     def for_run(cls, quick: bool) -> Settings:
         if quick:
-            return cls(rounds=4, round_s=0.2, warmup_s=0.1, concurrency=(1, 64))
-        return cls(rounds=20, round_s=0.5, warmup_s=0.5, concurrency=(1, 64))
+            return cls(rounds=3, round_s=0.1, warmup_s=0.05, concurrency=(1, 256))
+        return cls(rounds=8, round_s=0.35, warmup_s=0.2, concurrency=(1, 16, 64, 256))
 
 
 # -- micro clients: one entry per way of reaching the server ---------------------
@@ -87,10 +80,20 @@ def direct(address: str) -> Target:
 def discovered(address: str) -> Target:
     """The whole pipeline: "greeter" resolved by name through the cached registry,
     a node picked by the default strategy, the retry plan around each call."""
+    return Target(micro.Client(registry=registry_of("greeter", [address])))
+
+
+def registry_of(service: str, addresses: list[str]) -> MemoryRegistry:
+    """A registry holding ``addresses`` as the nodes of ``service`` (for an hour).
+    Call it outside any event loop."""
     registry = MemoryRegistry()
-    node = Node(id="bench", address=address)
-    asyncio.run(registry.register(Service(name="greeter", nodes=(node,)), ttl=3600))
-    return Target(micro.Client(registry=registry))
+    asyncio.run(register(registry, service, addresses))
+    return registry
+
+
+async def register(registry: Registry, service: str, addresses: list[str]) -> None:
+    nodes = tuple(Node(id=f"bench-{i}", address=a) for i, a in enumerate(addresses))
+    await registry.register(Service(name=service, nodes=nodes), ttl=3600)
 
 
 # A mode maps the server's address to a Target. Modes are called outside any event
@@ -102,172 +105,77 @@ def variant(mode: str) -> str:
     return f"micro-{mode}"
 
 
-# -- the server -----------------------------------------------------------------
+def make_targets(address: str) -> dict[str, Target]:
+    return {mode: make(address) for mode, make in CLIENT_MODES.items()}
 
 
-@contextmanager
-def greeter_server() -> Iterator[str]:
-    """Start ``bench.greeter_server`` in its own process; yields ``host:port``."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.greeter_server"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        yield f"127.0.0.1:{_port(process)}"
-    finally:
-        _stop(process)
+# -- one call of each shape, per client kind --------------------------------------
 
 
-def _port(process: subprocess.Popen[str]) -> int:
-    assert process.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        if not selector.select(SERVER_START_TIMEOUT_S):
-            raise RuntimeError(f"greeter server silent for {SERVER_START_TIMEOUT_S}s")
-    line = process.stdout.readline()
-    if not line.startswith("port "):
-        raise RuntimeError(f"greeter server did not start (exit {process.poll()}): {line!r}")
-    return int(line.split()[1])
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-    if process.stdout is not None:
-        process.stdout.close()
-
-
-# -- rounds ---------------------------------------------------------------------
-
-
-@dataclass
-class Round:
-    calls: int
-    seconds: float
-    cpu_seconds: float  # this process, every thread (grpc's own included)
-    latencies_ns: list[int]
-
-
-AsyncCall = Callable[[Any], Awaitable[Any]]
-SyncCall = Callable[[Any], Any]
-
-
-async def async_round(call: AsyncCall, request: Any, concurrency: int, seconds: float) -> Round:
-    counter = itertools.count()
-    latencies: list[int] = []
-    cpu, start = time.process_time(), time.perf_counter_ns()
-    end = start + int(seconds * 1e9)
-
-    async def worker() -> None:
-        clock, record = time.perf_counter_ns, latencies.append
-        while next(counter) < MAX_CALLS_PER_ROUND and clock() < end:
-            began = clock()
-            await call(request)
-            record(clock() - began)
-
-    work = asyncio.gather(*(worker() for _ in range(concurrency)))
-    await asyncio.wait_for(work, seconds + ROUND_SLACK_S)
-    elapsed = (time.perf_counter_ns() - start) / 1e9
-    return Round(len(latencies), elapsed, time.process_time() - cpu, latencies)
-
-
-def sync_round(
-    pool: ThreadPoolExecutor, call: SyncCall, request: Any, concurrency: int, seconds: float
-) -> Round:
-    counter = itertools.count()  # next() on it is atomic under the GIL
-    latencies: list[int] = []
-    cpu, start = time.process_time(), time.perf_counter_ns()
-    end = start + int(seconds * 1e9)
-
-    def worker() -> None:
-        clock, record = time.perf_counter_ns, latencies.append
-        while next(counter) < MAX_CALLS_PER_ROUND and clock() < end:
-            began = clock()
-            call(request)
-            record(clock() - began)
-
-    futures = [pool.submit(worker) for _ in range(concurrency)]
-    done, late = wait(futures, timeout=seconds + ROUND_SLACK_S)
-    if late:
-        raise RuntimeError(f"sync round still running {ROUND_SLACK_S}s after its end")
-    for future in done:
-        future.result()
-    elapsed = (time.perf_counter_ns() - start) / 1e9
-    return Round(len(latencies), elapsed, time.process_time() - cpu, latencies)
-
-
-def summarise(
-    mode: str, concurrency: int, rounds: dict[str, list[Round]], target: float
-) -> dict[str, Any]:
-    variants: dict[str, dict[str, Any]] = {}
-    for name, measured in rounds.items():
-        latencies = sorted(n for r in measured for n in r.latencies_ns)
-        calls = sum(r.calls for r in measured)
-        variants[name] = {
-            "calls_per_s": measure.Spread.of([r.calls / r.seconds for r in measured]).as_dict(),
-            "calls": calls,
-            "p50_us": measure.quantile(latencies, 0.50) / 1e3,
-            "p99_us": measure.quantile(latencies, 0.99) / 1e3,
-            "cpu_us_per_call": sum(r.cpu_seconds for r in measured) / calls * 1e6,
-            "rounds": [
-                {"calls": r.calls, "seconds": r.seconds, "cpu_seconds": r.cpu_seconds}
-                for r in measured
-            ],
-        }
-    raw = variants[RAW]
-    ratios: dict[str, dict[str, Any]] = {}
-    for name, stats in variants.items():
-        if name == RAW:
-            continue
-        control = name == CONTROL
-        paired = measure.Spread.of(
-            measure.paired_ratios(
-                [r.calls / r.seconds for r in rounds[RAW]],
-                [r.calls / r.seconds for r in rounds[name]],
-            )
-        )
-        rate = paired.median
-        ratios[name] = {
-            "calls_per_s": rate,
-            "calls_per_s_paired": paired.as_dict(),
-            "calls_per_s_of_medians": stats["calls_per_s"]["median"] / raw["calls_per_s"]["median"],
-            "p50": stats["p50_us"] / raw["p50_us"],
-            "p99": stats["p99_us"] / raw["p99_us"],
-            "cpu_per_call": stats["cpu_us_per_call"] / raw["cpu_us_per_call"],
-            "control": control,
-            "meets_target": None if control else rate >= target,
-        }
-    return {
-        "mode": mode,
-        "concurrency": concurrency,
-        "target": target,
-        "variants": variants,
-        "ratios": ratios,
-    }
-
-
-# -- async and sync modes --------------------------------------------------------
-
-
-def raw_stub(channel: grpc.Channel | grpc.aio.Channel, pb2: Any) -> Any:
-    """SayHello as grpc's generated stub makes it."""
-    return channel.unary_unary(  # type: ignore[call-arg]  # stubs predate _registered_method
-        greeter.SAY_HELLO,
+def raw_multicallable(channel: grpc.Channel | grpc.aio.Channel, pb2: Any, shape: str) -> Any:
+    """SayHello or LotsOfReplies as grpc's generated stub makes it."""
+    path, kind = {
+        "unary": (greeter.SAY_HELLO, channel.unary_unary),
+        "stream": (greeter.LOTS_OF_REPLIES, channel.unary_stream),
+    }[shape]
+    return kind(  # type: ignore[call-arg]  # grpc-stubs predate _registered_method
+        path,
         request_serializer=pb2.HelloRequest.SerializeToString,
         response_deserializer=pb2.HelloReply.FromString,
         _registered_method=True,
     )
 
 
-def make_targets(address: str) -> dict[str, Target]:
-    return {mode: make(address) for mode, make in CLIENT_MODES.items()}
+def async_call(shape: str, unary: Any, stream: Any) -> load.AsyncCall:
+    """One call: the unary callable awaited, or every message of the stream read."""
+    if shape == "unary":
+        result: load.AsyncCall = unary
+        return result
+
+    async def drain(request: Any) -> None:
+        async for _ in stream(request):
+            pass
+
+    return drain
+
+
+def sync_call(shape: str, unary: Any, stream: Any) -> load.SyncCall:
+    if shape == "unary":
+        result: load.SyncCall = unary
+        return result
+
+    def drain(request: Any) -> None:
+        for _ in stream(request):
+            pass
+
+    return drain
+
+
+# -- comparisons -----------------------------------------------------------------
+
+
+def summarise(
+    mode: str, shape: str, concurrency: int, rounds: dict[str, list[load.Round]]
+) -> dict[str, Any]:
+    target = TARGETS[mode]
+    ratios: dict[str, dict[str, Any]] = {}
+    for name, measured in rounds.items():
+        if name == RAW:
+            continue
+        kind = "control" if name == CONTROL else "peer" if name == GRPCLIB else "micro"
+        ratio = load.versus(rounds[RAW], measured)
+        ratio["kind"] = kind
+        ratio["meets_target"] = ratio["calls_per_s"] >= target if kind == "micro" else None
+        ratios[name] = ratio
+    return {
+        "mode": mode,
+        "shape": shape,
+        "concurrency": concurrency,
+        "messages_per_call": STREAM_REPLIES if shape == "stream" else 1,
+        "target": target,
+        "variants": {name: load.variant_stats(measured) for name, measured in rounds.items()},
+        "ratios": ratios,
+    }
 
 
 async def compare_async(
@@ -277,32 +185,45 @@ async def compare_async(
     settings: Settings,
     log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
-    """Raw, micro (one per target) and control on one loop; closes the targets."""
+    """Raw, grpclib, micro (one per target) and control on one loop; closes them."""
     pb2 = generated.pb2
     channels = [
         grpc.aio.insecure_channel(address),
         grpc.aio.insecure_channel(address, _OWN_CONNECTION),
     ]
-    calls: dict[str, AsyncCall] = {RAW: raw_stub(channels[0], pb2)}
-    for mode, target in targets.items():
-        stub = generated.micro.GreeterClient("greeter", target.client, options=target.options)
-        calls[variant(mode)] = stub.say_hello
-    calls[CONTROL] = raw_stub(channels[1], pb2)
+    peer = GrpclibGreeter(address, pb2)
+    stubs = {
+        variant(mode): generated.micro.GreeterClient("greeter", t.client, options=t.options)
+        for mode, t in targets.items()
+    }
     request = pb2.HelloRequest(name="bench")
     results = []
     try:
-        for concurrency in settings.concurrency:
-            log(f"rpc: async, concurrency {concurrency}")
-            for call in calls.values():
-                await async_round(call, request, concurrency, settings.warmup_s)
-            rounds: dict[str, list[Round]] = {name: [] for name in calls}
-            for index in range(settings.rounds):
-                for name in measure.order(list(calls), index):
-                    rounds[name].append(
-                        await async_round(calls[name], request, concurrency, settings.round_s)
-                    )
-            results.append(summarise("async", concurrency, rounds, TARGETS["async"]))
+        for shape in SHAPES:
+            calls: dict[str, load.AsyncCall] = {}
+            for name, channel in ((RAW, channels[0]), (CONTROL, channels[1])):
+                multicallable = raw_multicallable(channel, pb2, shape)
+                calls[name] = async_call(shape, multicallable, multicallable)
+            # grpclib's stream call reads the whole stream itself, into a list.
+            calls[GRPCLIB] = peer.say_hello if shape == "unary" else peer.lots_of_replies
+            for name, stub in stubs.items():
+                calls[name] = async_call(shape, stub.say_hello, stub.lots_of_replies)
+            calls[CONTROL] = calls.pop(CONTROL)  # last: farthest from raw in each round
+            for concurrency in settings.concurrency:
+                log(f"rpc: async {shape}, concurrency {concurrency}")
+                for call in calls.values():
+                    await load.async_round(call, request, concurrency, settings.warmup_s)
+                rounds: dict[str, list[load.Round]] = {name: [] for name in calls}
+                for index in range(settings.rounds):
+                    for name in measure.order(list(calls), index):
+                        rounds[name].append(
+                            await load.async_round(
+                                calls[name], request, concurrency, settings.round_s
+                            )
+                        )
+                results.append(summarise("async", shape, concurrency, rounds))
     finally:
+        peer.close()
         for channel in channels:
             await channel.close(grace=None)
         for target in targets.values():
@@ -320,26 +241,35 @@ def compare_sync(
     """Raw, micro (one per target) and control from threads; closes the targets."""
     pb2 = generated.pb2
     channels = [grpc.insecure_channel(address), grpc.insecure_channel(address, _OWN_CONNECTION)]
-    calls: dict[str, SyncCall] = {RAW: raw_stub(channels[0], pb2)}
-    for mode, target in targets.items():
-        stub = generated.micro.GreeterSyncClient("greeter", target.client, options=target.options)
-        calls[variant(mode)] = stub.say_hello
-    calls[CONTROL] = raw_stub(channels[1], pb2)
+    stubs = {
+        variant(mode): generated.micro.GreeterSyncClient("greeter", t.client, options=t.options)
+        for mode, t in targets.items()
+    }
     request = pb2.HelloRequest(name="bench")
     results = []
     pool = ThreadPoolExecutor(max_workers=max(settings.concurrency), thread_name_prefix="bench")
     try:
-        for concurrency in settings.concurrency:
-            log(f"rpc: sync, concurrency {concurrency}")
-            for call in calls.values():
-                sync_round(pool, call, request, concurrency, settings.warmup_s)
-            rounds: dict[str, list[Round]] = {name: [] for name in calls}
-            for index in range(settings.rounds):
-                for name in measure.order(list(calls), index):
-                    rounds[name].append(
-                        sync_round(pool, calls[name], request, concurrency, settings.round_s)
-                    )
-            results.append(summarise("sync", concurrency, rounds, TARGETS["sync"]))
+        for shape in SHAPES:
+            calls: dict[str, load.SyncCall] = {}
+            for name, channel in ((RAW, channels[0]), (CONTROL, channels[1])):
+                multicallable = raw_multicallable(channel, pb2, shape)
+                calls[name] = sync_call(shape, multicallable, multicallable)
+            for name, stub in stubs.items():
+                calls[name] = sync_call(shape, stub.say_hello, stub.lots_of_replies)
+            calls[CONTROL] = calls.pop(CONTROL)
+            for concurrency in settings.concurrency:
+                log(f"rpc: sync {shape}, concurrency {concurrency}")
+                for call in calls.values():
+                    load.sync_round(pool, call, request, concurrency, settings.warmup_s)
+                rounds: dict[str, list[load.Round]] = {name: [] for name in calls}
+                for index in range(settings.rounds):
+                    for name in measure.order(list(calls), index):
+                        rounds[name].append(
+                            load.sync_round(
+                                pool, calls[name], request, concurrency, settings.round_s
+                            )
+                        )
+                results.append(summarise("sync", shape, concurrency, rounds))
     finally:
         pool.shutdown(wait=False, cancel_futures=True)  # idle unless a round hung
         for sync_channel in channels:
@@ -361,5 +291,6 @@ def run(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
         "settings": asdict(settings),
         "client_modes": list(CLIENT_MODES),
         "targets": TARGETS,
+        "stream_replies": STREAM_REPLIES,
         "results": results,
     }
