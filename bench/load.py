@@ -90,7 +90,7 @@ def sync_round(
 
 def variant_stats(measured: Sequence[Round]) -> dict[str, Any]:
     """One variant over its rounds: calls/s with spread, latency quantiles over every
-    call, client CPU per call."""
+    call (and p50's spread over rounds), client CPU per call."""
     latencies = sorted(n for r in measured for n in r.latencies_ns)
     calls = sum(r.calls for r in measured)
     return {
@@ -98,6 +98,7 @@ def variant_stats(measured: Sequence[Round]) -> dict[str, Any]:
         "calls": calls,
         "p50_us": measure.quantile(latencies, 0.50) / 1e3,
         "p99_us": measure.quantile(latencies, 0.99) / 1e3,
+        "p50_us_per_round": measure.Spread.of([r.p50_us for r in measured]).as_dict(),
         "cpu_us_per_call": sum(r.cpu_seconds for r in measured) / calls * 1e6,
         "rounds": [
             {"calls": r.calls, "seconds": r.seconds, "cpu_seconds": r.cpu_seconds} for r in measured
