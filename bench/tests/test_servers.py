@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 
 from bench import greeter
-from bench.rpc import raw_multicallable
 from bench.greeter_server import STREAM_REPLIES
+from bench.rpc import raw_multicallable
 from bench.servers import greeter_servers
 
 
