@@ -75,6 +75,13 @@ class LoopThread:
         loop.close()
 
 
+async def quietly(coro: Coroutine[Any, Any, Any]) -> None:
+    """Await ``coro``, ignoring its failure: for clean-up that must not hide the
+    outcome that led to it."""
+    with contextlib.suppress(Exception):
+        await coro
+
+
 class Feed:
     """A watch's events, put on the private loop and read on the caller's loop (the
     one running when the ``Feed`` is made). ``None`` ends the iteration; an exception

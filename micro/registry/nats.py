@@ -19,7 +19,7 @@ import base64
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 try:
@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - depends on the installed extras
 
 from micro.registry.base import Event, EventType, RegistryError, Service
 from micro.registry.entry import decode_entry, encode, group
-from micro.registry.loop import Feed, LoopThread
+from micro.registry.loop import Feed, LoopThread, quietly
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ class NatsRegistry:
             raise self._error("watch", e) from None
         self._seen = True
         if watch.done:  # dropped or closed while subscribing
-            await _quietly(watcher.stop())  # type: ignore[no-untyped-call]
+            await quietly(watcher.stop())  # type: ignore[no-untyped-call]
             return
         watch.watcher = watcher
         self._watchers.add(watch)
@@ -325,7 +325,7 @@ class _Watch:
         if self.watcher is not None:
             watcher = self.watcher
             self.stopping = asyncio.ensure_future(
-                _quietly(watcher.stop())  # type: ignore[no-untyped-call]
+                quietly(watcher.stop())  # type: ignore[no-untyped-call]
             )
         if self.pump is not None:
             self.pump.cancel()
@@ -360,11 +360,6 @@ class _Watch:
             self.feed.put(Event(EventType.CREATE, one))
         elif old != one:
             self.feed.put(Event(EventType.UPDATE, one))
-
-
-async def _quietly(coro: Coroutine[Any, Any, Any]) -> None:
-    with contextlib.suppress(Exception):
-        await coro
 
 
 def _part(text: str) -> str:

