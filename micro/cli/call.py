@@ -1,0 +1,276 @@
+"""``micro call`` and ``micro stream``: any method of any service, JSON in and out.
+
+The method's message types come from server reflection on a node of the service;
+the call itself goes through ``micro.Client`` (discovery, node selection, retries,
+deadlines) exactly as generated code would make it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+from google.protobuf.message import Message
+
+from micro import errors
+from micro.cli import common, output, reflect
+from micro.cli.common import CliError
+from micro.client import CallOptions, Client, Metadata, Stub
+from micro.method import Method
+from micro.selector import matching_nodes
+
+REFLECT_ON = 3  # nodes tried for reflection before giving up
+
+CALL = """\
+examples:
+  micro call greeter Greeter.SayHello '{"name": "Ada"}'
+  micro call greeter greeter.v1.Greeter.SayHello '{"name": "Ada"}' --version 1.0.0
+  micro call greeter Greeter.SayHello '{"name": "Ada"}' -m x-user=ada --timeout 2
+  echo '{"name": "Ada"}' | micro call greeter Greeter.SayHello -
+  micro call greeter Greeter.SayHello '{}' --address 127.0.0.1:50051   (no registry)
+"""
+
+STREAM = """\
+examples:
+  micro stream greeter Greeter.LotsOfReplies '{"name": "Ada"}'        server streaming
+  micro stream greeter Greeter.LotsOfGreetings '{"name": "a"}' '{"name": "b"}'
+  printf '{"name":"a"}\\n{"name":"b"}\\n' | micro stream greeter Greeter.Chat
+Requests: the JSON arguments, or else JSON lines on stdin. Replies: one JSON line each.
+"""
+
+
+def _call_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("service", help="registered service name")
+    parser.add_argument("method", help="Service.Method or pkg.Service.Method")
+    parser.add_argument("--version", help="only nodes of this version")
+    parser.add_argument("--address", metavar="HOST:PORT", help="call this node, no registry")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS", help="call deadline")
+    parser.add_argument("--retries", type=int, metavar="N", help="attempts after the first")
+    parser.add_argument(
+        "-m",
+        "--metadata",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="request metadata (repeatable)",
+    )
+
+
+def add_parsers(commands: Any, shared: argparse.ArgumentParser) -> None:
+    call = commands.add_parser(
+        "call",
+        parents=[shared],
+        help="call a unary method with a JSON request",
+        description="Call SERVICE's METHOD with REQUEST (JSON, '-' for stdin, default {}); "
+        "prints the reply as JSON. Types come from server reflection.",
+        epilog=CALL,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _call_options(call)
+    call.add_argument("request", nargs="?", default="{}", help="JSON request ('-': stdin)")
+    call.set_defaults(run=lambda args: common.run(_call(args)))
+
+    stream = commands.add_parser(
+        "stream",
+        parents=[shared],
+        help="call a streaming method: JSON lines in and out",
+        description="Call a server, client or bidi streaming method.",
+        epilog=STREAM,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _call_options(stream)
+    stream.add_argument("requests", nargs="*", metavar="REQUEST", help="JSON requests")
+    stream.set_defaults(run=lambda args: common.run(_stream(args)))
+
+
+class _Dynamic(Stub):
+    """A stub for a method known only at run time: the generated stubs' drivers."""
+
+    __slots__ = ()
+
+    async def unary(
+        self,
+        method: Method[Any, Any],
+        request: Any,
+        timeout: float | None,
+        metadata: Metadata,
+        options: CallOptions,
+    ) -> Message:
+        reply: Message = await getattr(self, f"_{method.kind}")(
+            method, request, timeout, metadata, options
+        )
+        return reply
+
+    def streaming(
+        self,
+        method: Method[Any, Any],
+        request: Any,
+        timeout: float | None,
+        metadata: Metadata,
+        options: CallOptions,
+    ) -> AsyncIterator[Message]:
+        replies: AsyncIterator[Message] = getattr(self, f"_{method.kind}")(
+            method, request, timeout, metadata, options
+        )
+        return replies
+
+
+async def resolve(client: Client, args: argparse.Namespace) -> Method[Any, Any]:
+    """The method named on the command line, read from the reflection of a node the
+    call could go to (``--address``, or a node of ``--version`` from the registry)."""
+    config = client.config
+    if args.address:
+        addresses = [args.address]
+    else:
+        services = await common.asking(config, lambda: client.registry.get_service(args.service))
+        if not services:
+            raise CliError(f"service {args.service!r} not found in the {common.where(config)}")
+        addresses = [n.address for n in matching_nodes(services, version=args.version)]
+        if not addresses:
+            versions = ", ".join(sorted(s.version or "''" for s in services))
+            raise CliError(
+                f"service {args.service!r} has no node of version {args.version!r} "
+                f"(versions: {versions})"
+            )
+    failure: CliError | None = None
+    for address in addresses[:REFLECT_ON]:
+        try:
+            return await asyncio.to_thread(_reflect, address, args.method, args.timeout)
+        except CliError as e:
+            if "reflection of" not in str(e):  # an answer, not an unreachable node
+                raise
+            failure = e
+    assert failure is not None
+    raise failure
+
+
+def _reflect(address: str, name: str, timeout: float | None) -> Method[Any, Any]:
+    limit = min(timeout, reflect.REFLECTION_TIMEOUT) if timeout else reflect.REFLECTION_TIMEOUT
+    node = reflect.Reflection(address, limit)
+    try:
+        return reflect.method(node.method(name))
+    finally:
+        node.close()
+
+
+def _options(args: argparse.Namespace) -> tuple[CallOptions, Metadata]:
+    if args.retries is not None and args.retries < 0:
+        raise CliError(f"--retries {args.retries}: expected 0 or more")
+    if args.timeout is not None and args.timeout <= 0:
+        raise CliError(f"--timeout {args.timeout}: expected a positive number of seconds")
+    options = CallOptions(version=args.version, address=args.address, retries=args.retries)
+    return options, common.pairs(args.metadata, "-m")
+
+
+async def _call(args: argparse.Namespace) -> int:
+    options, metadata = _options(args)
+    text = sys.stdin.read() if args.request == "-" else args.request
+    where = "stdin" if args.request == "-" else "the request argument"
+    data = reflect.loads(text, where)  # bad JSON fails before any lookup
+    async with Client(config=common.config(args)) as client:
+        method = await resolve(client, args)
+        if method.client_streaming or method.server_streaming:
+            raise CliError(f"{method.path[1:]} is {reflect.kind_name(method)}: use micro stream")
+        request = reflect.fill(method.request, data, where)
+        stub = _Dynamic(args.service, client)
+        try:
+            reply = await stub.unary(method, request, args.timeout, metadata, options)
+        except errors.Error as e:
+            raise CliError(f"{args.service} {method.path[1:]}: {e}") from None
+    if args.json:
+        output.line(output.message(reply))
+    else:
+        output.emit(output.message(reply))
+    return 0
+
+
+async def _stream(args: argparse.Namespace) -> int:
+    options, metadata = _options(args)
+    given = [reflect.loads(t, f"request argument {i + 1}") for i, t in enumerate(args.requests)]
+    async with Client(config=common.config(args)) as client:
+        method = await resolve(client, args)
+        if not (method.client_streaming or method.server_streaming):
+            raise CliError(f"{method.path[1:]} is unary: use micro call")
+        stub = _Dynamic(args.service, client)
+        bad: list[CliError] = []
+        request: Any
+        if method.client_streaming and args.requests:
+            request = _iterate(
+                [_fill(method, d, f"request argument {i + 1}") for i, d in enumerate(given)]
+            )
+        elif method.client_streaming:
+            request = _stdin_requests(method.request, bad)
+        elif len(given) > 1:
+            raise CliError(f"{method.path[1:]} takes one request, {len(given)} given")
+        elif given:
+            request = _fill(method, given[0], "the request argument")
+        else:
+            request = _fill(method, await _one_line(), "stdin")
+        try:
+            if method.server_streaming:
+                async for reply in stub.streaming(method, request, args.timeout, metadata, options):
+                    output.line(output.message(reply))
+            else:
+                reply = await stub.unary(method, request, args.timeout, metadata, options)
+                output.line(output.message(reply))
+        except (errors.Error, asyncio.CancelledError) as e:
+            if bad:  # grpc cancelled the call because the input was bad: say where
+                raise bad[0] from None
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            raise CliError(f"{args.service} {method.path[1:]}: {e}") from None
+    return 0
+
+
+def _fill(method: Method[Any, Any], data: Any, where: str) -> Message:
+    return reflect.fill(method.request, data, where)
+
+
+async def _iterate(messages: list[Message]) -> AsyncIterator[Message]:
+    for m in messages:
+        yield m
+
+
+async def _one_line() -> Any:
+    async for number, text in _lines():
+        return reflect.loads(text, f"stdin line {number}")
+    raise CliError("expected one JSON request on stdin, got none")
+
+
+async def _stdin_requests(kind: type[Message], bad: list[CliError]) -> AsyncIterator[Message]:
+    """Requests from stdin as they are typed or piped. Bad input ends the call: the
+    error is kept in ``bad`` and raising here makes grpc cancel the call."""
+    async for number, text in _lines():
+        try:
+            yield reflect.fill(
+                kind, reflect.loads(text, f"stdin line {number}"), f"stdin line {number}"
+            )
+        except CliError as e:
+            bad.append(e)
+            raise
+
+
+async def _lines() -> AsyncIterator[tuple[int, str]]:
+    """Non-blank stdin lines, read on a daemon thread so a pending read never holds
+    up the exit."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def read() -> None:
+        try:
+            for text in sys.stdin:
+                loop.call_soon_threadsafe(queue.put_nowait, text)
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+        except RuntimeError:  # the loop closed first: the command is over
+            return
+
+    threading.Thread(target=read, name="micro-stdin", daemon=True).start()
+    number = 0
+    while (text := await queue.get()) is not None:
+        number += 1
+        if text.strip():
+            yield number, text

@@ -1,0 +1,194 @@
+"""``micro run MODULE[:ATTR]``: serve a ``micro.Service`` until SIGTERM/SIGINT.
+
+ATTR is a ``Service`` or a factory returning one (plain or ``async``); without it the
+module's ``service`` or ``create_service`` is used. ``--reload`` runs the service in a
+child process and restarts it, gracefully, when a ``.py`` file under the module's
+directory changes (mtimes polled: no dependency, and it works on every filesystem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import importlib.util
+import inspect
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from micro.cli import common, output
+from micro.cli.common import CliError
+from micro.service import Service
+
+DEFAULT_ATTRS = ("service", "create_service")
+POLL = 0.3  # seconds between scans of the watched files
+MAX_FILES = 5000  # a scan stops here: a module directory is not a whole disk
+STOP_WAIT = 35.0  # seconds a child gets to stop gracefully (its grace is 30 s)
+SKIPPED = {"__pycache__", "node_modules", "venv", ".venv", "build", "dist"}
+
+EXAMPLES = """\
+examples:
+  micro run shop.main                        the module's `service` or `create_service`
+  micro run shop.main:create_service --reload
+  MICRO_SERVER_ADDRESS=0.0.0.0:9090 micro run app:service
+The module is imported with the current directory first on sys.path.
+"""
+
+
+def add_parser(commands: Any, shared: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "run",
+        parents=[shared],
+        help="run a service, stop it gracefully on SIGTERM/SIGINT",
+        description="Import MODULE and serve its micro.Service (or the one its factory "
+        "returns) until SIGTERM or SIGINT, then deregister, drain and stop.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("target", metavar="MODULE[:ATTR]")
+    parser.add_argument(
+        "--reload", action="store_true", help="restart when a .py file under the module changes"
+    )
+    parser.set_defaults(run=_run, log_level="WARNING")
+
+
+def _run(args: argparse.Namespace) -> int:
+    common.config(args)  # a bad flag or variable fails here, before anything starts
+    # The service reads its own config: flags reach it (and a reloaded child) as the
+    # variables they override.
+    for flag in ("registry", "registry_address", "broker", "broker_address"):
+        value = getattr(args, flag)
+        if value is not None:
+            os.environ[f"MICRO_{flag.upper()}"] = value
+    sys.path.insert(0, os.getcwd())
+    if args.reload:
+        return Reloader(args).run()
+    return common.run(_serve(load(args.target)))
+
+
+def load(target: str) -> Any:
+    """The object ``MODULE[:ATTR]`` names."""
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise CliError(f"cannot import {module_name!r}: {e}") from None
+    names = attr.split(".") if attr else [n for n in DEFAULT_ATTRS if hasattr(module, n)][:1]
+    if not names:
+        raise CliError(f"{module_name} has no `service` or `create_service`: name it, MODULE:ATTR")
+    found: Any = module
+    for name in names:
+        try:
+            found = getattr(found, name)
+        except AttributeError:
+            raise CliError(f"{module_name} has no attribute {attr!r}") from None
+    return found
+
+
+async def _serve(target: Any) -> int:
+    # Signals are caught from the start: a SIGTERM while the service starts, or just
+    # after it says it serves, still means a graceful stop, never a kill.
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    service = target
+    if not isinstance(service, Service) and callable(service):
+        service = service()
+        if inspect.isawaitable(service):
+            service = await service
+    if not isinstance(service, Service):
+        raise CliError(
+            f"expected a micro.Service or a factory of one, got {type(service).__name__}"
+        )
+    await service.start()
+    output.note(f"micro run: {service.name} serving on {service.address} as {service.id}")
+    try:
+        await stopping.wait()
+    finally:
+        await service.stop()  # deregister, drain for its grace period, stop
+    output.note(f"micro run: {service.id} stopped")
+    return 0
+
+
+class Reloader:
+    """Runs ``micro run`` (without ``--reload``) as a child; restarts it when a watched
+    file changes; on SIGTERM/SIGINT stops it and exits with its code."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.command = [sys.executable, "-m", "micro.cli", "run", args.target]
+        self.root = _directory(args.target.partition(":")[0])
+        self.stopping = threading.Event()
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._stop)
+        output.note(f"micro run: watching {self.root} for changes")
+        while True:
+            # Its own session: a terminal's Ctrl-C reaches only us, and we stop it once.
+            child = subprocess.Popen(self.command, start_new_session=True)
+            files = snapshot(self.root)
+            changed = self._wait(child, files)
+            if changed is None:  # asked to stop
+                return self._end(child)
+            output.note(f"micro run: {changed} changed, restarting")
+            self._end(child)
+
+    def _wait(self, child: subprocess.Popen[bytes], files: dict[Path, int]) -> Path | None:
+        """Until a watched file changes (that file) or we are asked to stop (None)."""
+        announced = False
+        while not self.stopping.wait(POLL):
+            if child.poll() is not None and not announced:
+                output.note(f"micro run: exited with {child.returncode}, waiting for a change")
+                announced = True
+            now = snapshot(self.root)
+            if now != files:
+                return next(iter(set(now.items()) ^ set(files.items())))[0]
+        return None
+
+    def _end(self, child: subprocess.Popen[bytes]) -> int:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(STOP_WAIT)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        return child.returncode
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping.set()
+
+
+def _directory(module_name: str) -> Path:
+    """The directory holding the module's file (its package directory for a package)."""
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError) as e:
+        raise CliError(f"cannot find {module_name!r}: {e}") from None
+    if spec is None or spec.origin is None:
+        raise CliError(f"cannot find module {module_name!r} (from {os.getcwd()})")
+    return Path(spec.origin).resolve().parent
+
+
+def snapshot(root: Path) -> dict[Path, int]:
+    """Modification times (ns) of the ``.py`` files under ``root``, at most MAX_FILES."""
+    found: dict[Path, int] = {}
+    for directory, subdirs, names in os.walk(root):
+        subdirs[:] = [d for d in subdirs if d not in SKIPPED and not d.startswith(".")]
+        for name in names:
+            if name.endswith(".py"):
+                path = Path(directory, name)
+                try:
+                    found[path] = path.stat().st_mtime_ns
+                except FileNotFoundError:  # removed while we looked
+                    continue
+                if len(found) >= MAX_FILES:
+                    return found
+    return found

@@ -1,0 +1,92 @@
+"""publish/subscribe and watch through the CLI on the default grpc broker and the
+loopback mDNS registry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cli_support import Running, micro, unique
+from conftest import Node
+
+pytestmark = pytest.mark.backend
+
+
+def test_publish_then_subscribe_typed_events(greeter: Node) -> None:
+    topic = unique("topic")
+    subscriber = Running("subscribe", topic, "--count", "2", "--json")
+    try:
+        subscriber.wait_for(f"subscribed to {topic} at ")
+        # A type read from a service's reflection, then a well-known type.
+        first = micro(
+            "publish", topic, '{"name": "Ada"}', "--type", "greeter.v1.HelloRequest",
+            "--from", greeter.name, "-H", "k=v", "--json",
+        )  # fmt: skip
+        assert first.returncode == 0, first.stderr
+        second = micro("publish", topic, '"hi"', "--type", "google.protobuf.StringValue", "--json")
+        assert second.returncode == 0, second.stderr
+        code, out = subscriber.finish()
+    finally:
+        subscriber.stop()
+    assert code == 0
+    received = [json.loads(line) for line in out.splitlines()]
+    sent = [json.loads(first.stdout)["id"], json.loads(second.stdout)["id"]]
+    assert sorted(r["id"] for r in received) == sorted(sent)
+    by_type = {r["type"]: r for r in received}
+    # The subscriber decodes the greeter type through --proto-module only when asked;
+    # without it the body stays undecoded, with the reason.
+    assert by_type["google.protobuf.StringValue"]["message"] == "hi"
+    assert by_type["greeter.v1.HelloRequest"]["headers"] == {"k": "v"}
+    assert "undecoded" in by_type["greeter.v1.HelloRequest"]["message"]
+
+
+def test_subscribe_with_a_type_from_a_proto_module(multicast: None) -> None:
+    topic = unique("topic")
+    subscriber = Running(
+        "subscribe", topic, "--type", "greeter.v1.HelloRequest",
+        "--proto-module", "greeter.v1.greeter_pb2", "--queue", "q", "--count", "1", "--json",
+    )  # fmt: skip
+    try:
+        subscriber.wait_for(f"subscribed to {topic} at ")
+        published = micro(
+            "publish", topic, '{"name": "Bo"}', "--type", "greeter.v1.HelloRequest",
+            "--proto-module", "greeter.v1.greeter_pb2",
+        )  # fmt: skip
+        assert published.returncode == 0, published.stderr
+        code, out = subscriber.finish()
+    finally:
+        subscriber.stop()
+    assert code == 0
+    (event,) = [json.loads(line) for line in out.splitlines()]
+    assert (event["topic"], event["message"]) == (topic, {"name": "Bo"})
+
+
+def test_publish_unknown_type_is_one_line(multicast: None) -> None:
+    done = micro("publish", "t", "{}", "--type", "nope.Missing")
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "micro publish: unknown message type 'nope.Missing': import its _pb2 module with "
+        "--proto-module, or name a service that serves it with --from"
+    ]
+
+
+def test_watch_prints_a_node_joining_and_leaving(multicast: None) -> None:
+    name = unique("watched")
+    watcher = Running("watch", name, "--count", "2", "--json")
+    node = None
+    try:
+        watcher.wait_for(f"watching {name} in the mdns registry")
+        node = Running("run", "greeter_node", CLI_TEST_SERVICE=name)
+        found = node.wait_for(r"serving on (\S+) as (\S+)")
+        code, _ = node.stop()
+        assert code == 0
+        code, out = watcher.finish()
+    finally:
+        watcher.stop()
+        if node is not None:
+            node.stop()
+    assert code == 0
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [e["type"] for e in events] == ["create", "delete"]
+    assert {e["nodes"][0]["id"] for e in events} == {found[2]}
+    assert events[0]["nodes"][0]["address"] == found[1]

@@ -1,0 +1,73 @@
+"""micro run: SIGTERM stops the service gracefully with exit 0; --reload restarts it
+after a source change; a bad target is one line."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from cli_support import Running, micro, unique
+
+pytestmark = pytest.mark.backend
+
+APP = """
+import micro
+
+VERSION = "{version}"
+
+
+async def create_service() -> micro.Service:
+    return micro.Service("{name}", version=VERSION, grace=1.0)
+"""
+
+
+def write_app(directory: Path, name: str, version: str) -> Path:
+    path = directory / "app.py"
+    path.write_text(APP.format(name=name, version=version))
+    return path
+
+
+def test_run_then_sigterm_exits_zero(tmp_path: Path, multicast: None) -> None:
+    name = unique("app")
+    write_app(tmp_path, name, "1")
+    running = Running("run", "app:create_service", cwd=tmp_path)
+    try:
+        found = running.wait_for(rf"micro run: {name} serving on (\S+) as (\S+)")
+        listed = micro("describe", name, "--json")
+        assert listed.returncode == 0, listed.stderr
+    finally:
+        code, _ = running.stop()
+    assert code == 0
+    running.wait_for(rf"micro run: {found[2]} stopped", timeout=1)
+    assert '"version": "1"' in listed.stdout
+
+
+def test_reload_restarts_after_a_change(tmp_path: Path, multicast: None) -> None:
+    name = unique("app")
+    path = write_app(tmp_path, name, "1")
+    running = Running("run", "app:create_service", "--reload", cwd=tmp_path)
+    try:
+        first = running.wait_for(rf"{name} serving on \S+ as (\S+)")
+        write_app(tmp_path, name, "2")
+        later = time.time() + 5  # a new mtime even where its resolution is coarse
+        os.utime(path, (later, later))
+        running.wait_for(r"micro run: .*app\.py changed, restarting", timeout=5)
+        running.wait_for(rf"micro run: {first[1]} stopped", timeout=10)
+        second = running.wait_for(rf"{name} serving on \S+ as (\S+)")
+        assert second[1] != first[1]
+        described = micro("describe", name, "--json")
+    finally:
+        code, _ = running.stop()
+    assert code == 0
+    assert '"version": "2"' in described.stdout
+
+
+def test_run_bad_target_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "empty.py").write_text("")
+    done = micro("run", "empty", MICRO_REGISTRY="memory", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "micro run: empty has no `service` or `create_service`: name it, MODULE:ATTR"
+    ]
