@@ -38,9 +38,12 @@ dead letters behave differently here than on every other backend. Publishing the
 dead letter with a confirm and then acking gives at least once instead: a crash in
 between means a second dead letter, never a lost message.
 
-A delivery's attempt number starts from what the server knows: the
-``x-delivery-count`` header of quorum queues (a vhost whose default queue type is
-quorum makes ours quorum), else 2 for a message flagged ``redelivered``.
+Attempts count on from what the server knows of earlier deliveries (to consumers that
+died): the ``x-delivery-count`` header of quorum queues (a vhost whose default queue
+type is quorum makes ours quorum), else at least one for a message flagged
+``redelivered``. A message is thus tried ``max_attempts`` times in all on a quorum
+queue, however often its consumers crash; a classic queue knows only "delivered
+before", so a message that kills every consumer comes back after each crash.
 
 The connection is aio-pika's robust one: once connected, it reconnects and restores
 the exchange, queues, bindings and consumers by itself. ``connect`` fails fast, with
@@ -58,6 +61,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable
+from dataclasses import replace
 from typing import Any
 
 try:
@@ -79,7 +83,7 @@ except ImportError:  # pragma: no cover - depends on the installed extras
     ) from None
 
 from micro import codec
-from micro.broker.base import BrokerError, Envelope, RawHandler
+from micro.broker.base import BrokerError, Envelope, RawHandler, Undeliverable
 from micro.broker.redelivery import Redelivery
 
 log = logging.getLogger("micro.broker")
@@ -254,8 +258,11 @@ class RabbitBroker:
 
     async def _handle(self, sub: _Subscription, message: AbstractIncomingMessage) -> None:
         envelope = incoming(message, sub.topic)
+        redelivery, handler = self.redelivery, sub.handler
+        if envelope.attempt > 1:
+            redelivery, handler = self._counting_on(handler, envelope.attempt)
         try:
-            await self.redelivery.run(sub.handler, envelope, self._dead_letter)
+            await redelivery.run(handler, envelope, self._dead_letter)
         except BrokerError as e:
             log.error(
                 "message %s of %s back to its queue, not dead-lettered: %s",
@@ -266,6 +273,24 @@ class RabbitBroker:
             await _settle(message.nack(requeue=True), envelope)
             return
         await _settle(message.ack(), envelope)
+
+    def _counting_on(self, handler: RawHandler, delivery: int) -> tuple[Redelivery, RawHandler]:
+        """Retries for a message the server delivered before (to a consumer that died):
+        the attempts left of ``max_attempts``, numbered on from ``delivery``."""
+        earlier, most = delivery - 1, self.redelivery.max_attempts
+
+        async def counted(envelope: Envelope) -> None:
+            if earlier >= most:
+                raise Undeliverable(
+                    f"delivered {delivery} times, max_attempts={most}: "
+                    "its consumers died while handling it"
+                )
+            await handler(replace(envelope, attempt=envelope.attempt + earlier))
+
+        rest = Redelivery(
+            max(most - earlier, 1), self.redelivery.backoff, self.redelivery.max_backoff
+        )
+        return rest, counted
 
     async def close(self) -> None:
         for sub in list(self._subscriptions):

@@ -240,40 +240,69 @@ asyncio.run(main())
 """
 
 
-async def test_killed_consumer_messages_go_to_another_at_once(
+@contextlib.asynccontextmanager
+async def holding(
     open_broker: contract.OpenBroker, rabbit: str, exchange: str, topic: str
-) -> None:
-    """A consumer killed with -9 holding a message: RabbitMQ hands it to the next one."""
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A consumer process of queue ``workers`` holding one published message unacked."""
     broker = await open_broker()
     await broker.subscribe(topic, _ignore, queue="workers")  # declares and binds the queue
     await broker.close()
     holder = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        _HOLDER,
-        rabbit,
-        f"{exchange}.{topic}.workers",
+        *(sys.executable, "-c", _HOLDER, rabbit, f"{exchange}.{topic}.workers"),
         stdout=asyncio.subprocess.PIPE,
     )
     try:
         assert holder.stdout is not None
         assert (await asyncio.wait_for(holder.stdout.readline(), WAIT)).strip() == b"ready"
-        publisher, other = await open_broker(), await open_broker()
+        publisher = await open_broker()
         await publisher.publish(Envelope(topic, b"held", codec.PROTOBUF))
         line = await asyncio.wait_for(holder.stdout.readline(), WAIT)
         assert line.strip() == b"held"  # the holder has it, unacked
-        got: asyncio.Queue[Envelope] = asyncio.Queue()
-        await other.subscribe(topic, got.put, queue="workers")
-        assert got.empty()
-        holder.kill()
-        started = time.monotonic()
-        envelope = await asyncio.wait_for(got.get(), WAIT)
-        assert envelope.body == b"held"
-        assert time.monotonic() - started < 2.0
+        yield holder
     finally:
         with contextlib.suppress(ProcessLookupError):
             holder.kill()
         await holder.wait()
+
+
+async def test_killed_consumer_messages_go_to_another_at_once(
+    open_broker: contract.OpenBroker, rabbit: str, exchange: str, topic: str
+) -> None:
+    """A consumer killed with -9 holding a message: RabbitMQ hands it to the next one."""
+    async with holding(open_broker, rabbit, exchange, topic) as holder:
+        got: asyncio.Queue[Envelope] = asyncio.Queue()
+        await (await open_broker()).subscribe(topic, got.put, queue="workers")
+        assert got.empty()
+        holder.kill()
+        started = time.monotonic()
+        envelope = await asyncio.wait_for(got.get(), WAIT)
+        assert (envelope.body, envelope.attempt) == (b"held", 2)  # counted on: redelivered
+        assert time.monotonic() - started < 2.0
+
+
+async def test_a_message_its_consumers_died_on_too_often_is_dead_lettered(
+    rabbit: str, exchange: str, topic: str, open_broker: contract.OpenBroker
+) -> None:
+    broker = RabbitBroker(rabbit, exchange=exchange, max_attempts=1)
+    dead: asyncio.Queue[Envelope] = asyncio.Queue()
+    handled: list[Envelope] = []
+
+    async def handle(envelope: Envelope) -> None:
+        handled.append(envelope)
+
+    async with holding(open_broker, rabbit, exchange, topic) as holder:
+        await broker.connect()
+        try:
+            await broker.subscribe(f"{topic}.dlq", dead.put, queue="dlq")
+            await broker.subscribe(topic, handle, queue="workers")
+            holder.kill()
+            envelope = await asyncio.wait_for(dead.get(), WAIT)
+        finally:
+            await broker.close()
+    assert envelope.body == b"held"
+    assert "delivered 2 times, max_attempts=1" in envelope.headers["micro-dead-reason"]
+    assert handled == []
 
 
 async def test_prefetch_bounds_the_handlers_in_flight(
