@@ -13,7 +13,9 @@ that lands later needs no change here). A module exposes:
 - or, instead of the two, ``VARIANTS``: a list of ``(name, run_micro, run_raw)`` for
   several setups on one server (core and persistent, say).
 
-Micro and raw run interleaved rounds on the same server; reported per variant:
+Micro and raw run interleaved rounds on the same server, each run of as many
+messages as the slower side handles in about ``Settings.run_s`` (measured in the
+warm-up), so a slow backend takes no longer than a fast one. Reported per variant:
 messages/s (median and spread over rounds), p50/p99 latency over every message of
 the measured rounds, and micro/raw messages/s as the median of per-round ratios,
 against ``TARGET``. A backend whose module cannot be imported, whose server does not
@@ -45,7 +47,9 @@ Run = Callable[[str, int], Awaitable[tuple[float, Sequence[float]]]]
 
 @dataclass(frozen=True)
 class Settings:
-    count: int  # messages per run
+    run_s: float  # aimed duration of one run: sets the message count from the warm-up
+    min_count: int  # messages per run, at least (p99 needs a hundred)
+    max_count: int
     warmup_count: int
     min_rounds: int
     max_rounds: int
@@ -54,8 +58,14 @@ class Settings:
     @classmethod
     def for_run(cls, quick: bool) -> Settings:
         if quick:
-            return cls(count=200, warmup_count=50, min_rounds=2, max_rounds=2, budget_s=5.0)
-        return cls(count=2000, warmup_count=200, min_rounds=4, max_rounds=10, budget_s=12.0)
+            return cls(0.1, 50, 500, 50, min_rounds=2, max_rounds=2, budget_s=2.0)
+        return cls(0.6, 100, 5000, 200, min_rounds=4, max_rounds=10, budget_s=10.0)
+
+    def count(self, warmup_s: float) -> int:
+        """Messages per run for a backend that took ``warmup_s`` for the warm-up
+        count: slow backends get fewer, so every backend fits the same time."""
+        rate = self.warmup_count / max(warmup_s, 1e-6)
+        return max(self.min_count, min(self.max_count, int(rate * self.run_s)))
 
 
 class Skipped(Exception):
@@ -92,18 +102,20 @@ async def compare_variant(
 ) -> dict[str, Any]:
     runs = {"micro": run_micro, "raw": run_raw}
     try:
-        for run in runs.values():
-            await timed(run, address, settings.warmup_count)
+        warmup_s = max(
+            [(await timed(run, address, settings.warmup_count))[0] for run in runs.values()]
+        )
     except BadModule:
         raise
     except Exception as e:
         raise Skipped(f"{name} at {address}: {_line(e)}") from None
+    count = settings.count(warmup_s)
     rates: dict[str, list[float]] = {side: [] for side in runs}
     latencies: dict[str, list[float]] = {side: [] for side in runs}
     for index in measure.rounds(settings.min_rounds, settings.max_rounds, settings.budget_s):
         for side in measure.order(list(runs), index):
-            elapsed, measured = await timed(runs[side], address, settings.count)
-            rates[side].append(settings.count / elapsed)
+            elapsed, measured = await timed(runs[side], address, count)
+            rates[side].append(count / elapsed)
             latencies[side] += measured
     ratio = measure.Spread.of(measure.paired_ratios(rates["raw"], rates["micro"]))
     stats = {}
@@ -118,6 +130,7 @@ async def compare_variant(
         "variant": name,
         "status": "ok",
         "address": address,
+        "messages_per_run": count,
         "sides": stats,
         "ratio": ratio.as_dict(),
         "meets_target": ratio.median >= TARGET,

@@ -176,8 +176,8 @@ def broker_table(section: Results) -> list[str]:
     lines = [
         "broker: publish -> handle, micro (typed, envelope) vs the backend's own client; "
         f"interleaved rounds; ratio = micro/raw msgs/s per round; target >= {section['target']}",
-        f"{'backend':<20} {'side':<5} {'msgs/s':>8} {'min-max':>15} {'p50 ms':>7} "
-        f"{'p99 ms':>7} {'ratio':>6} {'min-max':>9} {'target':>6}",
+        f"{'backend':<20} {'msgs/run':>8} {'side':<5} {'msgs/s':>8} {'min-max':>15} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'ratio':>6} {'min-max':>9} {'target':>6}",
     ]
     if not section["results"]:
         lines.append("  no backend modules (bench/broker_<name>.py)")
@@ -187,8 +187,9 @@ def broker_table(section: Results) -> list[str]:
             continue
         for side, stats in result["sides"].items():
             rate = stats["msgs_per_s"]
+            head = f"{result['variant']:<20} {result['messages_per_run']:>8}"
             line = (
-                f"{result['variant'] if side == 'micro' else '':<20} {side:<5} "
+                f"{head if side == 'micro' else ' ' * len(head)} {side:<5} "
                 f"{rate['median']:>8.0f} {_range(rate, '.0f'):>15} {stats['p50_ms']:>7.2f} "
                 f"{stats['p99_ms']:>7.2f}"
             )

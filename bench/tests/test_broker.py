@@ -11,7 +11,7 @@ from types import ModuleType
 from bench import broker
 from bench.tests import broker_memory
 
-SMALL = broker.Settings(count=50, warmup_count=10, min_rounds=2, max_rounds=2, budget_s=5.0)
+SMALL = broker.Settings(0.01, 20, 50, 10, min_rounds=2, max_rounds=2, budget_s=5.0)
 
 
 def module(name: str, **attributes: object) -> ModuleType:
@@ -131,6 +131,14 @@ def test_missing_latencies_are_an_error_of_the_module() -> None:
     (result,) = asyncio.run(broker.compare_module(fake, SMALL))
     assert result["status"] == "error"
     assert "9 latencies returned" in result["reason"]
+
+
+def test_a_slow_backend_gets_fewer_messages_per_run() -> None:
+    settings = broker.Settings(0.5, 100, 5000, 200, min_rounds=4, max_rounds=10, budget_s=10.0)
+    assert settings.count(warmup_s=1.0) == 100  # 200/s: 100 in half a second
+    assert settings.count(warmup_s=0.1) == 1000
+    assert settings.count(warmup_s=0.001) == 5000
+    assert settings.count(warmup_s=60.0) == 100
 
 
 def test_discovered_modules_follow_the_naming_rule() -> None:
