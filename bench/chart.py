@@ -29,15 +29,21 @@ def _errorbar(
 
 
 def _bars(
-    ax: Axes, groups: list[str], series: dict[str, list[dict[str, float]]], scale: float = 1.0
+    ax: Axes,
+    groups: list[str],
+    series: dict[str, list[dict[str, float]]],
+    scale: float = 1.0,
+    low: str = "min",
+    high: str = "max",
 ) -> None:
-    """Grouped bars of medians with min-max error bars, one series per variant."""
+    """Grouped bars of medians with error bars from ``low`` to ``high`` (min-max, or
+    q1-q3 where outliers would hide the rest), one series per variant."""
     width = 0.8 / max(len(series), 1)
     for i, (name, spreads) in enumerate(series.items()):
         xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
         medians = [s["median"] * scale for s in spreads]
-        below = [(s["median"] - s["min"]) * scale for s in spreads]
-        above = [(s["max"] - s["median"]) * scale for s in spreads]
+        below = [(s["median"] - s[low]) * scale for s in spreads]
+        above = [(s[high] - s["median"]) * scale for s in spreads]
         ax.bar(xs, medians, width, yerr=[below, above], capsize=3, label=name)
     ax.set_xticks(range(len(groups)), groups, fontsize=8)
     ax.legend(fontsize=7)
@@ -105,8 +111,8 @@ def _rpc(section: Results) -> list[Panel]:
                 xs,
                 [p["median"] for p in paired],
                 yerr=[
-                    [p["median"] - p["min"] for p in paired],
-                    [p["max"] - p["median"] for p in paired],
+                    [p["median"] - p["q1"] for p in paired],
+                    [p["q3"] - p["median"] for p in paired],
                 ],
                 fmt="o",
                 capsize=2,
@@ -119,17 +125,19 @@ def _rpc(section: Results) -> list[Panel]:
         ax.set_xticks(range(len(groups)), groups, fontsize=6)
         ax.set_ylabel("variant / raw calls/s, per round")
         ax.set_title(
-            "rpc ratio to raw (a/s: async/sync, u/s: unary/stream; red: target)", fontsize=9
+            "rpc ratio to raw, median and IQR of rounds (a/s: async/sync, u/s: unary/stream; "
+            "red: target)",
+            fontsize=8,
         )
         ax.legend(fontsize=7)
 
     def overhead(ax: Axes) -> None:
         series = {n: [r["ratios"][n]["overhead_cpu_us"] for r in results] for n in compared}
-        _bars(ax, groups, series)
+        _bars(ax, groups, series, low="q1", high="q3")
         ax.set_xticks(range(len(groups)), groups, fontsize=6)
         ax.axhline(0.0, color="grey", linewidth=0.8)
         ax.set_ylabel("extra client CPU us per call vs raw")
-        ax.set_title("rpc overhead per call (median of per-round differences)", fontsize=9)
+        ax.set_title("rpc overhead per call: median and IQR of per-round differences", fontsize=9)
 
     return [*panels, ratios, overhead]
 
@@ -210,10 +218,13 @@ def _broker(section: Results) -> list[Panel]:
             {s: [r["sides"][s]["msgs_per_s"] for r in measured] for s in ("micro", "raw")},
         )
         for g, r in enumerate(measured):
+            top = max(r["sides"][s]["msgs_per_s"]["max"] for s in ("micro", "raw"))
             ax.annotate(
-                f"{r['ratio']['median']:.2f}x", (g, 0), ha="center", va="bottom", fontsize=7
+                f"{r['ratio']['median']:.2f}x", (g, top), ha="center", va="bottom", fontsize=7
             )
-        ax.set_ylabel("msgs/s")
+        ax.set_xticks(range(len(names)), names, fontsize=7, rotation=20)
+        ax.set_yscale("log")
+        ax.set_ylabel("msgs/s (log)")
         ax.set_title(
             f"broker throughput (label: micro/raw, target {section['target']})", fontsize=9
         )
@@ -227,7 +238,7 @@ def _broker(section: Results) -> list[Panel]:
         ):
             xs = [g + (i - 1.5) * width for g in range(len(measured))]
             ax.bar(xs, [r["sides"][side][f"{q}_ms"] for r in measured], width, label=f"{side} {q}")
-        ax.set_xticks(range(len(names)), names, fontsize=8)
+        ax.set_xticks(range(len(names)), names, fontsize=7, rotation=20)
         ax.set_yscale("log")
         ax.set_ylabel("publish -> handle ms (log)")
         ax.set_title("broker latency", fontsize=9)
