@@ -1,6 +1,6 @@
 """`make demo`: three greeter instances, found through the default registry (mDNS on
-loopback), called with load balancing by a typed client; each greeting is published
-as a typed event that a subscriber in this process receives.
+loopback), called with load balancing by a typed client and by the `micro` CLI; each
+greeting is published as a typed event that a subscriber in this process receives.
 
 Each instance is its own process, as in production; the client knows only the name
 "greeter".
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -38,6 +39,16 @@ async def wait_for_nodes(client: micro.Client, count: int, limit: float = 10.0) 
         if len(nodes) >= count or loop.time() > end:
             return len(nodes)
         await asyncio.sleep(0.1)
+
+
+async def cli(env: dict[str, str], *command: str) -> None:
+    """Run the `micro` CLI against the running instances, showing its output."""
+    print(f"$ micro {shlex.join(command)}", flush=True)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "micro.cli", *command, env=env
+    )
+    if await process.wait() != 0:
+        raise SystemExit(f"micro {command[0]} failed")
 
 
 async def main() -> None:
@@ -84,6 +95,8 @@ async def main() -> None:
                 await greeter.say_hello(HelloRequest())
             except micro.errors.InvalidArgument as e:
                 print(f"typed error from the handler: {type(e).__name__}: {e.message}")
+        await cli(env, "services")
+        await cli(env, "call", "greeter", "Greeter.SayHello", '{"name": "CLI"}')
         # Every greeting was published as an event by the instance that answered it.
         heard = [await asyncio.wait_for(events.get(), 10) for _ in range(2 * CALLS)]
         by_node = collections.Counter(heard)

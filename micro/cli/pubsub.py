@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import base64
 import importlib
+import signal
 from typing import Any
 
 from google.protobuf import descriptor_pool, message_factory
@@ -183,7 +184,10 @@ async def _subscribe(args: argparse.Namespace) -> int:
     _cross_process(config)
     types = Types(config, args.proto_module, args.source)
     fixed = await types.find(args.type) if args.type else None
-    received: asyncio.Queue[Envelope] = asyncio.Queue()
+    received: asyncio.Queue[Envelope | None] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # end as after --count: leave the registry
+        loop.add_signal_handler(sig, received.put_nowait, None)
     service = Service(SUBSCRIBER, config=config)
 
     @service.subscribe(args.topic, queue=args.queue)
@@ -196,6 +200,8 @@ async def _subscribe(args: argparse.Namespace) -> int:
         seen = 0
         while args.count is None or seen < args.count:
             envelope = await received.get()
+            if envelope is None:
+                break
             await _show(envelope, fixed, types, args.json)
             seen += 1
     finally:

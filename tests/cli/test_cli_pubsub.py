@@ -90,3 +90,21 @@ def test_watch_prints_a_node_joining_and_leaving(multicast: None) -> None:
     assert [e["type"] for e in events] == ["create", "delete"]
     assert {e["nodes"][0]["id"] for e in events} == {found[2]}
     assert events[0]["nodes"][0]["address"] == found[1]
+
+
+def test_subscribe_stops_on_sigterm_and_leaves_the_registry(multicast: None) -> None:
+    topic = unique("topic")
+    subscriber = Running("subscribe", topic)
+    try:
+        subscriber.wait_for(f"subscribed to {topic} at ")
+        listed = micro("describe", f"micro.broker.{topic}", "--json")
+    finally:
+        code, _ = subscriber.stop()
+    assert code == 0
+    assert listed.returncode == 0, listed.stderr
+    gone = micro("describe", f"micro.broker.{topic}")
+    assert gone.returncode == 1
+    assert gone.stderr.splitlines() == [
+        f"micro describe: service 'micro.broker.{topic}' not found in the "
+        "mdns registry on 127.0.0.1"
+    ]
