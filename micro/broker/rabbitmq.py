@@ -62,13 +62,13 @@ import time
 import uuid
 from collections.abc import Awaitable
 from dataclasses import replace
+from datetime import datetime, timezone
 from typing import Any
 
 try:
     import aio_pika
     from aio_pika.abc import (
         AbstractChannel,
-        AbstractExchange,
         AbstractIncomingMessage,
         AbstractQueue,
         AbstractRobustConnection,
@@ -76,6 +76,7 @@ try:
     )
     from aio_pika.exceptions import ProbableAuthenticationError
     from aiormq.abc import DeliveredMessage
+    from pamqp.commands import Basic
     from yarl import URL
 except ImportError:  # pragma: no cover - depends on the installed extras
     raise ImportError(
@@ -162,7 +163,7 @@ class RabbitBroker:
         self.connect_timeout = connect_timeout
         self.reconnect_interval = reconnect_interval
         self._connection: AbstractRobustConnection | None = None
-        self._exchange: AbstractExchange | None = None
+        self._publishing: AbstractChannel | None = None
         self._subscriptions: set[_Subscription] = set()
 
     async def connect(self) -> None:
@@ -184,27 +185,32 @@ class RabbitBroker:
     async def _open(self, connection: AbstractRobustConnection, timeout: float) -> None:
         await connection.connect(timeout=timeout)
         channel = await connection.channel()  # publisher confirms: publish waits for them
-        self._exchange = await channel.declare_exchange(
-            self.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        self._connection = connection
+        await channel.declare_exchange(self.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        self._connection, self._publishing = connection, channel
 
     async def publish(self, envelope: Envelope) -> None:
         await self._send(envelope, mandatory=False)
 
     async def _send(self, envelope: Envelope, *, mandatory: bool) -> object:
-        if self._exchange is None:
+        if self._publishing is None:
             raise BrokerError(f"the RabbitMQ broker at {self.address} is not connected")
-        message = aio_pika.Message(
-            envelope.body,
-            headers={**envelope.headers, TIMESTAMP_HEADER: repr(envelope.timestamp)},
+        # Properties built directly: an aio_pika.Message costs five times as much.
+        properties = Basic.Properties(
             content_type=envelope.content_type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers={**envelope.headers, TIMESTAMP_HEADER: repr(envelope.timestamp)},
             message_id=envelope.id,
-            timestamp=envelope.timestamp,
+            timestamp=datetime.fromtimestamp(envelope.timestamp, timezone.utc),
         )
         try:
-            return await self._exchange.publish(message, envelope.topic, mandatory=mandatory)
+            channel = await self._publishing.get_underlay_channel()
+            return await channel.basic_publish(
+                envelope.body,
+                exchange=self.exchange,
+                routing_key=envelope.topic,
+                properties=properties,
+                mandatory=mandatory,
+            )
         except Exception as e:
             raise BrokerError(
                 f"cannot publish {envelope.id} to {envelope.topic} on {self.address}: {_why(e)}"
@@ -297,7 +303,7 @@ class RabbitBroker:
             await sub.unsubscribe()
         if self._connection is not None:
             await self._connection.close()
-        self._connection = self._exchange = None
+        self._connection = self._publishing = None
 
 
 async def _settle(outcome: Awaitable[None], envelope: Envelope) -> None:
