@@ -6,7 +6,8 @@ while no subscriber runs is gone, and so are the messages a crashed subscriber h
 While a subscriber lives, a handler that raises gets the message again after a
 backoff (in-process), and after ``max_attempts`` it goes to the subject
 ``<topic>.dlq``. Messages from one publisher arrive in order; handlers run
-concurrently, so they may finish in any order.
+concurrently, so they may finish in any order. ``publish`` returns once the message
+is in the client's buffer (``flush`` waits until the server has read it).
 
 JetStream mode (``jetstream=True``): each topic has a stream of its own,
 ``<stream_prefix>_<topic>`` (characters a stream name cannot hold are escaped), made
@@ -43,12 +44,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import json
 import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 
 try:
@@ -57,7 +59,7 @@ try:
     from nats.aio.client import Client as _Nats
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription as _NatsSubscription
-    from nats.js import api
+    from nats.js import JetStreamContext, JetStreamManager, api
 except ImportError:  # pragma: no cover - depends on the installed extras
     raise ImportError("micro.broker.nats needs nats-py: install `micro-grpc[nats]`") from None
 
@@ -77,6 +79,7 @@ log = logging.getLogger("micro.broker")
 ID_HEADER = "Nats-Msg-Id"
 CONTENT_TYPE_HEADER = "Content-Type"
 TIMESTAMP_HEADER = "Micro-Timestamp"
+_OURS = {CONTENT_TYPE_HEADER.lower(), TIMESTAMP_HEADER.lower()}
 
 _PULL_EXPIRES = 5.0  # seconds a pull request waits on the server for messages
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # what NATS allows in a header name
@@ -96,6 +99,7 @@ def safe_name(text: str) -> str:
     )
 
 
+@functools.lru_cache(maxsize=4096)  # publish checks its topic every time
 def _check_topic(topic: str) -> str:
     tokens = topic.split(".")
     if not topic or _BAD_SUBJECT.search(topic) or not all(tokens) or {"*", ">"} & set(tokens):
@@ -106,15 +110,18 @@ def _check_topic(topic: str) -> str:
     return topic
 
 
+@functools.lru_cache(maxsize=4096)
+def _user_header(key: str) -> bool:
+    lower = key.lower()
+    return bool(_TOKEN.fullmatch(key)) and not lower.startswith("nats-") and lower not in _OURS
+
+
 def _headers(envelope: Envelope) -> dict[str, str]:
-    headers = {
-        ID_HEADER: envelope.id,
-        CONTENT_TYPE_HEADER: envelope.content_type,
-        TIMESTAMP_HEADER: repr(envelope.timestamp),
-    }
+    headers = {ID_HEADER: envelope.id, TIMESTAMP_HEADER: repr(envelope.timestamp)}
+    if envelope.content_type != codec.PROTOBUF:  # the default needs no header
+        headers[CONTENT_TYPE_HEADER] = envelope.content_type
     for key, value in envelope.headers.items():
-        lower = key.lower()
-        if not _TOKEN.fullmatch(key) or lower.startswith("nats-") or key in headers:
+        if not _user_header(key):
             raise BrokerError(
                 f"header {key!r} on {envelope.topic}: a NATS header name is an ASCII token "
                 f"other than Nats-*, {CONTENT_TYPE_HEADER} and {TIMESTAMP_HEADER}"
@@ -162,6 +169,19 @@ def _envelope(topic: str, msg: Msg, default_id: Callable[[], str], default_time:
         message_id or default_id(),
         timestamp,
     )
+
+
+async def settle(nc: _Nats, timeout: float) -> None:
+    """Return once the server has read everything sent on ``nc`` so far.
+
+    ``flush()`` is not enough: nats-py writes its PING straight to the socket, ahead of
+    commands still in its buffer, so the PONG can come back before a SUB was read. A
+    request to a subject nobody serves travels in order, and its no-responders answer
+    comes after the server has read all that preceded it.
+    """
+    with contextlib.suppress(nats.errors.NoRespondersError):
+        await nc.request(nc.new_inbox(), b"", timeout=timeout)
+        raise nats.errors.Error("a request to a fresh inbox found a responder")
 
 
 class NatsBroker:
@@ -213,6 +233,8 @@ class NatsBroker:
         self.request_timeout = request_timeout
         self.reconnect_wait = reconnect_wait
         self._nc: _Nats | None = None
+        self._js: JetStreamContext | None = None
+        self._jsm: JetStreamManager | None = None
         self._streams: dict[str, asyncio.Future[str]] = {}
         self._subscriptions: set[_CoreSubscription | _PullSubscription] = set()
 
@@ -234,6 +256,8 @@ class NatsBroker:
             log.warning("NATS broker at %s: %r", self.where, e)
 
         async def on_disconnect() -> None:
+            if self._nc is None:  # closing
+                return
             log.warning("NATS broker at %s: connection lost, reconnecting", self.where)
 
         async def on_reconnect() -> None:
@@ -267,22 +291,33 @@ class NatsBroker:
             raise BrokerError(f"{what} at {self.where} is unreachable: {e!r}") from None
         nc.options["max_reconnect_attempts"] = -1
         self._nc = nc
+        self._js = nc.jetstream(timeout=self.request_timeout)
+        self._jsm = nc.jsm(timeout=self.request_timeout)
 
     def _connection(self) -> _Nats:
         if self._nc is None:
             raise BrokerError(f"{self!r} is not connected: call connect() first")
         return self._nc
 
+    def _manager(self) -> JetStreamManager:
+        if self._jsm is None:
+            raise BrokerError(f"{self!r} is not connected: call connect() first")
+        return self._jsm
+
     async def close(self) -> None:
         await asyncio.gather(*(sub.unsubscribe() for sub in list(self._subscriptions)))
-        nc, self._nc = self._nc, None
+        nc, self._nc, self._js, self._jsm = self._nc, None, None, None
         self._streams.clear()
-        if nc is None:
-            return
-        with contextlib.suppress(Exception):
-            if nc.is_connected:
-                await nc.flush(timeout=int(self.request_timeout))  # acks still in the buffer
-        await nc.close()
+        if nc is not None:
+            await nc.close()  # writes what is still buffered (acks, core messages) first
+
+    async def flush(self) -> None:
+        """Wait until the server has read every message published so far (in core
+        mode ``publish`` returns once the message is in the client's buffer)."""
+        try:
+            await settle(self._connection(), self.request_timeout)
+        except (asyncio.TimeoutError, nats.errors.Error) as e:
+            raise BrokerError(f"NATS at {self.where}: flush failed: {e!r}") from None
 
     # -- publishing ---------------------------------------------------------------
 
@@ -295,7 +330,8 @@ class NatsBroker:
                 await nc.publish(subject, envelope.body, headers=headers)
                 return
             await self._stream(subject)
-            js = nc.jetstream(timeout=self.request_timeout)
+            js = self._js
+            assert js is not None
             try:
                 await js.publish(subject, envelope.body, headers=headers)
             except nats.js.errors.NoStreamResponseError:  # the stream was deleted: make it again
@@ -317,6 +353,13 @@ class NatsBroker:
     async def _stream(self, topic: str) -> str:
         """The name of the stream that stores ``topic``, made once per broker."""
         future = self._streams.get(topic)
+        if (
+            future is not None
+            and future.done()
+            and not future.cancelled()
+            and future.exception() is None
+        ):
+            return future.result()  # the usual case: no shield (a future) per publish
         if future is None:
             future = self._streams[topic] = asyncio.ensure_future(self._make_stream(topic))
         try:
@@ -327,7 +370,7 @@ class NatsBroker:
             raise
 
     async def _make_stream(self, topic: str) -> str:
-        jsm = self._connection().jsm(timeout=self.request_timeout)
+        jsm = self._manager()
         name = f"{self.stream_prefix}_{safe_name(topic)}"
         dead_letters = topic.endswith(DEAD_LETTER_SUFFIX)
         config = api.StreamConfig(
@@ -355,7 +398,7 @@ class NatsBroker:
 
     async def _consumer(self, stream: str, topic: str, queue: str | None) -> str:
         """Make (or update) the consumer a subscription pulls from; returns its name."""
-        jsm = self._connection().jsm(timeout=self.request_timeout)
+        jsm = self._manager()
         if queue is None:
             name = uuid.uuid4().hex
             config = api.ConsumerConfig(
@@ -443,17 +486,20 @@ class _Subscription:
         self.queue = queue
         self.handler = handler
         self._slots = asyncio.Semaphore(broker.concurrency)
+        self._loop = asyncio.get_running_loop()
         self._running: set[asyncio.Task[None]] = set()
         self._sub: _NatsSubscription | None = None
         self._stopping = False
 
-    def _spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
+    def _spawn(self, work: Coroutine[None, None, None]) -> None:
+        task = self._loop.create_task(work)
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
     async def _stop_receiving(self) -> None:
-        """Stop taking messages; those already on their way here are still seen."""
+        """Stop taking messages; those already here are still handled. Returns once
+        the server has dropped the subscription (see ``settle``; in the moment between
+        nats-py's drain and that, a core message may still come and be dropped)."""
         self._stopping = True
         sub, self._sub = self._sub, None
         if sub is None:
@@ -461,7 +507,9 @@ class _Subscription:
         nc = self.broker._nc
         try:
             if nc is not None and nc.is_connected:
-                await asyncio.wait_for(sub.drain(), self.broker.request_timeout)  # type: ignore[no-untyped-call]
+                timeout = self.broker.request_timeout
+                await asyncio.wait_for(sub.drain(), timeout)  # type: ignore[no-untyped-call]
+                await settle(nc, timeout)
                 return
         except (asyncio.TimeoutError, nats.errors.Error) as e:
             log.warning("subscription to %s not drained: %r", self.topic, e)
@@ -476,7 +524,7 @@ class _Subscription:
 class _CoreSubscription(_Subscription):
     async def start(self, nc: _Nats) -> None:
         self._sub = await nc.subscribe(self.topic, queue=self.queue or "", cb=self._on_message)
-        await nc.flush()  # the server knows this subscription before subscribe returns
+        await settle(nc, self.broker.request_timeout)  # the server has it before we return
 
     async def _on_message(self, msg: Msg) -> None:
         await self._slots.acquire()  # full: later messages wait in the client's buffer
@@ -668,6 +716,4 @@ class _PullSubscription(_Subscription):
         nc = self.broker._nc
         if self.queue is None and nc is not None and nc.is_connected:
             with contextlib.suppress(asyncio.TimeoutError, nats.errors.Error):
-                await nc.jsm(timeout=self.broker.request_timeout).delete_consumer(
-                    self.stream, self.consumer
-                )
+                await self.broker._manager().delete_consumer(self.stream, self.consumer)
