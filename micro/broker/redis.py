@@ -1,7 +1,11 @@
 """A broker on Redis Streams (Redis 6.2+): one stream per topic, ``<prefix><topic>``.
 
-Each message is one stream entry whose fields carry the envelope: ``id``,
-``content-type``, ``timestamp``, ``headers`` (a JSON object) and ``body``.
+Each message is one stream entry whose fields carry the envelope: ``id``, ``body``,
+``headers`` (a JSON object; left out when empty), ``content-type`` (left out for
+protobuf binary) and ``timestamp`` (left out when the message is new: the entry id,
+which is the server's time in milliseconds, says when it was published; a dead letter
+keeps its original's). Fewer fields is less to encode and parse on every message; an
+entry from another client needs only ``body``.
 
 With a queue, subscribers share a consumer group named after the queue and each is a
 consumer of its own in it. A new group starts at ``$``: it gets the messages published
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -40,11 +45,12 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import replace
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 try:
-    from redis.asyncio import BlockingConnectionPool, Redis
+    from redis.asyncio import ConnectionPool, Redis
     from redis.asyncio.connection import parse_url
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff, NoBackoff
@@ -63,8 +69,9 @@ MIN_VERSION = (6, 2)  # XAUTOCLAIM
 BROADCAST_BLOCK = 5.0  # seconds one XREAD may wait before the reader looks around again
 UNBLOCK_TRIES = 40  # CLIENT UNBLOCKs sent (every 50 ms) before a reader is cancelled
 RETRY_PAUSE = (0.1, 2.0)  # first and longest pause of a reader after a failed read
-POOL_SIZE = 32  # connections shared by publishing and acking; more callers wait their turn
-POOL_WAIT = 10.0  # seconds a caller waits for one before that is an error
+PUBLISHING = 32  # publishes in flight at once per broker; more wait their turn
+ACK_LINGER = 0.005  # seconds acks wait for more acks to share their XACK
+FRESH = 1.0  # seconds: a message published within them is timestamped by its entry id
 
 Fields = Mapping[bytes, bytes]
 
@@ -89,12 +96,8 @@ def _envelope(topic: str, entry: str, fields: Fields, attempt: int) -> Envelope:
         names = sorted(k.decode(errors="replace") for k in fields)
         raise _Malformed(f"stream entry {entry} has no body field (fields: {names})")
     try:
-        headers: Any = json.loads(fields.get(b"headers", b"{}"))
-        if not (
-            isinstance(headers, dict)
-            and all(isinstance(v, str) for v in headers.values())  # keys are str in JSON
-        ):
-            raise ValueError("not a JSON object of strings")
+        raw_headers = fields.get(b"headers")
+        headers = _decode_headers(raw_headers) if raw_headers is not None else {}
         raw_id = fields.get(b"id")
         raw_type = fields.get(b"content-type")
         raw_time = fields.get(b"timestamp")
@@ -111,6 +114,21 @@ def _envelope(topic: str, entry: str, fields: Fields, attempt: int) -> Envelope:
         raise _Malformed(f"stream entry {entry} has malformed fields: {e}") from None
 
 
+# Most messages of a topic carry the same headers (the type name): decode and encode
+# each distinct set once.
+@functools.lru_cache(maxsize=1024)
+def _decode_headers(raw: bytes) -> Mapping[str, str]:
+    headers = json.loads(raw)
+    if not (isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values())):
+        raise ValueError("headers are not a JSON object of strings")
+    return MappingProxyType(headers)  # shared by every message that has them: read-only
+
+
+@functools.lru_cache(maxsize=1024)
+def _encode_headers(items: tuple[tuple[str, str], ...]) -> str:
+    return json.dumps(dict(items), separators=(",", ":"))
+
+
 def _entries(reply: Any) -> list[tuple[bytes, Fields]]:
     """The (id, fields) pairs of an XREAD/XREADGROUP reply: ``[[stream, entries]]``."""
     return [entry for _, batch in reply or () for entry in batch]
@@ -118,13 +136,16 @@ def _entries(reply: Any) -> list[tuple[bytes, Fields]]:
 
 def _salvage(topic: str, entry: str, fields: Fields) -> Envelope:
     """What can be kept of a malformed entry, to dead-letter it."""
-    raw_id = fields.get(b"id", b"")
+    try:
+        message_id = fields[b"id"].decode()
+    except (KeyError, UnicodeDecodeError):
+        message_id = entry
     return Envelope(
         topic,
         fields.get(b"body", b""),
         fields.get(b"content-type", b"application/octet-stream").decode(errors="replace"),
         {},
-        raw_id.decode(errors="replace") or entry,
+        message_id,
     )
 
 
@@ -346,13 +367,15 @@ class _Subscription:
         self._inflight[entry] = task
         if len(self._inflight) >= self.broker.concurrency:
             self._room.clear()
-        task.add_done_callback(lambda _: self._done(entry))
-
-    def _done(self, entry: bytes) -> None:
-        del self._inflight[entry]
-        self._room.set()
 
     async def _handle(self, entry: bytes, fields: Fields, attempt: int) -> None:
+        try:
+            await self._deliver(entry, fields, attempt)
+        finally:
+            del self._inflight[entry]
+            self._room.set()
+
+    async def _deliver(self, entry: bytes, fields: Fields, attempt: int) -> None:
         name = entry.decode()
         handler = self.handler
         try:
@@ -387,6 +410,8 @@ class _Subscription:
         """XACK what finished, many entries per call."""
         while True:
             await self._ack_wanted.wait()
+            if not self._stop.is_set():
+                await asyncio.sleep(ACK_LINGER)
             self._ack_wanted.clear()
             entries, self._acks = self._acks, []
             if entries:
@@ -471,6 +496,7 @@ class RedisBroker:
         self.claim_idle = claim_idle
         self.connect_timeout = connect_timeout
         self._redis: Redis | None = None
+        self._publishing = asyncio.Semaphore(PUBLISHING)
         self._subscriptions: set[_Subscription] = set()
 
     def _options(self) -> dict[str, Any]:
@@ -498,10 +524,9 @@ class RedisBroker:
     async def connect(self) -> None:
         if self._redis is not None:
             return
-        pool = BlockingConnectionPool.from_url(
+        pool = ConnectionPool.from_url(
             self.url,
-            max_connections=POOL_SIZE,
-            timeout=POOL_WAIT,
+            max_connections=2**16,  # bounded by the callers: PUBLISHING, a few per subscription
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
             **self._options(),
         )
@@ -520,15 +545,17 @@ class RedisBroker:
 
     async def publish(self, envelope: Envelope) -> None:
         stream = self.stream_prefix + envelope.topic
-        fields: dict[FieldT, EncodableT] = {
-            "id": envelope.id,
-            "content-type": envelope.content_type,
-            "timestamp": repr(envelope.timestamp),
-            "headers": json.dumps(dict(envelope.headers), separators=(",", ":")),
-            "body": envelope.body,
-        }
+        fields: dict[FieldT, EncodableT] = {"id": envelope.id, "body": envelope.body}
+        if envelope.headers:
+            fields["headers"] = _encode_headers(tuple(envelope.headers.items()))
+        if envelope.content_type != codec.PROTOBUF:
+            fields["content-type"] = envelope.content_type
+        if time.time() - envelope.timestamp > FRESH:  # a dead letter keeps its original's
+            fields["timestamp"] = repr(envelope.timestamp)
+        client = self._client()
         try:
-            await self._client().xadd(stream, fields, maxlen=self.maxlen)
+            async with self._publishing:
+                await client.xadd(stream, fields, maxlen=self.maxlen)
         except RedisError as e:
             raise self._error(f"publishing to {stream}", e) from None
 
