@@ -81,7 +81,9 @@ class EtcdRegistry:
                                 password=secret)
         svc = micro.Service("greeter", registry=registry)
 
-    ``timeout`` bounds each request to etcd, in seconds.
+    ``timeout`` bounds each request to etcd, in seconds. ``lost_data_grace`` is how
+    long a watch keeps nodes that vanished with etcd's data (see above): a live service
+    registers again within its TTL, so the default is the default ``register_ttl``.
     """
 
     def __init__(
@@ -268,12 +270,15 @@ class EtcdRegistry:
     async def _close(self) -> None:
         for watch in list(self._watches):
             watch.stop()
+        # Channels first: grpc cancels their calls and awaits them, so none completes
+        # after the loop is closed.
+        for i in range(len(self._clients)):
+            await self._reset(i)
         rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         for task in rest:
             task.cancel()
-        await asyncio.gather(*rest, return_exceptions=True)
-        for i in range(len(self._clients)):
-            await self._reset(i)
+        if rest:  # bounded: a task that swallowed its cancellation must not hang close
+            await asyncio.wait(rest, timeout=self._timeout)
 
     # -- the Registry protocol ----------------------------------------------------
 
@@ -315,6 +320,7 @@ class _Watch:
         self.cluster = 0
         self.ready: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
+        self.stopped = False
         self.expiry: asyncio.TimerHandle | None = None
 
     def start(self) -> asyncio.Future[None]:
@@ -324,6 +330,7 @@ class _Watch:
         return self.ready
 
     def stop(self) -> None:
+        self.stopped = True
         self.registry._watches.discard(self)
         if self.ready is not None and not self.ready.done():
             self.ready.set_result(None)
@@ -348,7 +355,7 @@ class _Watch:
         registry = self.registry
         failures = 0
         lost: str | None = None
-        while True:
+        while not self.stopped:
             try:
                 header, entries = await registry._read(self.prefix)
                 first = not self.ready.done()
@@ -366,6 +373,10 @@ class _Watch:
                     start_revision=header.revision + 1,
                 )
                 try:
+                    # Python < 3.12's wait_for (which aetcd's watch creation uses) may
+                    # swallow the cancellation that stop() sent meanwhile.
+                    if self.stopped:
+                        return
                     async for event in stream:
                         self.handle(event)
                 finally:
