@@ -70,7 +70,7 @@ BROADCAST_BLOCK = 5.0  # seconds one XREAD may wait before the reader looks arou
 UNBLOCK_TRIES = 40  # CLIENT UNBLOCKs sent (every 50 ms) before a reader is cancelled
 RETRY_PAUSE = (0.1, 2.0)  # first and longest pause of a reader after a failed read
 PUBLISHING = 32  # publishes in flight at once per broker; more wait their turn
-ACK_LINGER = 0.005  # seconds acks wait for more acks to share their XACK
+ACK_LINGER = 0.005  # seconds acks wait for the reader (or more acks) to take them along
 FRESH = 1.0  # seconds: a message published within them is timestamped by its entry id
 
 Fields = Mapping[bytes, bytes]
@@ -304,6 +304,7 @@ class _Subscription:
                 continue
             for entry, fields, attempt in entries:
                 self._dispatch(entry, fields, attempt)
+            await asyncio.sleep(0)  # let the handlers start: quick ones finish, to be acked
 
     async def _recreate_group(self) -> None:
         with contextlib.suppress(RedisError):  # the next read fails again and says why
@@ -318,6 +319,13 @@ class _Subscription:
         return entries
 
     async def _read_group(self, count: int) -> list[tuple[bytes, Fields, int]]:
+        if self._acks:  # ack what finished before reading on: one XACK per read, as by hand
+            done, self._acks = self._acks, []
+            try:
+                await self._reader.xack(self.stream, self.group, *done)
+            except RedisError:
+                self._acks[:0] = done
+                raise
         now = time.monotonic()
         if now >= self._next_claim:
             claimed = await self._claim(count)
@@ -407,7 +415,8 @@ class _Subscription:
             self._ack_wanted.set()
 
     async def _ack_loop(self) -> None:
-        """XACK what finished, many entries per call."""
+        """XACK what finished while the reader waits in its BLOCK (it acks the rest
+        itself), many entries per call."""
         while True:
             await self._ack_wanted.wait()
             if not self._stop.is_set():

@@ -24,25 +24,42 @@ def free_port() -> int:
         return port
 
 
+class RedisServer:
+    """One redis-server process on a port of its own; ``start`` again after ``stop``
+    gives an empty server on the same address (nothing is persisted)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = ["--save", "", "--appendonly", "no", "--bind", "127.0.0.1", "--port"]
+        self.process = subprocess.Popen(
+            [BINARY, *args, str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while not _answers(self.port):
+            assert self.process.poll() is None, f"redis-server on port {self.port} exited at start"
+            assert time.monotonic() < deadline, f"redis-server on port {self.port} did not answer"
+            time.sleep(0.02)  # polling a port: no event to await
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:
     """Yields ``redis://127.0.0.1:<port>/0`` once the server answers PING."""
-    port = free_port()
-    process = subprocess.Popen(
-        [BINARY, "--save", "", "--appendonly", "no", "--bind", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = RedisServer()
     try:
-        deadline = time.monotonic() + 10
-        while not _answers(port):
-            assert process.poll() is None, f"redis-server on port {port} exited at start"
-            assert time.monotonic() < deadline, f"redis-server on port {port} did not answer"
-            time.sleep(0.02)  # polling a port: no event to await
-        yield f"redis://127.0.0.1:{port}/0"
+        server.start()
+        yield server.url
     finally:
-        process.kill()
-        process.wait(10)
+        server.stop()
 
 
 def _answers(port: int) -> bool:

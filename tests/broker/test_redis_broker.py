@@ -364,3 +364,45 @@ async def test_server_gone_publish_fails_naming_it_and_close_returns(topic: str)
         await Publisher(broker, topic, Int64Value).publish(Int64Value(value=1))
     await broker.close()
     assert time.monotonic() - started < 3.0
+
+
+async def test_subscribers_come_back_after_an_empty_server_restart(
+    topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Readers retry while the server is down; an empty server (no persistence) gets
+    the consumer group created again, and both kinds of subscriber consume on."""
+    server = redis_fixture.RedisServer()
+    server.start()
+    try:
+        broker = RedisBroker(server.url, max_attempts=3, backoff=0.01)
+        await broker.connect()
+        (grouped, handle_grouped), (broadcast, handle_broadcast) = collector(), collector()
+        await broker.subscribe(topic, handle_grouped, queue="q")
+        await broker.subscribe(topic, handle_broadcast)
+        numbers = Publisher(broker, topic, Int64Value)
+        await numbers.publish(Int64Value(value=1))
+        assert (await asyncio.wait_for(grouped.get(), WAIT))[0] == 1
+        assert (await asyncio.wait_for(broadcast.get(), WAIT))[0] == 1
+        server.stop()
+        with caplog.at_level(logging.WARNING, logger="micro.broker"):
+            with pytest.raises(BrokerError, match=f"127.0.0.1:{server.port}"):
+                await numbers.publish(Int64Value(value=2))
+            server.start()
+            # what is published before the group exists again is not the group's: keep
+            # publishing until the reader is back (it retries with a backoff up to 2 s)
+            for attempt in range(40):
+                await numbers.publish(Int64Value(value=100 + attempt))
+                try:
+                    value = (await asyncio.wait_for(grouped.get(), 0.25))[0]
+                    break
+                except asyncio.TimeoutError:
+                    continue
+            else:
+                pytest.fail("the queue subscriber did not come back in 10 s")
+        assert value >= 100
+        assert (await asyncio.wait_for(broadcast.get(), WAIT))[0] >= 100
+        assert any("reading micro:" + topic in r.getMessage() for r in caplog.records)
+        assert any("group q of micro:" + topic in r.getMessage() for r in caplog.records)
+        await broker.close()
+    finally:
+        server.stop()
