@@ -361,3 +361,16 @@ def test_without_aetcd_the_import_says_what_to_install() -> None:
     assert result.stderr.strip().splitlines()[-1] == (
         "ImportError: micro.registry.etcd needs aetcd: install `micro-grpc[etcd]`"
     )
+
+
+async def test_close_while_a_watch_is_being_created(etcd_server: EtcdServer) -> None:
+    """Closing lands right when etcd creates the watch stream, where a cancellation
+    used to be swallowed (close then waited out its 2 s bound): repeated, as the
+    timing varies."""
+    for _ in range(30):
+        registry = EtcdRegistry([etcd_server.endpoint])
+        events = registry.watch()
+        await registry.list_services()  # the watch has read; its stream is being created
+        await asyncio.wait_for(registry.close(), 1)
+        with pytest.raises(StopAsyncIteration):
+            await next_event(events, 2)
