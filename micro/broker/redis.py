@@ -2,10 +2,11 @@
 
 Each message is one stream entry whose fields carry the envelope: ``id``, ``body``,
 ``headers`` (a JSON object; left out when empty), ``content-type`` (left out for
-protobuf binary) and ``timestamp`` (left out when the message is new: the entry id,
-which is the server's time in milliseconds, says when it was published; a dead letter
-keeps its original's). Fewer fields is less to encode and parse on every message; an
-entry from another client needs only ``body``.
+protobuf binary) and ``timestamp`` (left out when within a second of the publish: the
+entry id, the server's time in milliseconds, stands for it; an older message, a dead
+letter say, keeps its own). Fewer fields is less to encode and parse per message. An
+entry written by another client needs only ``body``; one without it, or with fields
+that do not decode, is dead-lettered with a log line naming the entry.
 
 With a queue, subscribers share a consumer group named after the queue and each is a
 consumer of its own in it. A new group starts at ``$``: it gets the messages published
@@ -285,11 +286,7 @@ class _Subscription:
                 pause = RETRY_PAUSE[0]
             except RedisError as e:
                 self._client_id = None  # a new connection gets a new id
-                if self.queue is not None and "NOGROUP" in str(e):  # the server lost it
-                    log.warning(
-                        "group %s of %s is gone: creating it again", self.group, self.stream
-                    )
-                    await self._recreate_group()
+                if "NOGROUP" in str(e) and await self._recreate_group():
                     continue
                 log.warning(
                     "redis broker at %s: reading %s failed, again in %.1f s: %s",
@@ -306,9 +303,15 @@ class _Subscription:
                 self._dispatch(entry, fields, attempt)
             await asyncio.sleep(0)  # let the handlers start: quick ones finish, to be acked
 
-    async def _recreate_group(self) -> None:
-        with contextlib.suppress(RedisError):  # the next read fails again and says why
+    async def _recreate_group(self) -> bool:
+        """The server lost the group (restarted without persistence, say): create it
+        again. False if that fails too."""
+        log.warning("group %s of %s is gone: creating it again", self.group, self.stream)
+        try:
             await self._create_group(self.broker._client())
+        except RedisError:
+            return False
+        return True
 
     async def _read_broadcast(self, count: int) -> list[tuple[bytes, Fields, int]]:
         block = int(BROADCAST_BLOCK * 1000)
@@ -348,7 +351,7 @@ class _Subscription:
         self._cursor = cursor
         if cursor in (b"0-0", "0-0"):  # scanned to the end: look again a while later
             self._next_claim = time.monotonic() + self.broker.claim_idle / 2
-        deleted += [entry for entry, fields in claimed if fields is None]  # Redis 6.2 way
+        deleted += [entry for entry, fields in claimed if not fields]  # Redis 6.2: no fields
         if deleted:
             log.warning(
                 "%d pending messages of %s were trimmed (maxlen) before being handled: lost",
@@ -356,7 +359,7 @@ class _Subscription:
                 self.stream,
             )
             await self._reader.xack(self.stream, self.group, *deleted)
-        entries = [(e, f) for e, f in claimed if f is not None and e not in self._inflight]
+        entries = [(e, f) for e, f in claimed if f and e not in self._inflight]
         if not entries:
             return []
         pending = await self._reader.xpending_range(
@@ -464,7 +467,12 @@ class _Subscription:
 
 
 class RedisBroker:
-    """``Broker`` on Redis Streams: ``RedisBroker("redis://127.0.0.1:6379/0")``.
+    """``Broker`` on Redis Streams::
+
+        broker = RedisBroker("redis://127.0.0.1:6379/0")
+        await broker.connect()
+        await broker.subscribe("orders", typed(bill), queue="billing")
+        await Publisher(broker, "orders", Order).publish(order)
 
     ``maxlen`` bounds each stream (approximately; ``None``: unbounded), ``concurrency``
     the handlers running at once per subscription, ``claim_idle`` how long (seconds) an
