@@ -301,7 +301,8 @@ class _Subscription:
                 continue
             for entry, fields, attempt in entries:
                 self._dispatch(entry, fields, attempt)
-            await asyncio.sleep(0)  # let the handlers start: quick ones finish, to be acked
+            if self.queue is not None:
+                await asyncio.sleep(0)  # let the handlers start: quick ones finish, to be acked
 
     async def _recreate_group(self) -> bool:
         """The server lost the group (restarted without persistence, say): create it
