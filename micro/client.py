@@ -27,7 +27,7 @@ from micro import errors
 from micro.config import Config
 from micro.context import inbound
 from micro.method import Method, Resp
-from micro.plan import DEADLINE_EXCEEDED, Plan, RetryBudget
+from micro.plan import DEADLINE_EXCEEDED, UNAVAILABLE, Plan, RetryBudget
 from micro.registry import CachingRegistry, Registry, RegistryError, from_config
 from micro.selector import NodeHealth, Route, StrategyFactory, matching_nodes, strategy
 from micro.server import MAX_MESSAGE_SIZE
@@ -39,6 +39,7 @@ T = TypeVar("T")
 CONNECT_TIMEOUT = 2.0  # seconds a call waits for a connection before trying elsewhere
 READY = grpc.ChannelConnectivity.READY
 _SETTLED = (READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN)
+CANCELLED = grpc.StatusCode.CANCELLED
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # what read() returns at a stream's end
 
 
@@ -329,6 +330,7 @@ class Client:
         channels = [p.channel for p in peers if p.channel is not None] + self._orphans
         self._orphans = []
         for peer in peers:
+            peer.retired = True  # a call still running closes what it opens
             peer.channel = None
         for channel in channels:
             await channel.close(grace=None)
@@ -354,6 +356,7 @@ class Client:
 
     def _close_sync(self, peers: list[Peer]) -> None:
         for peer in peers:
+            peer.retired = True
             channel, peer.sync_channel = peer.sync_channel, None
             if channel is not None:
                 channel.close()
@@ -418,6 +421,21 @@ def _deprecated(method: Method[Any, Any], stacklevel: int) -> None:
 
 def _unreachable(peer: Peer) -> errors.Unavailable:
     return errors.Unavailable(f"cannot connect to {peer.address}")
+
+
+def _status(e: grpc.RpcError) -> grpc.StatusCode:
+    """A call's status as the retry policy sees it. grpc's server answers CANCELLED
+    to calls that reach it as its stop begins (they never ran); this client cancels
+    nothing that raises this error, so CANCELLED means a node going away: UNAVAILABLE.
+    """
+    code: grpc.StatusCode = e.code()
+    return UNAVAILABLE if code is CANCELLED else code
+
+
+def _error(e: grpc.RpcError, peer: Peer) -> errors.Error:
+    if e.code() is CANCELLED:
+        return errors.Unavailable(f"{peer.address} dropped the call (CANCELLED): it is stopping")
+    return errors.from_rpc_error(e)
 
 
 def _no_reply(peer: Peer, plan: Plan[Peer]) -> errors.DeadlineExceeded:
@@ -556,8 +574,8 @@ class Stub:
                     plan.succeeded()
                     return response
             except grpc.RpcError as e:
-                if method.client_streaming or not plan.retry(e.code()):
-                    raise errors.from_rpc_error(e) from None
+                if method.client_streaming or not plan.retry(_status(e)):
+                    raise _error(e, peer) from None
             finally:
                 peer.inflight -= 1
                 if peer.retired and not peer.inflight:
@@ -606,8 +624,8 @@ class Stub:
                     plan.succeeded()
                     return
             except grpc.RpcError as e:
-                if received or method.client_streaming or not plan.retry(e.code()):
-                    raise errors.from_rpc_error(e) from None
+                if received or method.client_streaming or not plan.retry(_status(e)):
+                    raise _error(e, peer) from None
             except asyncio.TimeoutError:  # no first reply within the attempt timeout
                 if received or not plan.retry(DEADLINE_EXCEEDED):
                     raise _no_reply(peer, plan) from None
@@ -684,8 +702,8 @@ class SyncStub:
                     return response
             except grpc.RpcError as e:
                 with client._lock:
-                    if method.client_streaming or not plan.retry(e.code()):
-                        raise errors.from_rpc_error(e) from None
+                    if method.client_streaming or not plan.retry(_status(e)):
+                        raise _error(e, peer) from None
             finally:
                 with peer.lock:
                     peer.inflight -= 1
@@ -740,10 +758,10 @@ class SyncStub:
                 expired = watchdog is not None and watchdog.fired
                 with client._lock:
                     retry = not (received or method.client_streaming) and plan.retry(
-                        DEADLINE_EXCEEDED if expired else e.code()
+                        DEADLINE_EXCEEDED if expired else _status(e)
                     )
                 if not retry:
-                    raise (_no_reply(peer, plan) if expired else errors.from_rpc_error(e)) from None
+                    raise (_no_reply(peer, plan) if expired else _error(e, peer)) from None
             finally:
                 if watchdog is not None:
                     watchdog.stop()

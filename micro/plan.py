@@ -148,7 +148,10 @@ class Plan(Generic[N]):
             " (attempt timeout)" if expired else "" if sent else " (not sent)",
         )
         if code is UNAVAILABLE or not sent or expired:
-            node.failed(now)
+            # Once ejected, a node's calls still in flight fail too: they say nothing
+            # new, and counting each would stretch one ejection to the longest.
+            if now >= node.ejected_until:
+                node.failed(now)
         else:
             node.succeeded()
         if self.attempts >= self.max_attempts:
