@@ -81,11 +81,12 @@ def main() -> None:
     parser.add_argument("--version", default="")
     parser.add_argument("--registry", default="memory")
     parser.add_argument("--report", action="store_true", help="print each call's arrival")
+    parser.add_argument("--ttl", type=float, default=2.0, help="registration TTL, seconds")
     args = parser.parse_args()
 
     async def serve() -> None:
         config = micro.Config.from_env(
-            registry=args.registry, register_ttl=2.0, register_interval=0.5
+            registry=args.registry, register_ttl=args.ttl, register_interval=args.ttl / 4
         )
         svc = micro.Service(args.name, version=args.version, config=config)
         handler = Echo(svc.id, svc.client)

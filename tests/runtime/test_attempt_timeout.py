@@ -22,6 +22,7 @@ from micro.client import Peer
 from micro.plan import Plan, RetryBudget
 from micro.registry import MemoryRegistry
 from micro.selector import NodeHealth, Route
+from micro.selector.health import EJECTION
 
 Req = echo_pb2.EchoRequest
 GET = echo_micro.EchoMethods.get  # NO_SIDE_EFFECTS
@@ -252,3 +253,25 @@ async def test_blocking_stubs_same_policy(registry: MemoryRegistry, node: Node) 
     assert replies == [(f"w{i}", slow.id) for i in range(3)]
     assert hung_handler.received == 3  # put, get, watch: each tried there once
     assert 5 * LIMIT <= elapsed < 5  # two expiries and a 3 LIMIT stream, not a deadline
+
+
+def test_calls_in_flight_when_a_node_is_ejected_do_not_stretch_its_ejection() -> None:
+    """Found by the SIGSTOP chaos scenario: a dozen calls stuck on a hung node
+    expire together; the first two eject it, the rest used to double the ejection
+    each (5 s became 60 s, long after the node was back)."""
+    clock = Clock()
+    hung = NodeHealth("127.0.0.1:5000")
+    route = Route([hung, NodeHealth("127.0.0.1:5001")], hung_first(hung.address)())  # type: ignore[arg-type]
+    plans = [
+        Plan(route, RetryBudget(), GET, clock.now + 5, 4, clock, attempt_timeout=LIMIT)  # type: ignore[arg-type]
+        for _ in range(12)
+    ]
+    assert {p.node for p in plans} == {hung}
+    clock.now += LIMIT
+    for p in plans:
+        assert p.retry(DEADLINE_EXCEEDED)
+    assert hung.ejected_until == clock.now + EJECTION
+    clock.now += EJECTION
+    assert route.select(clock.now) is hung  # back, and on probation:
+    hung.failed(clock.now)
+    assert hung.ejected_until == clock.now + 2 * EJECTION  # one more failure re-ejects
