@@ -1,8 +1,9 @@
-"""Benchmarks of micro-grpc against plain grpcio, run by ``make bench``.
+"""Benchmarks of micro-grpc against its baselines, run by ``make bench``.
 
-``python -m bench`` runs every section; ``python -m bench codegen`` or
-``python -m bench rpc`` runs one; ``--quick`` is a short smoke run. Results go to
-stdout (a table), ``bench/results.json`` and ``bench/results.png``.
+``python -m bench`` runs every section (codegen, rpc, scale, registry, broker);
+``python -m bench rpc scale`` runs those; ``--quick`` is a short smoke run of each.
+Results go to stdout (a table), ``bench/results.json`` (every figure with its
+spread) and ``bench/results.png`` (the chart); both are left out of git.
 
 The machine is assumed noisy: every figure is measured against its baseline in the
 same run, in interleaved rounds, and reported as a median with its spread and the

@@ -166,8 +166,9 @@ def registry_table(section: Results) -> list[str]:
         f"sent to the dead node {last['median']:.1f} ms after the kill [{_range(last, '.1f')}]; "
         f"{sent['median']:.0f} attempts [{_range(sent, '.0f')}]; "
         f"{failover['failed_calls']} calls failed for the caller",
-        f"  (window {failover['window_s']}s after the kill; an ejected node is probed again "
-        f"after {failover['ejection_s']}s; its registry entry never expired)",
+        f"  (0 ms: no attempt after the kill; window {failover['window_s']}s after the kill; "
+        f"an ejected node is probed again after {failover['ejection_s']}s; its registry entry "
+        "never expired)",
     ]
     return lines
 
