@@ -16,7 +16,15 @@ import asyncio
 import threading
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
@@ -155,7 +163,9 @@ class Client:
         self._cache: CachingRegistry | None = None
         self._generation = -1
         self._peers: dict[str, Peer] = {}
+        # (service, method path, options); a direct call's has no method path.
         self._routes: dict[tuple[str, str, CallOptions], Route[Peer]] = {}
+        self._listed: set[str] = set()  # node addresses of the routes' services
         self._budgets: dict[str, RetryBudget] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._orphans: list[grpc.aio.Channel] = []
@@ -177,11 +187,7 @@ class Client:
         """The route of a call; raises ``LookupError`` when the registry must be
         asked first (the drivers do that, async or blocking, and come back)."""
         if options.address is not None:
-            key = ("", options.address, options)
-            route = self._routes.get(key)
-            if route is None:
-                route = self._routes[key] = Route((self._peer(options.address),), _first)
-            return route
+            return self._direct(service, options.address, options)
         cache = self.registry
         if cache.generation != self._generation:
             self._refresh(cache)
@@ -204,16 +210,30 @@ class Client:
             self._routes[key] = route
         return route
 
+    def _direct(self, service: str, address: str, options: CallOptions) -> Route[Peer]:
+        """The route of a call to ``address``: kept until a registry node there
+        leaves the registry (and never the reason to open one)."""
+        cache = self._cache
+        if cache is not None and cache.generation != self._generation:
+            self._refresh(cache)
+        key = (service, "", options)
+        route = self._routes.get(key)
+        if route is None:
+            route = self._routes[key] = Route((self._peer(address),), _first)
+            if cache is not None and address in _addresses(cache, (service,)):
+                self._listed.add(address)  # so that its leaving is noticed
+        return route
+
     def _refresh(self, cache: CachingRegistry) -> None:
-        """The registry changed: drop routes built on the old view, and the peers
-        only those routes used."""
+        """The registry changed: drop routes built on the old view, direct ones whose
+        registry node just left it (a broker's subscriber, say), and the peers no
+        route uses any more."""
         self._generation = cache.generation
         old = self._routes
-        self._routes = {k: r for k, r in old.items() if not k[0]}
-        live = {p.address for r in self._routes.values() for p in r.nodes}
-        for service in {k[0] for k in old if k[0]}:
-            for entry in cache.cached(service) or ():
-                live.update(n.address for n in entry.nodes)
+        listed = _addresses(cache, {k[0] for k in old})
+        gone, self._listed = self._listed - listed, listed
+        self._routes = {k: r for k, r in old.items() if not k[1] and k[2].address not in gone}
+        live = listed.union(p.address for r in self._routes.values() for p in r.nodes)
         for address in [a for a in self._peers if a not in live]:
             self._retire(self._peers.pop(address))
 
@@ -385,6 +405,11 @@ class Client:
 
 def _first(nodes: Sequence[Peer]) -> Peer:
     return nodes[0]
+
+
+def _addresses(cache: CachingRegistry, services: Iterable[str]) -> set[str]:
+    """Node addresses the cache lists for ``services``."""
+    return {n.address for name in services for s in cache.cached(name) or () for n in s.nodes}
 
 
 def _not_found(service: str, options: CallOptions, known: bool) -> str:

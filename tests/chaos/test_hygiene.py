@@ -2,13 +2,15 @@
 peer pool, this process's open file descriptors and its memory are back where they
 were after warming up.
 
-One server process listens on a dozen loopback ports; the registry (memory, in
-this process) always lists three nodes, each at one of those ports under a fresh
-id. Every 100 calls one node leaves and another appears at the next port, so
-addresses keep leaving the client's view (their channels must close) and coming
-back (new ones open), while calls are in flight on them. The server has a process of
-its own so the descriptors and memory measured are the client's alone, and so the
-calls get the machine's second core.
+One server process listens on fifty loopback ports; the registry (memory, in this
+process) always lists three nodes, each at one of those ports under a fresh id.
+Every 100 calls one node leaves and another appears at the next port, so addresses
+keep leaving the client's view (their channels must close) and coming back (new ones
+open), while calls are in flight on them. A tenth of the calls go to the newest node
+by its address, as the grpc broker delivers to a subscriber it found in the
+registry: those channels too must close when their node leaves. The server has a
+process of its own so the descriptors and memory measured are the client's alone,
+and so the calls get the machine's second core.
 """
 
 from __future__ import annotations
@@ -97,8 +99,11 @@ async def test_pool_fds_and_memory_are_bounded_after_calls_and_churn(
             calls += 1
             if calls % (CALLS // CHURN) == 0:
                 due.put_nowait(None)  # churn while the other workers' calls are in flight
+            options = None
+            if calls % 10 == 0:
+                options = micro.CallOptions(address=listed[-1].address)
             try:
-                await echo.get(echo_pb2.EchoRequest(), timeout=10)
+                await echo.get(echo_pb2.EchoRequest(), timeout=10, options=options)
             except errors.Error:
                 failed += 1
 
@@ -161,7 +166,9 @@ async def test_pool_fds_and_memory_are_bounded_after_calls_and_churn(
         assert (calls, replaced, failed) == (CALLS, CHURN, 0)
         assert set(client._peers) == {n.address for n in listed}  # departed: gone
         assert not client._orphans
-        assert len(client._routes) == 1
+        direct = {options.address for _, path, options in client._routes if not path}
+        assert direct <= {n.address for n in listed}  # none to a node that left
+        assert len(client._routes) <= 1 + LIVE
         assert len(connected) <= LIVE
         assert set(connected) <= listed_ports()  # none to a node no longer listed
         # Descriptors other than connections: none gained.
