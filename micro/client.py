@@ -67,7 +67,7 @@ class CallOptions:
     server stream it bounds the wait for the first reply, not the whole stream;
     client streams, never retried, are bounded by the deadline alone.
 
-        CallOptions(attempt_timeout=0.2)  # with timeout=2: up to ~9 nodes tried
+        await greeter.say_hello(req, timeout=2, options=CallOptions(attempt_timeout=0.2))
     """
 
     version: str | None = None
@@ -132,9 +132,11 @@ class Client:
     client = micro.Client(registry=registry)
     greeter = GreeterClient("greeter", client)
 
-    Without ``registry`` the backend ``MICRO_REGISTRY`` names is opened on first
-    discovery (calls with ``CallOptions(address=...)`` never open one). Async calls
-    belong to one event loop; the blocking stubs may be used from any thread.
+    ``retries`` and ``attempt_timeout`` apply to calls whose ``CallOptions`` leave
+    them unset, ``timeout`` to calls made without one. Without ``registry`` the
+    backend ``MICRO_REGISTRY`` names is opened on first discovery (calls with
+    ``CallOptions(address=...)`` never open one). Async calls belong to one event
+    loop; the blocking stubs may be used from any thread.
     """
 
     def __init__(
@@ -450,8 +452,10 @@ def _unreachable(peer: Peer) -> errors.Unavailable:
 
 def _status(e: grpc.RpcError) -> grpc.StatusCode:
     """A call's status as the retry policy sees it. grpc's server answers CANCELLED
-    to calls that reach it as its stop begins (they never ran); this client cancels
-    nothing that raises this error, so CANCELLED means a node going away: UNAVAILABLE.
+    to calls that reach it as its stop begins (they never ran), while a call this
+    client cancels raises CancelledError, not this error: CANCELLED here is a node
+    going away, UNAVAILABLE. (Closing a blocking client under a running call is the
+    other source: that call may then retry, on a retired peer that closes after it.)
     """
     code: grpc.StatusCode = e.code()
     return UNAVAILABLE if code is CANCELLED else code
