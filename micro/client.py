@@ -153,7 +153,9 @@ class Client:
         self.config = config or Config.from_env()
         self.retries = self.config.client_retries if retries is None else retries
         self.timeout = self.config.client_request_timeout if timeout is None else timeout
-        self.attempt_timeout = attempt_timeout
+        self.attempt_timeout = (
+            self.config.client_attempt_timeout if attempt_timeout is None else attempt_timeout
+        )
         self.strategy = strategy
         CallOptions(retries=self.retries, strategy=strategy, attempt_timeout=attempt_timeout)
         self._channel_options = (

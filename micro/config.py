@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-REGISTRIES = ("mdns", "memory", "dns", "nats")
-BROKERS = ("grpc", "memory")
+REGISTRIES = ("mdns", "memory", "dns", "nats", "etcd")
+BROKERS = ("grpc", "memory", "nats", "jetstream", "redis", "rabbitmq")
 STRATEGIES = ("least_request", "round_robin", "random")
 
 
@@ -84,6 +84,7 @@ class Config:
     server_address: str = "127.0.0.1:0"
     client_retries: int = 3
     client_request_timeout: float | None = None
+    client_attempt_timeout: float | None = None
     register_ttl: float = 30.0
     register_interval: float = 10.0
     mdns_interfaces: tuple[str, ...] = ("127.0.0.1",)
@@ -135,6 +136,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "server_address": _address,
     "client_retries": _count,
     "client_request_timeout": _seconds,
+    "client_attempt_timeout": _seconds,
     "register_ttl": _seconds,
     "register_interval": _seconds,
     "mdns_interfaces": _ipv4_addresses,

@@ -50,6 +50,12 @@ def from_config(config: Config) -> Registry:
         from micro.registry.nats import NatsRegistry
 
         return NatsRegistry(config.registry_address or ("nats://127.0.0.1:4222",))
+    if config.registry == "etcd":
+        from micro.registry.etcd import EtcdRegistry
+
+        return EtcdRegistry(
+            config.registry_address or ("127.0.0.1:2379",), lost_data_grace=config.register_ttl
+        )
     if config.registry == "dns":
         from micro.registry.dns import DnsRegistry
 

@@ -8,10 +8,11 @@ import echo_micro
 import grpc
 import pytest
 
+import micro
 from micro import selector
 from micro.config import Config, ConfigError
 from micro.plan import MAX_BACKOFF, Plan, RetryBudget
-from micro.registry import Endpoint, Node, Service
+from micro.registry import Endpoint, MemoryRegistry, Node, Service
 from micro.selector import NodeHealth, Route
 from micro.selector.health import EJECTION
 
@@ -159,7 +160,7 @@ def test_config_errors_name_the_setting() -> None:
 
 
 def test_registry_from_environment() -> None:
-    from micro.registry import MemoryRegistry, from_config
+    from micro.registry import from_config
     from micro.registry.dns import DnsRegistry
 
     env = {"MICRO_REGISTRY": "dns", "MICRO_REGISTRY_ADDRESS": "127.0.0.1:5353"}
@@ -172,3 +173,59 @@ def test_registry_from_environment() -> None:
     assert Config(server_address="127.0.0.1:1").given(server_address=None).server_address == (
         "127.0.0.1:1"
     )
+
+
+def test_etcd_registry_from_environment() -> None:
+    from micro.registry import from_config
+    from micro.registry.etcd import EtcdRegistry
+
+    env = {"MICRO_REGISTRY": "etcd", "MICRO_REGISTRY_ADDRESS": "127.0.0.1:2379,127.0.0.2:2379"}
+    registry = from_config(Config.from_env(env))
+    assert isinstance(registry, EtcdRegistry)
+    assert registry.endpoints == ["127.0.0.1:2379", "127.0.0.2:2379"]
+
+
+@pytest.mark.parametrize(
+    ("name", "module", "cls"),
+    [
+        ("nats", "micro.broker.nats", "NatsBroker"),
+        ("jetstream", "micro.broker.nats", "NatsBroker"),
+        ("redis", "micro.broker.redis", "RedisBroker"),
+        ("rabbitmq", "micro.broker.rabbitmq", "RabbitBroker"),
+    ],
+)
+def test_broker_from_environment(name: str, module: str, cls: str) -> None:
+    import importlib
+
+    from micro.broker import from_config
+
+    broker = from_config(Config.from_env({"MICRO_BROKER": name}), MemoryRegistry())
+    assert type(broker) is getattr(importlib.import_module(module), cls)
+
+
+def test_nats_broker_addresses_and_mode_from_environment() -> None:
+    from micro.broker import from_config
+    from micro.broker.nats import NatsBroker
+
+    env = {"MICRO_BROKER": "jetstream", "MICRO_BROKER_ADDRESS": "nats://127.0.0.1:1,nats://[::1]:2"}
+    broker = from_config(Config.from_env(env), MemoryRegistry())
+    assert isinstance(broker, NatsBroker)
+    assert (broker.servers, broker.jetstream) == (["nats://127.0.0.1:1", "nats://[::1]:2"], True)
+
+
+def test_broker_of_one_url_refuses_two() -> None:
+    from micro.broker import from_config
+
+    env = {"MICRO_BROKER": "redis", "MICRO_BROKER_ADDRESS": "redis://a:1/0,redis://b:2/0"}
+    with pytest.raises(ConfigError, match=r"MICRO_BROKER_ADDRESS=.*redis takes one URL"):
+        from_config(Config.from_env(env), MemoryRegistry())
+    with pytest.raises(ConfigError, match="MICRO_BROKER='kafka': expected one of grpc, memory"):
+        Config.from_env({"MICRO_BROKER": "kafka"})
+
+
+def test_attempt_timeout_from_environment() -> None:
+    config = Config.from_env({"MICRO_CLIENT_ATTEMPT_TIMEOUT": "0.25"})
+    assert micro.Client(config=config).attempt_timeout == 0.25
+    assert micro.Client(config=config, attempt_timeout=1.0).attempt_timeout == 1.0
+    with pytest.raises(ConfigError, match="MICRO_CLIENT_ATTEMPT_TIMEOUT='never'"):
+        Config.from_env({"MICRO_CLIENT_ATTEMPT_TIMEOUT": "never"})
