@@ -8,6 +8,7 @@ the node fails again right after coming back, and resets once it answers.
 from __future__ import annotations
 
 import logging
+from typing import ClassVar
 
 log = logging.getLogger("micro.selector")
 
@@ -20,6 +21,8 @@ class NodeHealth:
     """What the selector knows about one node address."""
 
     __slots__ = ("address", "ejected_until", "ejections", "failures", "inflight")
+
+    epoch: ClassVar[int] = 0  # ejections so far, of any node: routes count again when it moves
 
     def __init__(self, address: str) -> None:
         self.address = address
@@ -39,6 +42,7 @@ class NodeHealth:
         if self.failures >= EJECT_AFTER:
             seconds = min(MAX_EJECTION, EJECTION * 2**self.ejections)
             self.ejected_until = now + seconds
+            NodeHealth.epoch += 1
             log.info("ejected %s for %.0fs after repeated failures", self.address, seconds)
             self.ejections += 1
             self.failures = EJECT_AFTER - 1  # one more failure after it returns re-ejects

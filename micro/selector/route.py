@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Generic
 
+from micro.selector.health import NodeHealth
 from micro.selector.strategy import N, Strategy
 
 
@@ -12,18 +14,34 @@ class Route(Generic[N]):
     """Candidate nodes for (service, method, options), valid for one registry
     ``generation``; rebuilt when the registry changes."""
 
-    __slots__ = ("generation", "nodes", "pick")
+    __slots__ = ("_epoch", "_healthy", "_until", "generation", "nodes", "pick")
 
     def __init__(self, nodes: Sequence[N], pick: Strategy[N], generation: int = -1) -> None:
         self.nodes = tuple(nodes)
         self.pick = pick
         self.generation = generation
+        self._epoch = -1  # NodeHealth.epoch when _healthy was counted
+        self._healthy: tuple[N, ...] = ()
+        self._until = 0.0  # when the first of the ejected nodes comes back
 
     def select(self, now: float, tried: Sequence[N] = ()) -> N:
         """A node not ejected and not yet tried by this call; when that leaves none,
         an untried one, and when every node was tried, any (never eject them all)."""
         nodes = self.nodes
+        if not tried:
+            # A first attempt costs the same with 10 000 nodes as with one: the healthy
+            # ones are counted again only after an ejection, or when one ends.
+            if self._epoch != NodeHealth.epoch or now >= self._until:
+                self._count(now)
+            return self.pick(self._healthy or nodes)
         pool = [n for n in nodes if n.ejected_until <= now and n not in tried]
         if not pool:
             pool = [n for n in nodes if n not in tried] or list(nodes)
         return self.pick(pool)
+
+    def _count(self, now: float) -> None:
+        self._epoch = NodeHealth.epoch
+        self._healthy = tuple(n for n in self.nodes if n.ejected_until <= now)
+        self._until = min(
+            (n.ejected_until for n in self.nodes if n.ejected_until > now), default=math.inf
+        )
