@@ -26,7 +26,7 @@ from micro.broker.events import EventHandler
 from micro.broker.peer import GrpcBroker
 from micro.client import Client
 from micro.config import Config
-from micro.registry import Endpoint, Node, Registry, RegistryError
+from micro.registry import Endpoint, Node, ReadOnly, Registry, RegistryError
 from micro.registry import Service as Record
 from micro.registry import from_config as registry_from_config
 from micro.server import MAX_MESSAGE_SIZE, Handler, Server
@@ -140,8 +140,12 @@ class Service:
             ),
             nodes=(Node(self.id, self.address, {**self.metadata, "protocol": "grpc"}),),
         )
+        registered = True
         try:
             await self.registry.register(self._record, self.config.register_ttl)
+        except ReadOnly:
+            registered = False
+            log.info("%s: %r only discovers; DNS publishes this instance", self.id, self.registry)
         except RegistryError as e:
             await self.server.stop(0)
             raise RegistryError(f"service {self.name!r} could not register: {e}") from None
@@ -150,7 +154,8 @@ class Service:
         await self.broker.connect()
         for topic, queue, handler in self._event_handlers:
             self._subscriptions.append(await self.broker.subscribe(topic, typed(handler), queue))
-        self._heartbeat = asyncio.get_running_loop().create_task(self._reregister())
+        if registered:
+            self._heartbeat = asyncio.get_running_loop().create_task(self._reregister())
         log.info("%s %s serving on %s as %s", self.name, self.version, self.address, self.id)
 
     async def _reregister(self) -> None:
@@ -183,6 +188,8 @@ class Service:
             self._heartbeat = None
         try:
             await self.registry.deregister(self._record)
+        except ReadOnly:
+            pass
         except RegistryError as e:
             log.warning("%s: could not deregister (its TTL will expire it): %s", self.id, e)
         subscriptions, self._subscriptions = self._subscriptions, []

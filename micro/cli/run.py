@@ -122,7 +122,7 @@ class Reloader:
     file changes; on SIGTERM/SIGINT stops it and exits with its code."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.command = [sys.executable, "-m", "micro.cli", "run", args.target]
+        self.command = [sys.executable, "-m", "micro", "run", args.target]
         self.root = _directory(args.target.partition(":")[0])
         self.stopping = threading.Event()
 

@@ -16,6 +16,11 @@ class RegistryError(Exception):
     """The registry backend failed or is unreachable; the message names it."""
 
 
+class ReadOnly(RegistryError):
+    """This registry only discovers: instances are published by something else (DNS
+    records of a Kubernetes headless service), so a service runs without registering."""
+
+
 @dataclass(frozen=True)
 class Node:
     """One running instance: ``address`` is ``host:port`` of its gRPC server."""

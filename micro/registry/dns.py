@@ -27,7 +27,7 @@ import struct
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from micro.registry.base import Event, EventType, Node, RegistryError, Service
+from micro.registry.base import Event, EventType, Node, ReadOnly, RegistryError, Service
 
 A, AAAA, SRV, OPT = 1, 28, 33, 41
 NOERROR, NXDOMAIN = 0, 3
@@ -178,14 +178,14 @@ class DnsRegistry:
         self._closed = False
 
     async def register(self, service: Service, ttl: float) -> None:
-        raise RegistryError(
+        raise ReadOnly(
             f"DNS registry is read-only: {service.name!r} cannot register; publish it "
             "through DNS (a Kubernetes headless service, Consul) and use another "
             "registry to register"
         )
 
     async def deregister(self, service: Service) -> None:
-        raise RegistryError(f"DNS registry is read-only: {service.name!r} cannot deregister")
+        raise ReadOnly(f"DNS registry is read-only: {service.name!r} cannot deregister")
 
     async def get_service(self, name: str) -> list[Service]:
         addresses = await self._resolve(name)

@@ -35,7 +35,7 @@ def _generate() -> None:
         [
             sys.executable,
             "-m",
-            "micro.cli",
+            "micro",
             "gen",
             "-I",
             str(PROTO),
@@ -73,7 +73,7 @@ def micro(
 ) -> subprocess.CompletedProcess[str]:
     """``python -m micro.cli ARGS`` to completion."""
     return subprocess.run(
-        [sys.executable, "-m", "micro.cli", *args],
+        [sys.executable, "-m", "micro", *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -89,7 +89,7 @@ class Running:
 
     def __init__(self, *args: str, cwd: Path = HERE, **env: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "micro.cli", *args],
+            [sys.executable, "-m", "micro", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from echo_node import Echo
 
 import micro
 from micro.registry import MemoryRegistry
-from micro.registry.base import Event, EventType, Node, RegistryError, Service
+from micro.registry.base import Event, EventType, Node, ReadOnly, RegistryError, Service
 from micro.registry.dns import DnsRegistry, system_nameservers
 
 pytestmark = pytest.mark.backend
@@ -163,10 +164,33 @@ async def test_watch_ends_when_closed(dns_server: Start) -> None:
 
 async def test_cannot_register() -> None:
     registry = DnsRegistry(domain=DOMAIN, nameservers=["127.0.0.1"])
-    with pytest.raises(RegistryError, match="DNS registry is read-only"):
+    with pytest.raises(ReadOnly, match="DNS registry is read-only"):
         await registry.register(Service("echo", nodes=nodes("127.0.0.1:1")), ttl=10)
-    with pytest.raises(RegistryError, match="DNS registry is read-only"):
+    with pytest.raises(ReadOnly, match="DNS registry is read-only"):
         await registry.deregister(Service("echo", nodes=nodes("127.0.0.1:1")))
+
+
+async def test_a_service_runs_on_the_dns_registry_published_by_dns(
+    dns_server: Start, unused_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As in Kubernetes with MICRO_REGISTRY=dns: DNS publishes the pod, the service
+    # registers nowhere, starts, answers calls found through DNS and stops quietly.
+    server = dns_server(
+        hosts={"pod1": ["127.0.0.1"]}, srv=[f"_grpc._tcp.echo.{DOMAIN},pod1.{DOMAIN},{unused_port}"]
+    )
+    config = dataclasses.replace(CONFIG, server_address=f"127.0.0.1:{unused_port}")
+    svc = micro.Service("echo", registry=registry_for(server.address), config=config)
+    svc.handle(Echo(svc.id))
+    with caplog.at_level(logging.WARNING):
+        await svc.start()
+        client = micro.Client(registry=registry_for(server.address), config=CONFIG)
+        try:
+            reply = await echo_micro.EchoClient("echo", client).get(echo_pb2.EchoRequest())
+        finally:
+            await client.close()
+        await svc.stop(grace=0)
+    assert reply.node == svc.id
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_nameservers_from_resolv_conf(tmp_path: pytest.TempPathFactory) -> None:

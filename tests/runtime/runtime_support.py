@@ -20,7 +20,7 @@ def _generate() -> None:
         [
             sys.executable,
             "-m",
-            "micro.cli",
+            "micro",
             "gen",
             "-I",
             str(HERE),

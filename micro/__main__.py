@@ -1,0 +1,5 @@
+"""``python -m micro``: the ``micro`` command."""
+
+from micro.cli import main
+
+main()

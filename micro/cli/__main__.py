@@ -1,3 +1,0 @@
-from micro.cli import main
-
-main()
