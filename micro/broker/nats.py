@@ -70,7 +70,6 @@ from micro.broker.base import (
     BrokerError,
     Envelope,
     RawHandler,
-    Undeliverable,
 )
 from micro.broker.redelivery import Redelivery
 
@@ -135,8 +134,11 @@ def _headers(envelope: Envelope) -> dict[str, str]:
     return headers
 
 
-def _envelope(topic: str, msg: Msg, default_id: Callable[[], str], default_time: float) -> Envelope:
-    """The envelope a message carries; what a foreign publisher left out gets defaults."""
+def _envelope(
+    topic: str, msg: Msg, default_id: Callable[[], str], default_time: float, attempt: int = 1
+) -> Envelope:
+    """The envelope a message carries; what a foreign publisher left out gets defaults.
+    ``attempt`` is the server's delivery count (JetStream), 1 in core mode."""
     headers: dict[str, str] = {}
     message_id = content_type = stamp = None
     for key, value in (msg.headers or {}).items():
@@ -168,6 +170,7 @@ def _envelope(topic: str, msg: Msg, default_id: Callable[[], str], default_time:
         headers,
         message_id or default_id(),
         timestamp,
+        attempt,
     )
 
 
@@ -454,28 +457,6 @@ class NatsBroker:
         self._subscriptions.add(sub)
         return sub
 
-    async def _handle(self, handler: RawHandler, envelope: Envelope, delivered: int = 1) -> None:
-        """Run ``handler`` with retries; ``delivered`` is the server's count of
-        deliveries, so attempts before a crash count against ``max_attempts``."""
-        if delivered <= 1:
-            await self.redelivery.run(handler, envelope, self._dead_letter)
-            return
-        most = self.redelivery.max_attempts
-        earlier = delivered - 1
-
-        async def carried_on(e: Envelope) -> None:
-            if earlier >= most:
-                raise Undeliverable(
-                    f"delivered {delivered} times, more than max_attempts={most}: "
-                    "consumers died while handling it"
-                )
-            await handler(replace(e, attempt=e.attempt + earlier))
-
-        rest = Redelivery(
-            max(most - earlier, 1), self.redelivery.backoff, self.redelivery.max_backoff
-        )
-        await rest.run(carried_on, envelope, self._dead_letter)
-
 
 class _Subscription:
     """What both modes share: handlers bounded by a semaphore, drain on unsubscribe."""
@@ -533,7 +514,7 @@ class _CoreSubscription(_Subscription):
     async def _handle(self, msg: Msg) -> None:
         try:
             envelope = _envelope(self.topic, msg, lambda: uuid.uuid4().hex, time.time())
-            await self.broker._handle(self.handler, envelope)
+            await self.broker.redelivery.run(self.handler, envelope, self.broker._dead_letter)
         except Exception as e:  # the dead letter could not be published
             log.error("message of %s lost: %r", self.topic, e)
         finally:
@@ -660,8 +641,9 @@ class _PullSubscription(_Subscription):
                 msg,
                 lambda: f"{meta.stream}-{meta.sequence.stream}",
                 meta.timestamp.timestamp(),
+                meta.num_delivered,  # attempts before a crash count against max_attempts
             )
-            await self.broker._handle(self.handler, envelope, meta.num_delivered)
+            await self.broker.redelivery.run(self.handler, envelope, self.broker._dead_letter)
             await msg.ack()
         except Exception as e:  # dead letter or ack not sent: the server will redeliver
             log.error(

@@ -61,7 +61,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable
-from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -84,7 +83,7 @@ except ImportError:  # pragma: no cover - depends on the installed extras
     ) from None
 
 from micro import codec
-from micro.broker.base import BrokerError, Envelope, RawHandler, Undeliverable
+from micro.broker.base import BrokerError, Envelope, RawHandler
 from micro.broker.redelivery import Redelivery
 
 log = logging.getLogger("micro.broker")
@@ -263,12 +262,9 @@ class RabbitBroker:
         return name
 
     async def _handle(self, sub: _Subscription, message: AbstractIncomingMessage) -> None:
-        envelope = incoming(message, sub.topic)
-        redelivery, handler = self.redelivery, sub.handler
-        if envelope.attempt > 1:
-            redelivery, handler = self._counting_on(handler, envelope.attempt)
+        envelope = incoming(message, sub.topic)  # attempt: the server's deliveries
         try:
-            await redelivery.run(handler, envelope, self._dead_letter)
+            await self.redelivery.run(sub.handler, envelope, self._dead_letter)
         except BrokerError as e:
             log.error(
                 "message %s of %s back to its queue, not dead-lettered: %s",
@@ -279,24 +275,6 @@ class RabbitBroker:
             await _settle(message.nack(requeue=True), envelope)
             return
         await _settle(message.ack(), envelope)
-
-    def _counting_on(self, handler: RawHandler, delivery: int) -> tuple[Redelivery, RawHandler]:
-        """Retries for a message the server delivered before (to a consumer that died):
-        the attempts left of ``max_attempts``, numbered on from ``delivery``."""
-        earlier, most = delivery - 1, self.redelivery.max_attempts
-
-        async def counted(envelope: Envelope) -> None:
-            if earlier >= most:
-                raise Undeliverable(
-                    f"delivered {delivery} times, max_attempts={most}: "
-                    "its consumers died while handling it"
-                )
-            await handler(replace(envelope, attempt=envelope.attempt + earlier))
-
-        rest = Redelivery(
-            max(most - earlier, 1), self.redelivery.backoff, self.redelivery.max_backoff
-        )
-        return rest, counted
 
     async def close(self) -> None:
         for sub in list(self._subscriptions):

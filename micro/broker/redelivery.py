@@ -1,6 +1,11 @@
-"""Redelivery for brokers that retry in-process (memory, grpc): ack on return, retry
-with backoff on an exception, dead-letter after the last attempt or at once for a
-message that can never be handled."""
+"""Redelivery for every backend: ack on return, retry with backoff on an exception,
+dead-letter after the last attempt or at once for a message that can never be handled.
+
+Attempts count on from ``envelope.attempt``: a backend whose server counts deliveries
+(JetStream, Redis claims, quorum queues) builds the envelope with that count, so a
+message redelivered after its consumers crashed does not get ``max_attempts`` fresh
+attempts, and one delivered more often than that is dead-lettered unhandled.
+"""
 
 from __future__ import annotations
 
@@ -38,27 +43,19 @@ class Redelivery:
         envelope: Envelope,
         dead_letter: Callable[[Envelope], Awaitable[None]],
     ) -> None:
-        reason = ""
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                await handler(replace(envelope, attempt=attempt))
+        """Handle ``envelope``, attempts ``envelope.attempt`` to ``max_attempts``;
+        returns once it was handled or dead-lettered (raises only if the dead letter
+        could not be published)."""
+        first = envelope.attempt
+        if first > self.max_attempts:
+            reason = (
+                f"delivered {first} times, max_attempts={self.max_attempts}: "
+                "its consumers died while handling it"
+            )
+        else:
+            reason = await self._attempts(handler, envelope)
+            if not reason:
                 return
-            except Undeliverable as e:
-                reason = str(e)
-                break
-            except Exception as e:
-                reason = f"{type(e).__name__}: {e}"
-                log.warning(
-                    "handler of %s failed on message %s (attempt %d of %d): %s",
-                    envelope.topic,
-                    envelope.id,
-                    attempt,
-                    self.max_attempts,
-                    reason,
-                )
-                if attempt < self.max_attempts:
-                    cap = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-                    await asyncio.sleep(random.uniform(cap / 2, cap))
         if envelope.topic.endswith(DEAD_LETTER_SUFFIX):  # no dead letters of dead letters
             log.error("dropping dead letter %s of %s: %s", envelope.id, envelope.topic, reason)
             return
@@ -71,3 +68,29 @@ class Redelivery:
                 attempt=1,
             )
         )
+
+    async def _attempts(self, handler: RawHandler, envelope: Envelope) -> str:
+        """Why the message could not be handled; empty once it was."""
+        attempt = envelope.attempt
+        while True:
+            try:
+                await handler(envelope)
+                return ""
+            except Undeliverable as e:
+                return str(e) or type(e).__name__
+            except Exception as e:
+                reason = f"{type(e).__name__}: {e}"
+                log.warning(
+                    "handler of %s failed on message %s (attempt %d of %d): %s",
+                    envelope.topic,
+                    envelope.id,
+                    attempt,
+                    self.max_attempts,
+                    reason,
+                )
+                if attempt >= self.max_attempts:
+                    return reason
+                cap = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+                await asyncio.sleep(random.uniform(cap / 2, cap))
+                attempt += 1
+                envelope = replace(envelope, attempt=attempt)

@@ -45,7 +45,6 @@ import socket
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -155,15 +154,6 @@ def _refuse(reason: str) -> RawHandler:
         raise Undeliverable(reason)
 
     return refuse
-
-
-def _shifted(handler: RawHandler, offset: int) -> RawHandler:
-    """``handler`` seeing attempts counted from an earlier delivery on."""
-
-    async def shifted(envelope: Envelope) -> None:
-        await handler(replace(envelope, attempt=envelope.attempt + offset))
-
-    return shifted
 
 
 class _Subscription:
@@ -395,17 +385,8 @@ class _Subscription:
         except _Malformed as e:
             envelope = _salvage(self.topic, name, fields)
             handler = _refuse(f"{e} in {self.stream}")
-        redelivery = self.broker.redelivery
-        if attempt > redelivery.max_attempts:
-            handler = _refuse(f"delivered {attempt} times, max_attempts={redelivery.max_attempts}")
-            redelivery = Redelivery(1)
-        elif attempt > 1:  # count on from the deliveries the server has seen
-            redelivery = Redelivery(
-                redelivery.max_attempts - attempt + 1, redelivery.backoff, redelivery.max_backoff
-            )
-            handler = _shifted(handler, attempt - 1)
         try:
-            await redelivery.run(handler, envelope, self.broker.publish)
+            await self.broker.redelivery.run(handler, envelope, self.broker.publish)
         except Exception as e:  # the dead letter could not be published
             log.error(
                 "message %s of %s stays pending, to be claimed again: %s",

@@ -215,6 +215,14 @@ def start_consumer(backend: str, address: str, topic: str, report: Path) -> subp
     return process
 
 
+def stop_consumer(process: subprocess.Popen[str]) -> None:
+    """SIGKILL (no ack, no goodbye), reap it, close the pipe it wrote ``ready`` on."""
+    process.kill()
+    process.wait(10)
+    if process.stdout is not None:
+        process.stdout.close()
+
+
 def handled(report: Path) -> list[int]:
     return [int(line) for line in report.read_text().split()] if report.exists() else []
 
@@ -245,16 +253,14 @@ async def check_at_least_once(
     try:
         await publish_range(numbers, 0, MESSAGES // 2)
         await wait_for_handled(report, 1_000, 60)
-        consumer.kill()  # SIGKILL: no ack, no goodbye
-        consumer.wait(10)
+        stop_consumer(consumer)
         await publish_range(numbers, MESSAGES // 2, MESSAGES)  # while no consumer runs
         before_restart = len(set(handled(report)))
         assert before_restart < MESSAGES, "the consumer was not killed mid-stream"
         consumer = start_consumer(backend, address, topic, report)
         values = await wait_for_handled(report, MESSAGES, 60)
     finally:
-        consumer.kill()
-        consumer.wait(10)
+        stop_consumer(consumer)
         await publisher_broker.close()
     assert set(values) == set(range(MESSAGES)), "a message was lost"
     duplicates = len(values) - MESSAGES

@@ -127,8 +127,6 @@ async def test_malformed_dead_lettered(
     await contract.check_malformed_dead_lettered(open_broker, topic, caplog, body, headers, reason)
 
 
-# contract.check_at_least_once leaves the pipes of the consumers it killed open
-@pytest.mark.filterwarnings("ignore:unclosed file:ResourceWarning")
 @pytest.mark.parametrize("exchange", ["micro"])  # the consumer process's default
 async def test_at_least_once(
     open_broker: contract.OpenBroker,

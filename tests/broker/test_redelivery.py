@@ -1,0 +1,96 @@
+"""Redelivery on its own: attempts count on from the envelope's (the server's
+delivery count), and a message delivered too often is dead-lettered unhandled."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from micro import codec
+from micro.broker import Envelope, Undeliverable
+from micro.broker.redelivery import Redelivery
+
+
+class Recorder:
+    """A handler that fails ``failures`` times, and the dead letters it causes."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.seen: list[Envelope] = []
+        self.dead: list[Envelope] = []
+
+    async def handle(self, envelope: Envelope) -> None:
+        self.seen.append(envelope)
+        if len(self.seen) <= self.failures:
+            raise RuntimeError(f"failure {len(self.seen)}")
+
+    async def dead_letter(self, envelope: Envelope) -> None:
+        self.dead.append(envelope)
+
+
+def envelope(attempt: int) -> Envelope:
+    return Envelope("orders", b"x", codec.PROTOBUF, {"k": "v"}, attempt=attempt)
+
+
+async def test_a_first_delivery_reaches_the_handler_as_is() -> None:
+    sent, recorder = envelope(1), Recorder(failures=0)
+    await Redelivery(3, backoff=0.001).run(recorder.handle, sent, recorder.dead_letter)
+    assert recorder.seen == [sent]
+    assert recorder.seen[0] is sent  # no copy on the usual path
+    assert recorder.dead == []
+
+
+async def test_attempts_count_on_from_the_delivery_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Delivered twice before (to consumers that died): attempts 3 and 4 of 4 remain,
+    and the log names them."""
+    sent, recorder = envelope(3), Recorder(failures=5)
+    with caplog.at_level(logging.WARNING, logger="micro.broker"):
+        await Redelivery(4, backoff=0.001).run(recorder.handle, sent, recorder.dead_letter)
+    assert [e.attempt for e in recorder.seen] == [3, 4]
+    assert recorder.seen[0] is sent
+    assert [r.getMessage() for r in caplog.records if "failed" in r.getMessage()] == [
+        f"handler of orders failed on message {sent.id} (attempt 3 of 4): RuntimeError: failure 1",
+        f"handler of orders failed on message {sent.id} (attempt 4 of 4): RuntimeError: failure 2",
+    ]
+    (dead,) = recorder.dead
+    assert (dead.topic, dead.id, dead.attempt) == ("orders.dlq", sent.id, 1)
+    assert dead.headers == {"k": "v", "micro-dead-reason": "RuntimeError: failure 2"}
+
+
+async def test_a_later_attempt_that_succeeds_is_not_dead_lettered() -> None:
+    recorder = Recorder(failures=1)
+    await Redelivery(3, backoff=0.001).run(recorder.handle, envelope(2), recorder.dead_letter)
+    assert [e.attempt for e in recorder.seen] == [2, 3]
+    assert recorder.dead == []
+
+
+@pytest.mark.parametrize("delivered", [4, 9])
+async def test_delivered_more_than_max_attempts_is_dead_lettered_unhandled(
+    delivered: int,
+) -> None:
+    sent, recorder = envelope(delivered), Recorder(failures=0)
+    await Redelivery(3, backoff=0.001).run(recorder.handle, sent, recorder.dead_letter)
+    assert recorder.seen == []
+    (dead,) = recorder.dead
+    assert dead.headers["micro-dead-reason"] == (
+        f"delivered {delivered} times, max_attempts=3: its consumers died while handling it"
+    )
+
+
+async def test_undeliverable_is_dead_lettered_at_once_whatever_the_attempt() -> None:
+    seen: list[int] = []
+    dead: list[Envelope] = []
+
+    async def refuse(e: Envelope) -> None:
+        seen.append(e.attempt)
+        raise Undeliverable("garbage")
+
+    async def keep(e: Envelope) -> None:
+        dead.append(e)
+
+    await Redelivery(5, backoff=0.001).run(refuse, envelope(2), keep)
+    assert seen == [2]
+    assert [e.headers["micro-dead-reason"] for e in dead] == ["garbage"]
