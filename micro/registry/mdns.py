@@ -51,7 +51,7 @@ import sys
 import threading
 import weakref
 import zlib
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -78,6 +78,7 @@ T = TypeVar("T")
 MDNS_GROUP = ("224.0.0.251", 5353)
 SETTLE_QUIET = 0.1  # s without a new node before a cold lookup answers
 SETTLE_MAX = 0.5  # s a cold lookup waits at most
+ABSENT_WAIT = 1.0  # s from browsing's start a cold lookup of a name not seen waits for it
 REFRESH_AT = 0.75  # of a record's TTL: ask its owner again (RFC 6762 §5.2)
 RETRY_EVERY = 0.1  # of the TTL between further tries until it expires
 TOMBSTONE_SECONDS = 5.0  # copies of a withdrawn node still in flight are ignored
@@ -197,14 +198,32 @@ class MdnsRegistry:
         await self._call(self._withdraw(names))
 
     async def get_service(self, name: str) -> list[Service]:
+        """On a cold registry, a name not found when the answers settled is waited for
+        until ``ABSENT_WAIT`` after browsing began: on a busy machine its owner may
+        answer after the quiet period."""
         await self._warm()
+        found = self._named(name)
+        left = (self._began + ABSENT_WAIT * 1000 - current_time_millis()) / 1000
+        if found or left <= 0:
+            return found
+        events = self.watch(name)
+        try:
+            if not (found := self._named(name)):  # it may have come before the watch
+                with contextlib.suppress(asyncio.TimeoutError, StopAsyncIteration):
+                    await asyncio.wait_for(anext(events), left)
+                found = self._named(name)
+        finally:
+            await events.aclose()
+        return found
+
+    def _named(self, name: str) -> list[Service]:
         return [s for s in self._services() if s.name == name]
 
     async def list_services(self) -> list[Service]:
         await self._warm()
         return self._services()
 
-    def watch(self, service: str | None = None) -> AsyncIterator[Event]:
+    def watch(self, service: str | None = None) -> _Watch:
         """Changes from this call on (not from the first ``__anext__``), for one
         service or all; ends when the registry is closed. On a cold registry, the
         nodes found by the first query arrive as ``CREATE`` events."""

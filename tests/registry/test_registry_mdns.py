@@ -323,6 +323,18 @@ async def test_a_cold_lookup_does_not_block_the_event_loop(mdns: Open, name: str
     assert max(gaps) < 0.08, f"the loop stalled for {max(gaps):.3f} s"
 
 
+async def test_a_cold_lookup_waits_for_a_name_that_answers_late(mdns: Open, name: str) -> None:
+    reader, writer = mdns(), mdns()
+    await writer.list_services()  # the writer's own browsing is done before the test
+    lookup = asyncio.ensure_future(reader.get_service(name))
+    await reader.list_services()  # the reader has settled, without the name
+    assert not lookup.done()
+    await writer.register(service(name, "late"), 30)  # answers after the quiet period
+    found = await asyncio.wait_for(lookup, 5)
+    assert [n.id for s in found for n in s.nodes] == ["late"]
+    assert await reader.get_service(f"{name}-absent") == []  # warm now: no wait
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="IP_MULTICAST_ALL is Linux's")
 async def test_only_the_groups_joined_on_our_interfaces_are_heard(mdns: Open, name: str) -> None:
     """Linux hands a group's packets from every interface to every socket on the port
