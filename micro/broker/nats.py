@@ -70,6 +70,7 @@ from micro.broker.base import (
     BrokerError,
     Envelope,
     RawHandler,
+    new_id,
 )
 from micro.broker.redelivery import Redelivery
 
@@ -513,7 +514,7 @@ class _CoreSubscription(_Subscription):
 
     async def _handle(self, msg: Msg) -> None:
         try:
-            envelope = _envelope(self.topic, msg, lambda: uuid.uuid4().hex, time.time())
+            envelope = _envelope(self.topic, msg, new_id, time.time())
             await self.broker.redelivery.run(self.handler, envelope, self.broker._dead_letter)
         except Exception as e:  # the dead letter could not be published
             log.error("message of %s lost: %r", self.topic, e)

@@ -83,7 +83,7 @@ except ImportError:  # pragma: no cover - depends on the installed extras
     ) from None
 
 from micro import codec
-from micro.broker.base import BrokerError, Envelope, RawHandler
+from micro.broker.base import BrokerError, Envelope, RawHandler, new_id
 from micro.broker.redelivery import Redelivery
 
 log = logging.getLogger("micro.broker")
@@ -313,7 +313,7 @@ def incoming(message: AbstractIncomingMessage, topic: str) -> Envelope:
         message.body,
         message.content_type or codec.PROTOBUF,
         headers,
-        message.message_id or uuid.uuid4().hex,
+        message.message_id or new_id(),
         timestamp,
         attempt,
     )
