@@ -22,8 +22,13 @@ class Malformed(ValueError):
 
 def encode(one: Service) -> bytes:
     """``one`` (a service with a single node) as compact JSON."""
+    return json.dumps(document(one), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def document(one: Service) -> dict[str, Any]:
+    """``one`` (a service with a single node) as a JSON-ready dict."""
     (node,) = one.nodes
-    doc = {
+    return {
         "name": one.name,
         "version": one.version,
         "metadata": dict(one.metadata),
@@ -38,7 +43,6 @@ def encode(one: Service) -> bytes:
         ],
         "node": {"id": node.id, "address": node.address, "metadata": dict(node.metadata)},
     }
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def decode_entry(key: str, value: bytes, where: str) -> Service | None:
@@ -57,6 +61,11 @@ def decode(data: bytes) -> Service:
         doc = json.loads(data)
     except ValueError as e:
         raise Malformed(f"not JSON: {e}") from None
+    return from_document(doc)
+
+
+def from_document(doc: Any) -> Service:
+    """The service with one node that ``document`` made; ``Malformed`` otherwise."""
     if not isinstance(doc, dict):
         raise Malformed("not a JSON object")
     node = doc.get("node")
@@ -66,16 +75,16 @@ def decode(data: bytes) -> Service:
     if not isinstance(endpoints, list) or not all(isinstance(e, dict) for e in endpoints):
         raise Malformed("'endpoints' is not a list of objects")
     return Service(
-        name=_text(doc, "name"),
-        version=_text(doc, "version", ""),
+        name=text(doc, "name"),
+        version=text(doc, "version", ""),
         metadata=_labels(doc, "metadata"),
         endpoints=tuple(
             Endpoint(
-                _text(e, "name"), _text(e, "request"), _text(e, "response"), _labels(e, "metadata")
+                text(e, "name"), text(e, "request"), text(e, "response"), _labels(e, "metadata")
             )
             for e in endpoints
         ),
-        nodes=(Node(_text(node, "id"), _text(node, "address"), _labels(node, "metadata")),),
+        nodes=(Node(text(node, "id"), text(node, "address"), _labels(node, "metadata")),),
     )
 
 
@@ -91,7 +100,8 @@ def group(entries: list[Service]) -> list[Service]:
     return list(grouped.values())
 
 
-def _text(doc: dict[str, Any], key: str, default: str | None = None) -> str:
+def text(doc: dict[str, Any], key: str, default: str | None = None) -> str:
+    """``doc[key]``, a string (non-empty unless a ``default`` is given)."""
     value = doc.get(key, default)
     if not isinstance(value, str) or (default is None and not value):
         raise Malformed(f"{key!r} is missing or not a non-empty string")

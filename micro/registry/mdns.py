@@ -69,7 +69,9 @@ from zeroconf._dns import DNSQuestion, DNSText
 from zeroconf._protocol.incoming import DNSIncoming
 from zeroconf._protocol.outgoing import DNSOutgoing
 
-from micro.registry.base import Endpoint, Event, EventType, Node, RegistryError, Service
+from micro.registry.base import Event, EventType, RegistryError, Service
+from micro.registry.entry import Malformed, document, from_document
+from micro.registry.entry import text as string_field
 
 log = logging.getLogger("micro.registry")
 
@@ -90,10 +92,6 @@ _TYPE_TXT = 16
 _CLASS_IN = 1
 _FORMAT = b"1"
 _IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)  # Linux only
-
-
-class _Malformed(ValueError):
-    pass
 
 
 @dataclass
@@ -488,7 +486,7 @@ class MdnsRegistry:
             return []
         try:
             service, incarnation, seq = _decode(record.text)
-        except _Malformed as e:
+        except Malformed as e:
             self._warn(name, record.text, str(e))
             return []
         tomb = self._tombstones.get(name)
@@ -777,24 +775,7 @@ def _split_address(address: str) -> tuple[list[str], int]:
 
 
 def _encode(one: Service, incarnation: str, seq: int) -> bytes:
-    (node,) = one.nodes
-    doc = {
-        "name": one.name,
-        "version": one.version,
-        "metadata": dict(one.metadata),
-        "endpoints": [
-            {
-                "name": e.name,
-                "request": e.request,
-                "response": e.response,
-                "metadata": dict(e.metadata),
-            }
-            for e in one.endpoints
-        ],
-        "node": {"id": node.id, "address": node.address, "metadata": dict(node.metadata)},
-        "incarnation": incarnation,
-        "seq": seq,
-    }
+    doc = {**document(one), "incarnation": incarnation, "seq": seq}
     data = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
     encoding = b"json"
     if len(data) > COMPRESS_ABOVE:
@@ -824,12 +805,12 @@ def _decode(text: bytes) -> tuple[Service, str, int]:
         length = text[i]
         string = text[i + 1 : i + 1 + length]
         if len(string) != length:
-            raise _Malformed("truncated TXT record")
+            raise Malformed("truncated TXT record")
         key, _, value = string.partition(b"=")
         pairs.setdefault(key.lower(), value)
         i += 1 + length
     if pairs.get(b"micro") != _FORMAT:
-        raise _Malformed(f"not micro TXT format {_FORMAT.decode()}")
+        raise Malformed(f"not micro TXT format {_FORMAT.decode()}")
     chunks: list[bytes] = []
     while (chunk := pairs.get(b"d%d" % len(chunks))) is not None:
         chunks.append(chunk)
@@ -840,52 +821,17 @@ def _decode(text: bytes) -> tuple[Service, str, int]:
             inflater = zlib.decompressobj()
             data = inflater.decompress(data, 1 << 20)
         except zlib.error as e:
-            raise _Malformed(f"bad zlib data: {e}") from None
+            raise Malformed(f"bad zlib data: {e}") from None
         if inflater.unconsumed_tail:
-            raise _Malformed("payload too large")
+            raise Malformed("payload too large")
     elif encoding != b"json":
-        raise _Malformed(f"unknown encoding {encoding!r}")
+        raise Malformed(f"unknown encoding {encoding!r}")
     try:
         doc = json.loads(data)
     except ValueError as e:
-        raise _Malformed(f"payload is not JSON: {e}") from None
-    if not isinstance(doc, dict):
-        raise _Malformed("payload is not a JSON object")
-    node = doc.get("node")
-    if not isinstance(node, dict):
-        raise _Malformed("'node' is missing or not an object")
-    endpoints = doc.get("endpoints", [])
-    if not isinstance(endpoints, list) or not all(isinstance(e, dict) for e in endpoints):
-        raise _Malformed("'endpoints' is not a list of objects")
+        raise Malformed(f"payload is not JSON: {e}") from None
+    service = from_document(doc)
     seq = doc.get("seq", 0)
     if not isinstance(seq, int):
-        raise _Malformed("'seq' is not an integer")
-    service = Service(
-        name=_text(doc, "name"),
-        version=_text(doc, "version", ""),
-        metadata=_labels(doc, "metadata"),
-        endpoints=tuple(
-            Endpoint(
-                _text(e, "name"), _text(e, "request"), _text(e, "response"), _labels(e, "metadata")
-            )
-            for e in endpoints
-        ),
-        nodes=(Node(_text(node, "id"), _text(node, "address"), _labels(node, "metadata")),),
-    )
-    return service, _text(doc, "incarnation", ""), seq
-
-
-def _text(doc: dict[str, Any], key: str, default: str | None = None) -> str:
-    value = doc.get(key, default)
-    if not isinstance(value, str) or (default is None and not value):
-        raise _Malformed(f"{key!r} is missing or not a non-empty string")
-    return value
-
-
-def _labels(doc: dict[str, Any], key: str) -> dict[str, str]:
-    value = doc.get(key, {})
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise _Malformed(f"{key!r} is not a map of strings")
-    return value
+        raise Malformed("'seq' is not an integer")
+    return service, string_field(doc, "incarnation", ""), seq
