@@ -44,9 +44,7 @@ async def wait_for_nodes(client: micro.Client, count: int, limit: float = 10.0) 
 async def cli(env: dict[str, str], *command: str) -> None:
     """Run the `micro` CLI against the running instances, showing its output."""
     print(f"$ micro {shlex.join(command)}", flush=True)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "micro", *command, env=env
-    )
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "micro", *command, env=env)
     if await process.wait() != 0:
         raise SystemExit(f"micro {command[0]} failed")
 
