@@ -29,7 +29,11 @@ does not get ``max_attempts`` fresh attempts. Dead letters go to the stream of
 
 On the wire the body is the payload and the envelope travels in NATS headers:
 ``Nats-Msg-Id`` (the id; JetStream drops a re-published id within its duplicate
-window), ``Content-Type``, ``Micro-Timestamp`` and the envelope's own headers. Header
+window), ``Content-Type`` (left out for protobuf binary), ``Micro-Timestamp`` (in
+JetStream mode left out within a second of the publish: the time the stream stored
+the message stands for it, and a core subscriber of the subject takes the arrival
+time) and the envelope's own headers. Few headers, because nats-py writes and parses
+each one in Python: on a core message they cost more than everything else. Header
 names must be ASCII tokens, values one line without surrounding whitespace; both
 are checked at ``publish``. A message from a foreign client without them is handled
 as protobuf binary with an id derived from its stream position (or a fresh one).
@@ -72,7 +76,7 @@ from micro.broker.base import (
     RawHandler,
     new_id,
 )
-from micro.broker.redelivery import Redelivery
+from micro.broker.redelivery import Redelivery, start
 
 log = logging.getLogger("micro.broker")
 
@@ -81,6 +85,7 @@ CONTENT_TYPE_HEADER = "Content-Type"
 TIMESTAMP_HEADER = "Micro-Timestamp"
 _OURS = {CONTENT_TYPE_HEADER.lower(), TIMESTAMP_HEADER.lower()}
 
+FRESH = 1.0  # seconds: a message JetStream stores within them is timestamped by the stream
 _PULL_EXPIRES = 5.0  # seconds a pull request waits on the server for messages
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # what NATS allows in a header name
 _SAFE = re.compile(r"[A-Za-z0-9-]")
@@ -116,8 +121,11 @@ def _user_header(key: str) -> bool:
     return bool(_TOKEN.fullmatch(key)) and not lower.startswith("nats-") and lower not in _OURS
 
 
-def _headers(envelope: Envelope) -> dict[str, str]:
-    headers = {ID_HEADER: envelope.id, TIMESTAMP_HEADER: repr(envelope.timestamp)}
+def _headers(envelope: Envelope, stored: bool) -> dict[str, str]:
+    """The NATS headers of ``envelope``; ``stored``: JetStream timestamps it."""
+    headers = {ID_HEADER: envelope.id}
+    if not stored or time.time() - envelope.timestamp > FRESH:  # a dead letter keeps its own
+        headers[TIMESTAMP_HEADER] = repr(envelope.timestamp)
     if envelope.content_type != codec.PROTOBUF:  # the default needs no header
         headers[CONTENT_TYPE_HEADER] = envelope.content_type
     for key, value in envelope.headers.items():
@@ -328,7 +336,7 @@ class NatsBroker:
     async def publish(self, envelope: Envelope) -> None:
         nc = self._connection()
         subject = _check_topic(envelope.topic)
-        headers = _headers(envelope)
+        headers = _headers(envelope, self.jetstream)
         try:
             if not self.jetstream:
                 await nc.publish(subject, envelope.body, headers=headers)
@@ -468,15 +476,15 @@ class _Subscription:
         self.queue = queue
         self.handler = handler
         self._slots = asyncio.Semaphore(broker.concurrency)
-        self._loop = asyncio.get_running_loop()
         self._running: set[asyncio.Task[None]] = set()
         self._sub: _NatsSubscription | None = None
         self._stopping = False
 
     def _spawn(self, work: Coroutine[None, None, None]) -> None:
-        task = self._loop.create_task(work)
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        task = start(work)  # most deliveries finish at once, without a task
+        if task is not None:
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     async def _stop_receiving(self) -> None:
         """Stop taking messages; those already here are still handled. Returns once

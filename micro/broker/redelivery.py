@@ -10,10 +10,12 @@ attempts, and one delivered more often than that is dead-lettered unhandled.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import replace
+from typing import Any
 
 from micro.broker.base import (
     DEAD_LETTER_SUFFIX,
@@ -46,16 +48,36 @@ class Redelivery:
         """Handle ``envelope``, attempts ``envelope.attempt`` to ``max_attempts``;
         returns once it was handled or dead-lettered (raises only if the dead letter
         could not be published)."""
-        first = envelope.attempt
-        if first > self.max_attempts:
+        attempt = envelope.attempt
+        if attempt > self.max_attempts:
             reason = (
-                f"delivered {first} times, max_attempts={self.max_attempts}: "
+                f"delivered {attempt} times, max_attempts={self.max_attempts}: "
                 "its consumers died while handling it"
             )
         else:
-            reason = await self._attempts(handler, envelope)
-            if not reason:
-                return
+            while True:  # one frame, not a helper coroutine: this runs for every message
+                try:
+                    await handler(envelope)
+                    return
+                except Undeliverable as e:
+                    reason = str(e) or type(e).__name__
+                    break
+                except Exception as e:
+                    reason = f"{type(e).__name__}: {e}"
+                    log.warning(
+                        "handler of %s failed on message %s (attempt %d of %d): %s",
+                        envelope.topic,
+                        envelope.id,
+                        attempt,
+                        self.max_attempts,
+                        reason,
+                    )
+                    if attempt >= self.max_attempts:
+                        break
+                cap = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+                await asyncio.sleep(random.uniform(cap / 2, cap))
+                attempt += 1
+                envelope = replace(envelope, attempt=attempt)
         if envelope.topic.endswith(DEAD_LETTER_SUFFIX):  # no dead letters of dead letters
             log.error("dropping dead letter %s of %s: %s", envelope.id, envelope.topic, reason)
             return
@@ -69,28 +91,52 @@ class Redelivery:
             )
         )
 
-    async def _attempts(self, handler: RawHandler, envelope: Envelope) -> str:
-        """Why the message could not be handled; empty once it was."""
-        attempt = envelope.attempt
+
+def start(work: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+    """Run ``work`` (a delivery) at once up to where it first waits, and on from there
+    in a task; None if it finished without waiting.
+
+    Most handlers of small messages never wait, and a task per message costs about
+    as much as the rest of the delivery: this is Python 3.12's eager task start, for
+    3.10 on. The first step runs in a context of its own, which the task carries on,
+    so context variables a handler sets do not leak into the caller's.
+    """
+    context = contextvars.copy_context()
+    try:
+        awaited = context.run(work.send, None)
+    except StopIteration:
+        return None
+    # A new task copies the current context: inside ``context.run``, that is ``context``.
+    loop = asyncio.get_running_loop()
+    return context.run(loop.create_task, _resume(work, awaited))
+
+
+async def _resume(work: Coroutine[Any, Any, None], awaited: Any) -> None:
+    await _Resumed(work, awaited)
+
+
+class _Resumed:
+    """Awaitable: a coroutine already started by hand, continued by whoever awaits
+    this (a task) from the future it was waiting on."""
+
+    __slots__ = ("awaited", "work")
+
+    def __init__(self, work: Coroutine[Any, Any, None], awaited: Any) -> None:
+        self.work = work
+        self.awaited = awaited
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        work, awaited = self.work, self.awaited
         while True:
             try:
-                await handler(envelope)
-                return ""
-            except Undeliverable as e:
-                return str(e) or type(e).__name__
-            except Exception as e:
-                reason = f"{type(e).__name__}: {e}"
-                log.warning(
-                    "handler of %s failed on message %s (attempt %d of %d): %s",
-                    envelope.topic,
-                    envelope.id,
-                    attempt,
-                    self.max_attempts,
-                    reason,
-                )
-                if attempt >= self.max_attempts:
-                    return reason
-                cap = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-                await asyncio.sleep(random.uniform(cap / 2, cap))
-                attempt += 1
-                envelope = replace(envelope, attempt=attempt)
+                sent = yield awaited
+            except BaseException as e:  # cancelled (or closed): hand it on to the work
+                try:
+                    awaited = work.throw(e)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    awaited = work.send(sent)
+                except StopIteration:
+                    return

@@ -61,7 +61,7 @@ except ImportError:  # pragma: no cover - depends on the installed extras
 
 from micro import codec
 from micro.broker.base import BrokerError, Envelope, RawHandler, Undeliverable
-from micro.broker.redelivery import Redelivery
+from micro.broker.redelivery import Redelivery, start
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class _Subscription:
         self._last_id: bytes | str = "0-0"  # broadcast: the last entry seen
         self._cursor: bytes | str = "0-0"  # group: where the pending-entry scan goes on
         self._next_claim = 0.0
-        self._inflight: dict[bytes, asyncio.Task[None]] = {}
+        self._inflight: dict[bytes, asyncio.Task[None] | None] = {}  # None: not waiting yet
         self._room = asyncio.Event()
         self._room.set()
         self._stop = asyncio.Event()
@@ -209,7 +209,8 @@ class _Subscription:
         self._room.set()
         await self._interrupt_reader()
         if self._inflight:
-            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+            running = [task for task in self._inflight.values() if task is not None]
+            await asyncio.gather(*running, return_exceptions=True)
         self._ack_wanted.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.queue is not None:
@@ -289,10 +290,8 @@ class _Subscription:
                     return
                 pause = min(pause * 2, RETRY_PAUSE[1])
                 continue
-            for entry, fields, attempt in entries:
+            for entry, fields, attempt in entries:  # quick handlers finish here: acked next read
                 self._dispatch(entry, fields, attempt)
-            if self.queue is not None:
-                await asyncio.sleep(0)  # let the handlers start: quick ones finish, to be acked
 
     async def _recreate_group(self) -> bool:
         """The server lost the group (restarted without persistence, say): create it
@@ -365,8 +364,10 @@ class _Subscription:
         return [(entry, fields, delivered.get(entry, 2)) for entry, fields in entries]
 
     def _dispatch(self, entry: bytes, fields: Fields, attempt: int) -> None:
-        task = asyncio.get_running_loop().create_task(self._handle(entry, fields, attempt))
-        self._inflight[entry] = task
+        self._inflight[entry] = None  # handling: ``_handle`` removes it when done
+        task = start(self._handle(entry, fields, attempt))  # most finish at once
+        if task is not None:
+            self._inflight[entry] = task
         if len(self._inflight) >= self.broker.concurrency:
             self._room.clear()
 

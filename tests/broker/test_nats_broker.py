@@ -337,6 +337,33 @@ async def test_a_foreign_message_without_envelope_headers_is_handled(
 
 
 @pytest.mark.parametrize("mode", MODES)
+async def test_timestamps_come_from_the_header_or_the_stream(
+    nats_server: NatsServer, topic: str, mode: str
+) -> None:
+    """Core mode carries every timestamp in a header. JetStream leaves it out for a
+    fresh message (the stream's time stands for it) and keeps an old one's, a
+    republished dead letter's say."""
+    opener = Opener(nats_server.url, mode)
+    try:
+        subscriber, publisher = await opener(), await opener()
+        got: asyncio.Queue[Envelope] = asyncio.Queue()
+        await subscriber.subscribe(topic, got.put, queue="workers")
+        fresh = Envelope(topic, b"fresh", "application/protobuf")
+        old = Envelope(topic, b"old", "application/protobuf", timestamp=fresh.timestamp - 3600)
+        await publisher.publish(fresh)
+        await publisher.publish(old)
+        first, second = [await asyncio.wait_for(got.get(), contract.WAIT) for _ in range(2)]
+    finally:
+        await opener.close()
+    assert (first.body, second.body) == (b"fresh", b"old")
+    if mode == "jetstream":
+        assert abs(first.timestamp - fresh.timestamp) < 1.0
+    else:
+        assert first.timestamp == fresh.timestamp
+    assert second.timestamp == old.timestamp
+
+
+@pytest.mark.parametrize("mode", MODES)
 async def test_unreachable_address_fails_fast_naming_it(mode: str, unused_port: int) -> None:
     first, second = f"nats://127.0.0.1:{unused_port}", f"nats://127.0.0.1:{free_port()}"
     broker = NatsBroker(f"{first}, {second}", jetstream=mode == "jetstream")

@@ -1,15 +1,18 @@
 """Redelivery on its own: attempts count on from the envelope's (the server's
-delivery count), and a message delivered too often is dead-lettered unhandled."""
+delivery count), and a message delivered too often is dead-lettered unhandled; and
+``start``, which runs a delivery without a task until it has to wait."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 
 import pytest
 
 from micro import codec
 from micro.broker import Envelope, Undeliverable
-from micro.broker.redelivery import Redelivery
+from micro.broker.redelivery import Redelivery, start
 
 
 class Recorder:
@@ -94,3 +97,72 @@ async def test_undeliverable_is_dead_lettered_at_once_whatever_the_attempt() -> 
     await Redelivery(5, backoff=0.001).run(refuse, envelope(2), keep)
     assert seen == [2]
     assert [e.headers["micro-dead-reason"] for e in dead] == ["garbage"]
+
+
+# -- start: a delivery runs at once, in a task only from where it first waits ---------
+
+seen_in_handler: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="caller")
+
+
+async def test_a_delivery_that_never_waits_needs_no_task() -> None:
+    done: list[str] = []
+
+    async def quick() -> None:
+        seen_in_handler.set("handler")
+        done.append("handled")
+
+    assert start(quick()) is None
+    assert done == ["handled"]  # before start returned
+    assert seen_in_handler.get() == "caller"  # the handler's context is its own
+
+
+async def test_a_delivery_that_waits_goes_on_in_a_task() -> None:
+    release = asyncio.Event()
+    steps: list[str] = []
+
+    async def slow() -> None:
+        seen_in_handler.set("handler")
+        steps.append("started")
+        await release.wait()
+        await asyncio.sleep(0)  # a bare yield on the way
+        steps.append(f"finished in {seen_in_handler.get()}")
+
+    task = start(slow())
+    assert task is not None
+    assert steps == ["started"]
+    release.set()
+    await asyncio.wait_for(task, 5)
+    assert steps == ["started", "finished in handler"]
+    assert seen_in_handler.get() == "caller"
+
+
+async def test_cancelling_the_task_cancels_the_delivery() -> None:
+    cleaned = asyncio.Event()
+
+    async def stuck() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned.set()
+
+    task = start(stuck())
+    assert task is not None
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleaned.is_set()
+
+
+async def test_the_result_of_an_awaited_future_reaches_the_delivery() -> None:
+    future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    got: list[int] = []
+
+    async def waits_for_value() -> None:
+        got.append(await future)
+
+    task = start(waits_for_value())
+    assert task is not None
+    future.set_result(42)
+    await asyncio.wait_for(task, 5)
+    assert got == [42]
