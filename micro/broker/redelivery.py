@@ -102,12 +102,15 @@ def start(work: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
     so context variables a handler sets do not leak into the caller's.
     """
     context = contextvars.copy_context()
+    loop = asyncio.get_running_loop()
     try:
         awaited = context.run(work.send, None)
     except StopIteration:
         return None
+    except Exception as e:  # reported as a failed task's would be, not raised to the reader
+        loop.call_exception_handler({"message": "a broker delivery failed", "exception": e})
+        return None
     # A new task copies the current context: inside ``context.run``, that is ``context``.
-    loop = asyncio.get_running_loop()
     return context.run(loop.create_task, _resume(work, awaited))
 
 

@@ -166,3 +166,20 @@ async def test_the_result_of_an_awaited_future_reaches_the_delivery() -> None:
     future.set_result(42)
     await asyncio.wait_for(task, 5)
     assert got == [42]
+
+
+async def test_a_delivery_that_fails_at_once_is_reported_not_raised() -> None:
+    """As a task's exception would be: to the loop's handler, so the reader that
+    started it goes on."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+
+        async def broken() -> None:
+            raise RuntimeError("bug")
+
+        assert start(broken()) is None
+    finally:
+        loop.set_exception_handler(None)
+    assert [str(c["exception"]) for c in reported] == ["bug"]
