@@ -27,12 +27,11 @@ def encode(message: Message, content_type: str = PROTOBUF) -> bytes:
 
 
 def decode(data: bytes, kind: type[M], content_type: str = PROTOBUF) -> M:
-    name = kind.DESCRIPTOR.full_name
     try:
         if content_type == PROTOBUF:
             return kind.FromString(data)
         if content_type == JSON:
             return json_format.Parse(data, kind())
     except (DecodeError, json_format.ParseError, UnicodeDecodeError) as e:
-        raise CodecError(f"not a valid {name} ({content_type}): {e}") from None
-    raise CodecError(f"unknown content type {content_type!r} for {name}")
+        raise CodecError(f"not a valid {kind.DESCRIPTOR.full_name} ({content_type}): {e}") from None
+    raise CodecError(f"unknown content type {content_type!r} for {kind.DESCRIPTOR.full_name}")

@@ -25,7 +25,7 @@ from micro.broker.base import (
     RawHandler,
     Undeliverable,
 )
-from micro.context import current
+from micro.context import Context, current
 
 M = TypeVar("M", bound=Message)
 
@@ -82,17 +82,17 @@ class Publisher(Generic[M]):
         self.topic = topic
         self.kind = kind
         self.content_type = content_type
+        self._type = kind.DESCRIPTOR.full_name
 
     async def publish(self, message: M, headers: Mapping[str, str] | None = None) -> str:
         """Publish one message; returns its id."""
         if not isinstance(message, self.kind):
-            raise TypeError(
-                f"{self.topic} carries {self.kind.DESCRIPTOR.full_name}, "
-                f"not {type(message).__name__}"
-            )
-        all_headers = dict(_inherited())
-        all_headers.update(headers or {})
-        all_headers[TYPE_HEADER] = self.kind.DESCRIPTOR.full_name
+            raise TypeError(f"{self.topic} carries {self._type}, not {type(message).__name__}")
+        ctx = current()
+        all_headers = {} if ctx is None else _inherited(ctx)
+        if headers:
+            all_headers.update(headers)
+        all_headers[TYPE_HEADER] = self._type
         envelope = Envelope(
             self.topic, codec.encode(message, self.content_type), self.content_type, all_headers
         )
@@ -100,10 +100,7 @@ class Publisher(Generic[M]):
         return envelope.id
 
 
-def _inherited() -> dict[str, str]:
-    ctx = current()
-    if ctx is None:
-        return {}
+def _inherited(ctx: Context) -> dict[str, str]:
     headers = {k: v for k, v in ctx.propagated if isinstance(v, str)}
     remaining = ctx.time_remaining()
     if remaining is not None:
@@ -136,24 +133,21 @@ def typed(handler: EventHandler) -> RawHandler:
     handlers in a worker thread)."""
     kind = message_type(handler)
     blocking = not inspect.iscoroutinefunction(handler)
+    name = "" if kind is Envelope else kind.DESCRIPTOR.full_name  # type: ignore[union-attr]
 
     async def deliver(envelope: Envelope) -> None:
-        message = envelope if kind is Envelope else _decode(envelope, kind)  # type: ignore[arg-type]
-        ctx = EventContext(envelope)
+        message: Message | Envelope = envelope
+        if name:
+            sent = envelope.headers.get(TYPE_HEADER, name)
+            if sent != name:
+                raise Undeliverable(f"expected {name}, got {sent}")
+            try:
+                message = codec.decode(envelope.body, kind, envelope.content_type)  # type: ignore[type-var]
+            except codec.CodecError as e:
+                raise Undeliverable(str(e)) from None
         if blocking:
-            await asyncio.to_thread(handler, message, ctx)
+            await asyncio.to_thread(handler, message, EventContext(envelope))
         else:
-            await handler(message, ctx)  # type: ignore[misc]
+            await handler(message, EventContext(envelope))  # type: ignore[misc]
 
     return deliver
-
-
-def _decode(envelope: Envelope, kind: type[Message]) -> Message:
-    name = kind.DESCRIPTOR.full_name
-    sent = envelope.headers.get(TYPE_HEADER, name)
-    if sent != name:
-        raise Undeliverable(f"expected {name}, got {sent}")
-    try:
-        return codec.decode(envelope.body, kind, envelope.content_type)
-    except codec.CodecError as e:
-        raise Undeliverable(str(e)) from None

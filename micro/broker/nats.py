@@ -475,10 +475,17 @@ class _Subscription:
         self.topic = topic
         self.queue = queue
         self.handler = handler
-        self._slots = asyncio.Semaphore(broker.concurrency)
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Task[None]] = set()  # deliveries that had to wait
         self._sub: _NatsSubscription | None = None
         self._stopping = False
+
+    async def _room(self) -> None:
+        """Wait while ``concurrency`` deliveries are under way (callers check that
+        first: most messages find room); later messages wait in the client's buffer
+        meanwhile. A delivery that finished at once took no room: only those that
+        became tasks count."""
+        while len(self._running) >= self.broker.concurrency:
+            await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
 
     def _spawn(self, work: Coroutine[None, None, None]) -> None:
         task = start(work)  # most deliveries finish at once, without a task
@@ -517,7 +524,8 @@ class _CoreSubscription(_Subscription):
         await settle(nc, self.broker.request_timeout)  # the server has it before we return
 
     async def _on_message(self, msg: Msg) -> None:
-        await self._slots.acquire()  # full: later messages wait in the client's buffer
+        if len(self._running) >= self.broker.concurrency:
+            await self._room()
         self._spawn(self._handle(msg))
 
     async def _handle(self, msg: Msg) -> None:
@@ -526,8 +534,6 @@ class _CoreSubscription(_Subscription):
             await self.broker.redelivery.run(self.handler, envelope, self.broker._dead_letter)
         except Exception as e:  # the dead letter could not be published
             log.error("message of %s lost: %r", self.topic, e)
-        finally:
-            self._slots.release()
 
     async def unsubscribe(self) -> None:
         self.broker._subscriptions.discard(self)
@@ -615,7 +621,8 @@ class _PullSubscription(_Subscription):
             with contextlib.suppress(nats.errors.Error):
                 await msg.nak()  # to another subscriber, now
             return
-        await self._slots.acquire()
+        if len(self._running) >= self.broker.concurrency:
+            await self._room()
         self._took_one()
         held = _Held(msg)
         self._held.add(held)
@@ -663,7 +670,6 @@ class _PullSubscription(_Subscription):
             )
         finally:
             self._held.discard(held)
-            self._slots.release()
             await self._pull()
 
     async def _keep_alive(self) -> None:
