@@ -182,6 +182,7 @@ class _Subscription:
         self._stop = asyncio.Event()
         self._acks: list[bytes] = []
         self._ack_wanted = asyncio.Event()
+        self._reading = False  # the group reader is in its XACK/XREADGROUP round trips
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
 
@@ -312,6 +313,13 @@ class _Subscription:
         return entries
 
     async def _read_group(self, count: int) -> list[tuple[bytes, Fields, int]]:
+        self._reading = True
+        try:
+            return await self._read_group_once(count)
+        finally:
+            self._reading = False
+
+    async def _read_group_once(self, count: int) -> list[tuple[bytes, Fields, int]]:
         if self._acks:  # ack what finished before reading on: one XACK per read, as by hand
             done, self._acks = self._acks, []
             try:
@@ -398,7 +406,8 @@ class _Subscription:
             return
         if self.queue is not None:
             self._acks.append(entry)
-            self._ack_wanted.set()
+            if self._reading:  # else the reader takes it along before its next read
+                self._ack_wanted.set()
 
     async def _ack_loop(self) -> None:
         """XACK what finished while the reader waits in its BLOCK (it acks the rest
