@@ -1,7 +1,10 @@
 """Shared by DNS tests: dnsmasq on a free loopback UDP port.
 
-A records come from a hosts file that dnsmasq re-reads on SIGHUP (``reload``); SRV
-records are fixed at start (dnsmasq reads ``--srv-host`` only then).
+A records come from a hosts file that dnsmasq re-reads on SIGHUP (``reload``). SRV
+records come from ``--srv-host``, which dnsmasq reads only at start (SIGHUP re-reads
+hosts files, never its configuration; dnsmasq 2.90 has no file or directory of SRV
+records it watches), so a new SRV set means a new dnsmasq on the same port
+(``restart``).
 """
 
 from __future__ import annotations
@@ -40,12 +43,16 @@ class Dnsmasq:
     def __init__(
         self, workdir: Path, hosts: Mapping[str, Sequence[str]], srv: Sequence[str]
     ) -> None:
-        assert DNSMASQ is not None
         self.hosts_file = workdir / "hosts"
         self.write_hosts(hosts)
         self.port = free_udp_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
+        self.process = self._spawn(srv)
+        self._await_read()  # the hosts file is read after the socket is bound
+
+    def _spawn(self, srv: Sequence[str]) -> subprocess.Popen[str]:
+        assert DNSMASQ is not None
+        return subprocess.Popen(
             [
                 DNSMASQ,
                 "--keep-in-foreground",
@@ -68,7 +75,6 @@ class Dnsmasq:
             stderr=subprocess.PIPE,
             text=True,
         )
-        self._await_read()  # the hosts file is read after the socket is bound
 
     def write_hosts(self, hosts: Mapping[str, Sequence[str]]) -> None:
         lines = [f"{ip} {name}.{DOMAIN}\n" for name, ips in hosts.items() for ip in ips]
@@ -78,6 +84,14 @@ class Dnsmasq:
         """Rewrite the hosts file and return once dnsmasq has re-read it."""
         self.write_hosts(hosts)
         self.process.send_signal(signal.SIGHUP)
+        await asyncio.to_thread(self._await_read)
+
+    async def restart(self, srv: Sequence[str]) -> None:
+        """Stop dnsmasq and start it again on the same port with the SRV records
+        ``srv`` (same hosts file); return once it answers. Queries sent in between
+        are refused (ICMP port unreachable)."""
+        self.stop()
+        self.process = self._spawn(srv)
         await asyncio.to_thread(self._await_read)
 
     def _await_read(self) -> None:
