@@ -10,12 +10,13 @@ import sys
 import time
 from collections.abc import Callable
 
+import nats
 import pytest
 from nats_support import NatsServer
 from registry_support import next_event, nodes_by_version, service, summary
 
 from micro.registry import EventType, Node, RegistryError
-from micro.registry.nats import NatsRegistry
+from micro.registry.nats import NatsRegistry, _part
 
 pytestmark = pytest.mark.backend
 
@@ -112,21 +113,28 @@ async def test_garbage_entries_are_skipped(
     registry = nats_registry()
     await registry.register(service(name, "good"), 30)
     events = registry.watch()
-    import nats
-
+    bad1, bad2 = f"{_part(name)}.{_part('bad1')}", f"{_part(name)}.{_part('bad2')}"
     nc = await nats.connect(registry.servers)
-    kv = await nc.jetstream().key_value(registry.bucket)
-    from micro.registry.nats import _part
-
-    with caplog.at_level(logging.WARNING):
-        await kv.put(f"{_part(name)}.{_part('bad1')}", b"{not json")
-        await kv.put(f"{_part(name)}.{_part('bad2')}", b'{"name": "x"}')
-        await kv.put("garbage", b"[]")
-        await registry.register(service(name, "good2"), 30)
-        assert summary(await next_event(events, 2)) == (C, name, ("good2",))
-        assert nodes_by_version(await registry.get_service(name)) == {"1.0": {"good", "good2"}}
-    await nc.close()
-    assert "malformed" in caplog.text
+    try:
+        kv = await nc.jetstream().key_value(registry.bucket)
+        with caplog.at_level(logging.WARNING):
+            await kv.put(bad1, b"{not json")
+            await kv.put(bad2, b'{"name": "x"}')
+            await kv.put("garbage", b"[]")
+            await registry.register(service(name, "good2"), 30)
+            # The watch skipped the three and goes on; so do lookups and listings.
+            assert summary(await next_event(events, 2)) == (C, name, ("good2",))
+            assert nodes_by_version(await registry.get_service(name)) == {"1.0": {"good", "good2"}}
+            assert {s.name for s in await registry.list_services()} == {name}
+    finally:
+        await nc.close()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"NATS registry: skipping malformed entry {bad1!r}: not JSON" in caplog.text
+    assert (
+        f"NATS registry: skipping malformed entry {bad2!r}: 'node' is missing or not an object"
+        in warned
+    )
+    assert "NATS registry: skipping malformed entry 'garbage': not a JSON object" in warned
 
 
 async def test_wrong_address_fails_fast_naming_it() -> None:
