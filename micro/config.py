@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 REGISTRIES = ("mdns", "memory", "dns", "nats", "etcd")
@@ -79,6 +79,12 @@ class Config:
     registry: str = "mdns"
     registry_address: tuple[str, ...] = ()
     registry_domain: str = "svc.cluster.local"  # where the dns registry looks names up
+    # etcd: sign-in, and TLS from PEM files (EtcdRegistry's ca_file, cert_file, key_file)
+    registry_username: str | None = None
+    registry_password: str | None = field(default=None, repr=False)
+    registry_tls_ca: str | None = None
+    registry_tls_cert: str | None = None
+    registry_tls_key: str | None = None
     broker: str = "grpc"
     broker_address: tuple[str, ...] = ()
     server_address: str = "127.0.0.1:0"
@@ -131,6 +137,11 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "registry": _one_of(*REGISTRIES),
     "registry_address": _addresses,
     "registry_domain": str,
+    "registry_username": str,
+    "registry_password": str,
+    "registry_tls_ca": str,
+    "registry_tls_cert": str,
+    "registry_tls_key": str,
     "broker": _one_of(*BROKERS),
     "broker_address": _addresses,
     "server_address": _address,

