@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from micro import errors
 from micro.broker import BrokerError
@@ -33,8 +34,16 @@ Run `micro COMMAND --help` for a command's options and examples.
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line too (argparse prints the whole usage), exit code 2
+    as argparse's; subcommands' parsers are of this class as well."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog="micro",
         description="micro-grpc: generate, run and call gRPC micro services.",
         epilog=EXAMPLES,
@@ -50,12 +59,17 @@ def parser() -> argparse.ArgumentParser:
     call.add_parsers(commands, shared)
     pubsub.add_parsers(commands, shared)
     completion.add_parser(commands, top)
+    for command in commands.choices.values():
+        command.set_defaults(command_parser=command)
     top.set_defaults(log_level="CRITICAL")  # `micro run` shows its service's warnings
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+    top = parser()
+    args, unknown = top.parse_known_args(argv)
+    if unknown:  # said by the command's parser, which knows its own --help
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     # Library warnings (a registry retrying, say) would break the one-line contract;
     # MICRO_LOG_LEVEL shows them when wanted.
     level = os.environ.get("MICRO_LOG_LEVEL", "").upper() or args.log_level

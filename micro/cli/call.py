@@ -1,8 +1,9 @@
 """``micro call`` and ``micro stream``: any method of any service, JSON in and out.
 
-The method's message types come from server reflection on a node of the service;
-the call itself goes through ``micro.Client`` (discovery, node selection, retries,
-deadlines) exactly as generated code would make it.
+The method's message types come from server reflection on a node of the service,
+and the call goes to nodes of that node's version; the call itself goes through
+``micro.Client`` (discovery, node selection, retries, deadlines) exactly as generated
+code would make it.
 """
 
 from __future__ import annotations
@@ -38,14 +39,15 @@ STREAM = """\
 examples:
   micro stream greeter Greeter.LotsOfReplies '{"name": "Ada"}'        server streaming
   micro stream greeter Greeter.LotsOfGreetings '{"name": "a"}' '{"name": "b"}'
-  printf '{"name":"a"}\\n{"name":"b"}\\n' | micro stream greeter Greeter.Chat
-Requests: the JSON arguments, or else JSON lines on stdin. Replies: one JSON line each.
+  printf '{"name":"a"}\\n{"name":"b"}\\n' | micro stream greeter Greeter.Chat --json
+Requests: the JSON arguments, or else JSON lines on stdin, sent as they are read.
+Replies: each printed as it arrives, as indented JSON; with --json, one JSON line each.
 """
 
 
 def _call_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("service", help="registered service name")
-    parser.add_argument("method", help="Service.Method or pkg.Service.Method")
+    parser.add_argument("service", metavar="SERVICE", help="registered service name")
+    parser.add_argument("method", metavar="METHOD", help="Service.Method or pkg.Service.Method")
     parser.add_argument("--version", help="only nodes of this version")
     parser.add_argument("--address", metavar="HOST:PORT", help="call this node, no registry")
     parser.add_argument("--timeout", type=float, metavar="SECONDS", help="call deadline")
@@ -77,13 +79,13 @@ def add_parsers(commands: Any, shared: argparse.ArgumentParser) -> None:
     stream = commands.add_parser(
         "stream",
         parents=[shared],
-        help="call a streaming method: JSON lines in and out",
+        help="call a streaming method: JSON requests in, replies as they arrive",
         description="Call a server, client or bidi streaming method.",
         epilog=STREAM,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _call_options(stream)
-    stream.add_argument("requests", nargs="*", metavar="REQUEST", help="JSON requests")
+    stream.add_argument("requests", nargs="*", default=[], metavar="REQUEST", help="JSON requests")
     stream.set_defaults(run=lambda args: common.run(_stream(args)))
 
 
@@ -119,27 +121,34 @@ class _Dynamic(Stub):
         return replies
 
 
-async def resolve(client: Client, args: argparse.Namespace) -> Method[Any, Any]:
+async def resolve(client: Client, args: argparse.Namespace) -> tuple[Method[Any, Any], str | None]:
     """The method named on the command line, read from the reflection of a node the
-    call could go to (``--address``, or a node of ``--version`` from the registry)."""
+    call could go to (``--address``, or a node of ``--version`` from the registry),
+    and that node's version. Versions of a service may differ in their messages, so
+    the call then goes only to nodes of that version: the request is encoded, and the
+    reply decoded, with the types of the version that will answer."""
     config = client.config
     if args.address:
-        addresses = [args.address]
+        candidates = {args.address: args.version}
     else:
         services = await common.asking(config, lambda: client.registry.get_service(args.service))
         if not services:
             raise CliError(f"service {args.service!r} not found in the {common.where(config)}")
-        addresses = [n.address for n in matching_nodes(services, version=args.version)]
-        if not addresses:
+        candidates = {}
+        for service in services:
+            for node in matching_nodes([service], version=args.version):
+                candidates.setdefault(node.address, service.version)
+        if not candidates:
             versions = ", ".join(sorted(s.version or "''" for s in services))
             raise CliError(
                 f"service {args.service!r} has no node of version {args.version!r} "
                 f"(versions: {versions})"
             )
     failure: CliError | None = None
-    for address in addresses[:REFLECT_ON]:
+    for address, version in list(candidates.items())[:REFLECT_ON]:
         try:
-            return await asyncio.to_thread(_reflect, address, args.method, args.timeout)
+            method = await asyncio.to_thread(_reflect, address, args.method, args.timeout)
+            return method, version
         except CliError as e:
             if "reflection of" not in str(e):  # an answer, not an unreachable node
                 raise
@@ -157,22 +166,27 @@ def _reflect(address: str, name: str, timeout: float | None) -> Method[Any, Any]
         node.close()
 
 
-def _options(args: argparse.Namespace) -> tuple[CallOptions, Metadata]:
+def _check(args: argparse.Namespace) -> Metadata:
+    """Fails on bad flags before any lookup; the request metadata."""
     if args.retries is not None and args.retries < 0:
         raise CliError(f"--retries {args.retries}: expected 0 or more")
     if args.timeout is not None and args.timeout <= 0:
         raise CliError(f"--timeout {args.timeout}: expected a positive number of seconds")
-    options = CallOptions(version=args.version, address=args.address, retries=args.retries)
-    return options, common.pairs(args.metadata, "-m")
+    return common.pairs(args.metadata, "-m")
+
+
+def _options(args: argparse.Namespace, version: str | None) -> CallOptions:
+    return CallOptions(version=version, address=args.address, retries=args.retries)
 
 
 async def _call(args: argparse.Namespace) -> int:
-    options, metadata = _options(args)
+    metadata = _check(args)
     text = sys.stdin.read() if args.request == "-" else args.request
     where = "stdin" if args.request == "-" else "the request argument"
     data = reflect.loads(text, where)  # bad JSON fails before any lookup
     async with Client(config=common.config(args)) as client:
-        method = await resolve(client, args)
+        method, version = await resolve(client, args)
+        options = _options(args, version)
         if method.client_streaming or method.server_streaming:
             raise CliError(f"{method.path[1:]} is {reflect.kind_name(method)}: use micro stream")
         request = reflect.fill(method.request, data, where)
@@ -189,10 +203,12 @@ async def _call(args: argparse.Namespace) -> int:
 
 
 async def _stream(args: argparse.Namespace) -> int:
-    options, metadata = _options(args)
+    metadata = _check(args)
+    show = output.line if args.json else output.emit
     given = [reflect.loads(t, f"request argument {i + 1}") for i, t in enumerate(args.requests)]
     async with Client(config=common.config(args)) as client:
-        method = await resolve(client, args)
+        method, version = await resolve(client, args)
+        options = _options(args, version)
         if not (method.client_streaming or method.server_streaming):
             raise CliError(f"{method.path[1:]} is unary: use micro call")
         stub = _Dynamic(args.service, client)
@@ -213,10 +229,10 @@ async def _stream(args: argparse.Namespace) -> int:
         try:
             if method.server_streaming:
                 async for reply in stub.streaming(method, request, args.timeout, metadata, options):
-                    output.line(output.message(reply))
+                    show(output.message(reply))
             else:
                 reply = await stub.unary(method, request, args.timeout, metadata, options)
-                output.line(output.message(reply))
+                show(output.message(reply))
         except (errors.Error, asyncio.CancelledError) as e:
             if bad:  # grpc cancelled the call because the input was bad: say where
                 raise bad[0] from None

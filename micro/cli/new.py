@@ -39,7 +39,7 @@ def add_parser(commands: Any) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("name", help="service name: lower case, digits, - or _")
+    parser.add_argument("name", metavar="NAME", help="service name: lower case, digits, - or _")
     parser.add_argument("--dir", default=".", help="parent directory (default: .)")
     parser.add_argument("--template", choices=TEMPLATES, default="default")
     parser.set_defaults(run=_run)

@@ -13,8 +13,8 @@ from google.protobuf.message import Message
 
 
 def emit(data: Any) -> None:
-    """One JSON document on stdout (``--json``)."""
-    print(json.dumps(data, indent=2, sort_keys=False))
+    """One JSON document on stdout, indented: a reply for people, a table as JSON."""
+    print(json.dumps(data, indent=2, sort_keys=False), flush=True)
 
 
 def line(data: Any) -> None:

@@ -9,8 +9,8 @@ caller's, unique per test, so a backend on a shared server keeps tests apart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -19,18 +19,27 @@ from pathlib import Path
 import pytest
 from google.protobuf.wrappers_pb2 import Int64Value, StringValue
 
+import micro
 from micro import codec
 from micro.broker import (
     Broker,
     Envelope,
     EventContext,
+    MemoryBroker,
     Publisher,
     Subscription,
     dead_letter_topic,
     typed,
 )
+from micro.broker.base import DEADLINE_HEADER as DEADLINE
+from micro.context import Context, current
+from micro.delivery_micro import DeliveryClient, DeliveryHandler
+from micro.delivery_pb2 import Delivered
+from micro.delivery_pb2 import Envelope as WireEnvelope
+from micro.registry import MemoryRegistry
 
 OpenBroker = Callable[[], Awaitable[Broker]]
+Outstanding = Callable[[], Awaitable[int]]
 WAIT = 10.0  # seconds any one expected message may take
 
 
@@ -199,32 +208,222 @@ async def check_malformed_dead_lettered(
     assert got.empty()  # and the bad message never reached the handler
 
 
+HOLD = 0.3  # seconds something that must not happen yet is given to happen anyway
+
+
+async def check_unsubscribe_drains(
+    open_broker: OpenBroker, topic: str, outstanding: Outstanding | None = None
+) -> None:
+    """Handlers running when ``unsubscribe`` is called finish first: it returns only
+    after them, and their messages are acked, not delivered again. ``outstanding``
+    (for a backend that keeps messages) asks the server how many messages of queue
+    ``workers`` it holds undelivered or unacked."""
+    broker, publisher = await open_broker(), await open_broker()
+    started: asyncio.Queue[int] = asyncio.Queue()
+    release = asyncio.Event()
+    finished: list[int] = []
+
+    async def blocked(event: Int64Value, ctx: EventContext) -> None:
+        await started.put(event.value)
+        await release.wait()
+        finished.append(event.value)
+
+    sub = await broker.subscribe(topic, typed(blocked), queue="workers")
+    numbers = Publisher(publisher, topic, Int64Value)
+    for i in range(3):
+        await numbers.publish(Int64Value(value=i))
+    assert sorted(await take(started, 3)) == [0, 1, 2]
+    unsubscribing = asyncio.ensure_future(sub.unsubscribe())
+    # Nothing announces an early return: unsubscribe gets HOLD seconds to do it.
+    done, _ = await asyncio.wait({unsubscribing}, timeout=HOLD)
+    assert not done, "unsubscribe returned while its handlers were still running"
+    release.set()
+    await asyncio.wait_for(unsubscribing, WAIT)
+    assert sorted(finished) == [0, 1, 2]
+    await broker.close()  # sends what the client still buffers (NATS acks)
+    if outstanding is not None:
+        await nothing_outstanding(outstanding)
+    # The queue's next subscriber gets what comes next, not the three again (an
+    # unacked message would come first: RabbitMQ requeues it at the head).
+    # Published by a new publisher: the grpc broker's find subscribers through the
+    # registry, and one that looked before this subscribe may not see it yet.
+    again, handle = counter()
+    await (await open_broker()).subscribe(topic, typed(handle), queue="workers")
+    later = await open_broker()
+    await Publisher(later, topic, Int64Value).publish(Int64Value(value=3))
+    assert await take(again, 1) == [3]
+    assert sorted(finished) == [0, 1, 2]
+    for each in (publisher, later):
+        await each.close()
+
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+CALL_TIMEOUT = 30.0
+
+
+class _Relay(DeliveryHandler):
+    """A gRPC service whose handler publishes an event. ``micro.Delivery`` is only
+    the generated service micro ships; any would do."""
+
+    def __init__(self, events: Publisher[StringValue]) -> None:
+        self.events = events
+
+    async def deliver(self, request: WireEnvelope, ctx: Context) -> Delivered:
+        await self.events.publish(StringValue(value=request.id), headers={"x-given": "publish"})
+        return Delivered()
+
+
+async def check_call_metadata_travels(open_broker: OpenBroker, topic: str) -> None:
+    """A publish made while serving a gRPC call carries, in the headers, the call's
+    ``x-*`` and W3C trace metadata (never its credentials) and its deadline, which
+    the subscriber reads as ``EventContext.time_remaining()``. The subscriber's
+    handler runs outside that call: its own calls do not inherit it. A publish
+    outside any call carries none of it."""
+    subscriber, publisher = await open_broker(), await open_broker()
+    got: asyncio.Queue[tuple[str, EventContext, Context | None]] = asyncio.Queue()
+
+    async def handle(event: StringValue, ctx: EventContext) -> None:
+        await got.put((event.value, ctx, current()))
+
+    await subscriber.subscribe(topic, typed(handle), queue="workers")
+    events = Publisher(publisher, topic, StringValue)
+    registry = MemoryRegistry()
+    config = micro.Config(registry="memory", broker="memory")
+    relay = micro.Service("relay", registry=registry, broker=MemoryBroker(), config=config)
+    relay.handle(_Relay(events))
+    client = micro.Client(registry, config=config)
+    await relay.start()
+    try:
+        called = time.time()
+        await DeliveryClient("relay", client).deliver(
+            WireEnvelope(id="in-a-call"),
+            timeout=CALL_TIMEOUT,
+            metadata={
+                "x-user": "ana",
+                "x-given": "call",
+                "traceparent": TRACEPARENT,
+                "tracestate": "vendor=1",
+                "authorization": "Bearer secret",
+                "other": "not passed on",
+            },
+        )
+        answered = time.time()
+        value, ctx, inside = await asyncio.wait_for(got.get(), WAIT)
+        assert value == "in-a-call"
+        passed = {k: v for k, v in ctx.headers.items() if k not in ("micro-type", DEADLINE)}
+        assert passed == {
+            "x-user": "ana",
+            "x-given": "publish",  # the publisher's own headers win
+            "traceparent": TRACEPARENT,
+            "tracestate": "vendor=1",
+        }
+        deadline = float(ctx.headers[DEADLINE])
+        assert called + CALL_TIMEOUT - 1.0 < deadline <= answered + CALL_TIMEOUT
+        remaining = ctx.time_remaining()
+        assert remaining is not None
+        assert CALL_TIMEOUT - WAIT < remaining <= deadline - answered
+        assert inside is None, "the subscriber's handler ran inside the publisher's call"
+
+        await events.publish(StringValue(value="outside"))
+        value, ctx, inside = await asyncio.wait_for(got.get(), WAIT)
+        assert (value, dict(ctx.headers)) == (
+            "outside",
+            {"micro-type": StringValue.DESCRIPTOR.full_name},
+        )
+        assert ctx.time_remaining() is None
+        assert inside is None
+    finally:
+        await relay.stop(grace=0)
+        await client.close()
+    for broker in (subscriber, publisher):
+        await broker.close()
+
+
 CONSUMER = Path(__file__).with_name("consumer_node.py")
 MESSAGES = 10_000
+KILL_AFTER = 1_000  # handled messages before the kill: some, well under MESSAGES
+SUMMARY = "at_least_once"  # the user property the tests record their figures under
 
 
-def start_consumer(backend: str, address: str, topic: str, report: Path) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, str(CONSUMER), backend, address, topic, "workers", str(report)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()  # blocks until the consumer is subscribed (or dies)
-    assert line.strip() == "ready", f"consumer did not start: {line!r}"
-    return process
+class Consumer:
+    """A ``consumer_node.py`` process and what it reported: values whose handler started,
+    and (value, attempt) per message handled, in order."""
 
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.started: set[int] = set()
+        self.handled: list[tuple[int, int]] = []
+        self.values: set[int] = set()  # of ``handled``
+        self._news = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
 
-def stop_consumer(process: subprocess.Popen[str]) -> None:
-    """SIGKILL (no ack, no goodbye), reap it, close the pipe it wrote ``ready`` on."""
-    process.kill()
-    process.wait(10)
-    if process.stdout is not None:
-        process.stdout.close()
+    @classmethod
+    async def start(cls, backend: str, address: str, topic: str) -> Consumer:
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, str(CONSUMER), backend, address, topic, "workers"),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        consumer = cls(process)
+        assert process.stdout is not None
+        try:
+            line = await asyncio.wait_for(process.stdout.readline(), WAIT)
+            assert line.strip() == b"ready", f"consumer did not start: {line!r}"
+        except BaseException:
+            await consumer.kill()
+            raise
+        consumer._reader = asyncio.ensure_future(consumer._read())
+        return consumer
 
+    async def _read(self) -> None:
+        """Read it all, as it comes: a consumer blocked on a full pipe would stall."""
+        assert self.process.stdout is not None
+        async for line in self.process.stdout:
+            if line.startswith(b"+"):
+                self.started.add(int(line[1:]))
+            else:
+                value, attempt = map(int, line.split())
+                self.handled.append((value, attempt))
+                self.values.add(value)
+            self._news.set()
 
-def handled(report: Path) -> list[int]:
-    return [int(line) for line in report.read_text().split()] if report.exists() else []
+    @property
+    def running(self) -> set[int]:
+        """Values whose handler started and has not finished."""
+        return self.started - self.values
+
+    async def until(self, condition: Callable[[], Awaitable[bool] | bool], what: str) -> None:
+        """Wait for news from the process until ``condition()`` holds, 60 s at most."""
+        deadline = time.monotonic() + 60
+        while True:
+            met = condition()
+            if met if isinstance(met, bool) else await met:
+                return
+            left = deadline - time.monotonic()
+            assert left > 0, f"{what}: not in 60 s ({len(self.handled)} handled)"
+            self._news.clear()
+            # A condition on the server's state may turn true with no news from here
+            # (JetStream and Redis redeliver after a timeout): look again now and then.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._news.wait(), min(left, 0.1))
+
+    async def kill(self) -> None:
+        """SIGKILL: no ack, no goodbye. Returns once everything it wrote is read."""
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        await self._finish()
+
+    async def stop(self) -> None:
+        """SIGTERM: its broker drains and closes, then it exits 0."""
+        self.process.terminate()
+        assert await self._finish() == 0, "the consumer did not stop cleanly"
+
+    async def _finish(self) -> int:
+        code = await asyncio.wait_for(self.process.wait(), WAIT)
+        if self._reader is not None:
+            await asyncio.wait_for(self._reader, WAIT)  # to the end of the pipe
+        elif self.process.stdout is not None:
+            await asyncio.wait_for(self.process.stdout.read(), WAIT)
+        return code
 
 
 async def publish_range(publisher: Publisher[Int64Value], start: int, stop: int) -> None:
@@ -234,35 +433,81 @@ async def publish_range(publisher: Publisher[Int64Value], start: int, stop: int)
         )
 
 
-async def wait_for_handled(report: Path, count: int, seconds: float) -> list[int]:
-    deadline = time.monotonic() + seconds
-    while len(set(values := handled(report))) < count:
-        assert time.monotonic() < deadline, f"{len(set(values))} of {count} handled in {seconds} s"
-        await asyncio.sleep(0.05)  # the report is a file another process appends to
-    return values
+async def nothing_outstanding(outstanding: Outstanding) -> None:
+    """Poll the server (it has no event to await) until it holds no message of the
+    queue undelivered or unacked; fails after ``WAIT`` seconds."""
+    deadline = time.monotonic() + WAIT
+    while (left := await outstanding()) > 0:
+        assert time.monotonic() < deadline, f"{left} messages still outstanding on the server"
+        await asyncio.sleep(0.05)
 
 
 async def check_at_least_once(
-    open_broker: OpenBroker, backend: str, address: str, topic: str, report: Path
-) -> int:
-    """10 000 messages, the consumer killed with SIGKILL mid-stream and started again:
-    every message handled at least once. Returns the number of duplicates."""
-    publisher_broker = await open_broker()
-    numbers = Publisher(publisher_broker, topic, Int64Value)
-    consumer = start_consumer(backend, address, topic, report)
+    open_broker: OpenBroker,
+    backend: str,
+    address: str,
+    topic: str,
+    outstanding: Outstanding,
+    window: int,
+) -> str:
+    """10 000 messages waiting in queue ``workers``; its consumer process, handling
+    them a little at a time, is killed with SIGKILL once it has handled 1 000, and a
+    new one started: every message is handled at least once.
+
+    ``outstanding`` asks the server how many messages of the queue are undelivered or
+    unacked (with a consumer running, RabbitMQ tells only the undelivered ones).
+    ``window`` is the most messages the server hands one consumer without an ack.
+
+    Duplicates have one cause: messages the killed consumer handled whose ack the
+    server never got. The server delivers those again, flagged as redelivered (the
+    attempt number goes on from the server's count), along with those it was still
+    handling; it cannot redeliver more than it had handed out unacked, ``window``. So
+    a message is handled at most twice, the second time as a redelivery, and
+    duplicates plus the messages in flight at the kill stay within ``window``.
+    Returns a line saying what happened, for the test report.
+    """
+    broker = await open_broker()
+    # The queue exists from here on and keeps what is published for it.
+    await (await broker.subscribe(topic, typed(counter()[1]), queue="workers")).unsubscribe()
+    await publish_range(Publisher(broker, topic, Int64Value), 0, MESSAGES)
+    everything = set(range(MESSAGES))
+    first = await Consumer.start(backend, address, topic)
     try:
-        await publish_range(numbers, 0, MESSAGES // 2)
-        await wait_for_handled(report, 1_000, 60)
-        stop_consumer(consumer)
-        await publish_range(numbers, MESSAGES // 2, MESSAGES)  # while no consumer runs
-        before_restart = len(set(handled(report)))
-        assert before_restart < MESSAGES, "the consumer was not killed mid-stream"
-        consumer = start_consumer(backend, address, topic, report)
-        values = await wait_for_handled(report, MESSAGES, 60)
+        await first.until(lambda: len(first.handled) >= KILL_AFTER, "first consumer")
     finally:
-        stop_consumer(consumer)
-        await publisher_broker.close()
-    assert set(values) == set(range(MESSAGES)), "a message was lost"
-    duplicates = len(values) - MESSAGES
-    print(f"{backend}: {MESSAGES} messages, killed after {before_restart}, {duplicates} duplicates")
-    return duplicates
+        await first.kill()
+    before = first.values
+    in_flight = first.running
+    assert KILL_AFTER <= len(before) < MESSAGES, "the kill did not land mid-stream"
+    assert in_flight, "no handler was running at the kill"
+    assert all(attempt == 1 for _, attempt in first.handled)
+    assert len(first.handled) == len(before), "the first consumer handled a message twice"
+
+    second = await Consumer.start(backend, address, topic)
+    try:
+        missing = everything - before
+
+        async def settled() -> bool:
+            return missing <= second.values and not second.running and await outstanding() == 0
+
+        await second.until(settled, "every message handled, none outstanding")
+    except BaseException:
+        await second.kill()
+        raise
+    await second.stop()
+    await nothing_outstanding(outstanding)  # also the RabbitMQ unacked: none left behind
+
+    again = dict(second.handled)
+    assert len(again) == len(second.handled), "the second consumer handled a message twice"
+    assert before | set(again) == everything, "a message was lost"
+    redelivered = {value for value, attempt in again.items() if attempt > 1}
+    duplicates = before & set(again)
+    assert duplicates <= redelivered, "a message handled before came again as new"
+    assert in_flight <= redelivered, "a message being handled at the kill did not come back"
+    assert len(duplicates) + len(in_flight) <= len(redelivered) <= window
+    await broker.close()
+    return (
+        f"{MESSAGES} messages, killed after {len(before)} handled with {len(in_flight)} "
+        f"running; {len(redelivered)} redelivered (window {window}), "
+        f"{len(duplicates)} duplicates"
+    )

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import contract
 import pytest
 from google.protobuf.wrappers_pb2 import Int64Value
 
 import micro
 from micro import codec
-from micro.broker import Envelope, dead_letter_topic
+from micro.broker import Broker, Envelope, dead_letter_topic
 from micro.broker.peer import GrpcBroker, entry_name
+from micro.delivery_micro import DeliveryClient
+from micro.delivery_pb2 import Delivered
+from micro.delivery_pb2 import Envelope as WireEnvelope
 from micro.registry import MemoryRegistry
 
 CONFIG = micro.Config(registry="memory", broker="grpc", register_ttl=30, register_interval=10)
@@ -50,6 +55,79 @@ def counting(svc: micro.Service, topic: str, queue: str | None = None) -> asynci
 
 async def take(queue: asyncio.Queue[int], count: int) -> list[int]:
     return sorted([await asyncio.wait_for(queue.get(), 5) for _ in range(count)])
+
+
+@pytest.fixture
+async def open_broker(registry: MemoryRegistry) -> AsyncIterator[contract.OpenBroker]:
+    """The grpc brokers of services started on one registry, as the contract wants
+    them: 3 attempts, a short backoff. Stopped and closed after the test."""
+    made: list[micro.Service] = []
+
+    async def open_one() -> Broker:
+        broker = GrpcBroker(registry, max_attempts=3, backoff=0.01)
+        svc = micro.Service(f"node-{len(made)}", registry=registry, broker=broker, config=CONFIG)
+        made.append(svc)
+        await svc.start()
+        return broker
+
+    yield open_one
+    for svc in made:
+        await svc.stop(grace=0)
+        await svc.broker.close()
+
+
+@pytest.fixture
+def topic() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+# The contract every backend shows.
+
+
+async def test_broadcast(open_broker: contract.OpenBroker, topic: str) -> None:
+    await contract.check_broadcast(open_broker, topic)
+
+
+async def test_queue_split(open_broker: contract.OpenBroker, topic: str) -> None:
+    await contract.check_queue_split(open_broker, topic)
+
+
+@pytest.mark.parametrize("content_type", [codec.PROTOBUF, codec.JSON])
+async def test_contract_typed_round_trip(
+    open_broker: contract.OpenBroker, topic: str, content_type: str
+) -> None:
+    await contract.check_typed_round_trip(open_broker, topic, content_type)
+
+
+async def test_fails_twice_then_succeeds(open_broker: contract.OpenBroker, topic: str) -> None:
+    await contract.check_fails_twice_then_succeeds(open_broker, topic)
+
+
+async def test_dead_letter(open_broker: contract.OpenBroker, topic: str) -> None:
+    await contract.check_dead_letter(open_broker, topic)
+
+
+@pytest.mark.parametrize(("body", "headers", "reason"), contract.MALFORMED)
+async def test_malformed_dead_lettered(
+    open_broker: contract.OpenBroker,
+    topic: str,
+    caplog: pytest.LogCaptureFixture,
+    body: bytes,
+    headers: dict[str, str],
+    reason: str,
+) -> None:
+    await contract.check_malformed_dead_lettered(open_broker, topic, caplog, body, headers, reason)
+
+
+async def test_unsubscribe_drains(open_broker: contract.OpenBroker, topic: str) -> None:
+    await contract.check_unsubscribe_drains(open_broker, topic)
+
+
+async def test_call_metadata_travels(open_broker: contract.OpenBroker, topic: str) -> None:
+    await contract.check_call_metadata_travels(open_broker, topic)
+
+
+# Services on the grpc broker.
 
 
 async def test_default_broker_is_grpc_and_served(service: Callable[[str], micro.Service]) -> None:
@@ -133,24 +211,29 @@ async def test_retries_then_dead_letter(service: Callable[[str], micro.Service])
     assert "RuntimeError: not now" in envelope.headers["micro-dead-reason"]
 
 
-async def test_malformed_payload_goes_to_dead_letter(
-    service: Callable[[str], micro.Service],
-) -> None:
+async def test_stop_waits_for_running_handlers(service: Callable[[str], micro.Service]) -> None:
+    """``Service.stop`` returns only once the handlers it found running have finished."""
     sub, pub = service("sub"), service("pub")
-    got = counting(sub, "numbers")
-    dead: asyncio.Queue[str] = asyncio.Queue()
+    started, release = asyncio.Event(), asyncio.Event()
+    finished: list[int] = []
 
-    @sub.subscribe(dead_letter_topic("numbers"))
-    async def dead_letters(envelope: Envelope, ctx: micro.EventContext) -> None:
-        await dead.put(envelope.headers["micro-dead-reason"])
+    @sub.subscribe("jobs", queue="workers")
+    async def blocked(event: Int64Value, ctx: micro.EventContext) -> None:
+        started.set()
+        await release.wait()
+        finished.append(event.value)
 
     await sub.start()
     await pub.start()
-    garbage = Envelope("numbers", b"\xff\xff\xff", codec.PROTOBUF)
-    await pub.broker.publish(garbage)
-    assert "not a valid google.protobuf.Int64Value" in await asyncio.wait_for(dead.get(), 5)
-    await pub.publisher("numbers", Int64Value).publish(Int64Value(value=3))
-    assert await take(got, 1) == [3]
+    await pub.publisher("jobs", Int64Value).publish(Int64Value(value=1))
+    await asyncio.wait_for(started.wait(), 5)
+    stopping = asyncio.ensure_future(sub.stop(grace=0))
+    # Nothing announces an early return: stop gets HOLD seconds to do it.
+    done, _ = await asyncio.wait({stopping}, timeout=contract.HOLD)
+    assert not done, "stop returned while a handler was still running"
+    release.set()
+    await asyncio.wait_for(stopping, 5)
+    assert finished == [1]
 
 
 async def test_stopped_subscriber_leaves_the_registry(
@@ -170,3 +253,22 @@ async def test_publish_without_subscribers_is_dropped(
     pub = service("pub")
     await pub.start()
     assert await pub.publisher("nobody", Int64Value).publish(Int64Value(value=1))
+
+
+async def test_a_node_without_the_subscription_refuses_it(
+    service: Callable[[str], micro.Service],
+) -> None:
+    """A publisher whose registry cache is behind an unsubscribe is told NOT_FOUND, so
+    it tries another member of the queue instead of losing the message."""
+    node, pub = service("node"), service("pub")
+    counting(node, "numbers")  # broadcast only: no member of queue "workers"
+    await node.start()
+    await pub.start()
+    delivery = DeliveryClient(entry_name("numbers"), pub.client)
+    wire = WireEnvelope(id="m1", topic="numbers", body=b"", queue="workers")
+    with pytest.raises(micro.errors.NotFound, match=r"no subscription to numbers \(queue 'wor"):
+        await delivery.deliver(wire, options=micro.CallOptions(address=node.address))
+    wire.queue = ""
+    assert await delivery.deliver(wire, options=micro.CallOptions(address=node.address)) == (
+        Delivered()
+    )

@@ -10,7 +10,6 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
 
 import contract
 import pytest
@@ -112,18 +111,40 @@ async def test_malformed_dead_lettered(
     await contract.check_malformed_dead_lettered(open_broker, topic, caplog, body, headers, reason)
 
 
+async def test_unsubscribe_drains(open_broker: OpenRedis, raw: Redis, topic: str) -> None:
+    await contract.check_unsubscribe_drains(open_broker, topic, group_outstanding(raw, topic))
+
+
+async def test_call_metadata_travels(open_broker: OpenRedis, topic: str) -> None:
+    await contract.check_call_metadata_travels(open_broker, topic)
+
+
 async def test_at_least_once(
     open_broker: OpenRedis,
+    raw: Redis,
     url: str,
     topic: str,
-    tmp_path: Path,
     record_property: Callable[[str, object], None],
 ) -> None:
-    duplicates = await contract.check_at_least_once(
-        open_broker, "redis", url, topic, tmp_path / "handled"
+    # window: twice the consumer's concurrency (64). It reads no more entries than it
+    # has free handlers, but acks entries that finished during a read on another
+    # connection, so until that XACK lands the freed room may be read again.
+    summary = await contract.check_at_least_once(
+        open_broker, "redis", url, topic, group_outstanding(raw, topic), window=2 * 64
     )
-    record_property("duplicates", duplicates)
-    assert duplicates >= 0
+    record_property(contract.SUMMARY, f"redis: {summary}")
+
+
+def group_outstanding(raw: Redis, topic: str) -> contract.Outstanding:
+    """Entries group ``workers`` has not read, or read and not acked."""
+
+    async def outstanding() -> int:
+        groups = await raw.xinfo_groups(f"micro:{topic}")
+        group = next(g for g in groups if g["name"] == b"workers")
+        assert group["lag"] is not None  # Redis 7 counts the entries not yet read
+        return int(group["pending"]) + int(group["lag"])
+
+    return outstanding
 
 
 # Redis specifics.

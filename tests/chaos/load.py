@@ -6,7 +6,8 @@ Starts calls at a steady rate (open loop: a slow or hung node does not slow the
 schedule), up to ``--count``, through a ``micro.Client`` whose registry comes from
 ``MICRO_REGISTRY`` / ``MICRO_REGISTRY_ADDRESS``. Every few tenths of a second it
 prints one JSON line of progress (calls started, outcomes by method and status code,
-answers by node, attempts by node address with the time of the last); at the end it
+answers by node, attempts by node address with the time of the last, and the calls
+in flight by method and the address of their current attempt); at the end it
 writes every call (method, start, end, code, addresses tried) to ``--out`` and prints
 a last line with ``"final": true``. Times are ``time.monotonic()``, which on Linux is
 one clock for every process, so the test can compare them with when it struck.
@@ -47,6 +48,8 @@ class Load:
         self.nodes: collections.Counter[str] = collections.Counter()
         self.attempts: dict[str, list[float]] = {}  # address: [count, last monotonic time]
         self.calls: list[tuple[str, float, float, str, list[str]]] = []
+        self.running: dict[int, tuple[str, list[str]]] = {}  # method, addresses tried
+        self.ids = itertools.count()
         self.seconds = 0.0
 
     def strategy(self) -> selector.Strategy[Peer]:
@@ -67,10 +70,13 @@ class Load:
     async def call(self, echo: echo_micro.EchoClient, method: str) -> None:
         addresses: list[str] = []
         tried.set(addresses)
-        request = echo_pb2.EchoRequest(text=method, sleep=self.args.sleep)
+        sleep = self.args.put_sleep if method == "put" else self.args.sleep
+        request = echo_pb2.EchoRequest(text=method, sleep=sleep)
         timeout = self.args.timeout
         start = time.monotonic()
         code = "OK"
+        key = next(self.ids)
+        self.running[key] = (method, addresses)
         try:
             if method == "watch":
                 replies = [r async for r in echo.watch(request, timeout=timeout)]
@@ -86,16 +92,24 @@ class Load:
         except Exception as e:  # reported, never lost: the test fails on it
             code = f"{type(e).__name__}: {e}"
         finally:
+            del self.running[key]
             self.outcomes[method][code] += 1
             self.calls.append((method, start, time.monotonic(), code, addresses))
 
     def progress(self, **extra: Any) -> None:
+        in_flight: dict[str, collections.Counter[str]] = collections.defaultdict(
+            collections.Counter
+        )
+        for method, addresses in self.running.values():
+            if addresses:
+                in_flight[method][addresses[-1]] += 1
         line = {
             "t": time.monotonic(),
             "started": self.started,
             "outcomes": self.outcomes,
             "nodes": self.nodes,
             "attempts": self.attempts,
+            "in_flight": in_flight,
             **extra,
         }
         print(json.dumps(line), flush=True)
@@ -136,6 +150,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=2000, help="calls in all")
     parser.add_argument("--methods", default="get,put", help="cycled: get, put, watch")
     parser.add_argument("--sleep", type=float, default=0.0, help="handler time per call")
+    parser.add_argument("--put-sleep", type=float, default=0.0, help="handler time per Put")
     parser.add_argument("--timeout", type=float, default=2.0, help="deadline per call")
     parser.add_argument("--attempt-timeout", type=float, default=None)
     parser.add_argument("--report-every", type=float, default=0.2)

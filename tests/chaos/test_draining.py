@@ -13,6 +13,7 @@ import collections
 
 import echo_micro
 import echo_pb2
+import pytest
 from chaos_support import RUNTIME  # noqa: F401  (puts tests/runtime on the path)
 from runtime_support import Echo
 
@@ -21,12 +22,29 @@ from micro import errors
 from micro.registry import MemoryRegistry, Node, Service
 
 CONFIG = micro.Config(registry="memory", register_ttl=30.0, register_interval=10.0)
+LONG = "long"  # the text of the call that keeps a stopping node draining
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Marked(Echo):
+    """Echo that says when the long call has reached it."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__(node)
+        self.long = asyncio.Event()
+
+    async def get(self, request: echo_pb2.EchoRequest, ctx: micro.Context) -> echo_pb2.EchoReply:
+        if request.text == LONG:
+            self.long.set()
+        return await super().get(request, ctx)
 
 
 async def test_calls_reaching_a_stopping_node_are_retried_or_unavailable() -> None:
     nodes = [micro.Service("echo", registry=MemoryRegistry(), config=CONFIG) for _ in range(4)]
-    for svc in nodes:
-        svc.handle(Echo(svc.id))
+    handlers = [Marked(svc.id) for svc in nodes]
+    for svc, handler in zip(nodes, handlers, strict=True):
+        svc.handle(handler)
         await svc.start()
     listing = MemoryRegistry()  # what the client sees: every node, throughout
     for svc in nodes:
@@ -57,11 +75,13 @@ async def test_calls_reaching_a_stopping_node_are_retried_or_unavailable() -> No
 
         workers = [asyncio.ensure_future(load()) for _ in range(16)]
         await asyncio.wait_for(under_way.wait(), 10)
-        for stopping in nodes[:-1]:  # one after another, each while calls arrive
-            # A long call keeps the node draining for a while, and must finish.
+        # One after another, each while calls arrive; a long call keeps the node
+        # draining for a while, and must finish.
+        for stopping, handler in zip(nodes[:-1], handlers[:-1], strict=True):
             pinned = micro.CallOptions(address=stopping.address)
-            long = asyncio.ensure_future(echo.get(echo_pb2.EchoRequest(sleep=0.3), options=pinned))
-            await asyncio.sleep(0.05)  # the long call under way (no event reaches the test)
+            request = echo_pb2.EchoRequest(text=LONG, sleep=0.3)
+            long = asyncio.ensure_future(echo.get(request, options=pinned))
+            await asyncio.wait_for(handler.long.wait(), 10)  # in its handler
             await stopping.stop(grace=5)
             assert (await long).node == stopping.id  # drained, not dropped
         done.set()

@@ -1,7 +1,8 @@
 """Running ``micro`` as a subprocess against services on loopback (mDNS on 127.0.0.1).
 
 Importing this generates proto/greeter into tests/gen/cli once (the CLI tests'
-services and ``--proto-module`` use it).
+services and ``--proto-module`` use it), and tests/cli/v2's version 2.0.0 of it into
+tests/gen/cli-v2.
 """
 
 from __future__ import annotations
@@ -20,35 +21,28 @@ from pathlib import Path
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
 GEN = ROOT / "tests" / "gen" / "cli"
+GEN_V2 = ROOT / "tests" / "gen" / "cli-v2"
 PROTO = ROOT / "proto"
+GREETER = Path("greeter") / "v1" / "greeter.proto"
 SERVING = re.compile(r"micro run: (\S+) serving on (\S+) as (\S+)")
 
 
-def _generate() -> None:
-    """Generate the greeter unless the output is newer than its proto."""
-    source = PROTO / "greeter" / "v1" / "greeter.proto"
-    out = GEN / "greeter" / "v1" / "greeter_micro.py"
+def _generate(root: Path, gen: Path) -> None:
+    """Generate root's greeter into gen unless the output is newer than its proto."""
+    source = root / GREETER
+    out = gen / GREETER.with_name("greeter_micro.py")
     if out.exists() and out.stat().st_mtime >= source.stat().st_mtime:
         return
-    GEN.mkdir(parents=True, exist_ok=True)
+    gen.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "micro",
-            "gen",
-            "-I",
-            str(PROTO),
-            "--out",
-            str(GEN),
-            str(source),
-        ],
+        [sys.executable, "-m", "micro", "gen", "-I", str(root), "--out", str(gen), str(source)],
         check=True,
         capture_output=True,
     )
 
 
-_generate()
+_generate(PROTO, GEN)
+_generate(HERE / "v2", GEN_V2)
 
 
 def unique(prefix: str) -> str:

@@ -4,6 +4,9 @@ subprocess, against a greeter node served by ``micro run``; JSON output parsed."
 from __future__ import annotations
 
 import json
+import subprocess
+import time
+import uuid
 
 import pytest
 from cli_support import micro
@@ -13,7 +16,13 @@ pytestmark = pytest.mark.backend
 
 
 def lines(text: str) -> list[dict[str, object]]:
+    """``--json`` output of a stream: one JSON object per line, nothing else."""
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def documents(text: str) -> list[object]:
+    """Output for people: indented JSON documents, each ending with a line ``}``."""
+    return [json.loads(d + "}") for d in text.split("\n}\n") if d.strip()]
 
 
 def test_call_unary_with_metadata(greeter: Node) -> None:
@@ -40,15 +49,65 @@ def test_call_reads_the_request_from_stdin(greeter: Node) -> None:
     assert json.loads(done.stdout)["message"] == "Hello, C!"
 
 
+def test_call_timeout_on_a_slow_method(greeter: Node) -> None:
+    began = time.monotonic()
+    done = micro(
+        "call", greeter.name, "Greeter.SayHello", '{"name": "A"}', "-m", "x-delay=30",
+        "--timeout", "0.5", "--json",
+    )  # fmt: skip
+    took = time.monotonic() - began
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(
+        f"micro call: {greeter.name} greeter.v1.Greeter/SayHello: DEADLINE_EXCEEDED"
+    )
+    assert done.stdout == ""
+    assert took < 15  # the deadline ended it, not the 30 s handler
+
+
+def test_call_retries(greeter: Node) -> None:
+    """A node that fails the first two calls for a name: two retries get through,
+    none does not."""
+
+    def call(retries: str) -> tuple[str, subprocess.CompletedProcess[str]]:
+        name = f"r{retries}-{uuid.uuid4().hex[:6]}"
+        request = json.dumps({"name": name})
+        flaky = ("-m", "x-fail-first=2", "--retries", retries, "--json")
+        return name, micro("call", greeter.name, "Greeter.SayHello", request, *flaky)
+
+    _, none = call("0")
+    assert none.returncode == 1
+    assert none.stderr.endswith(": UNAVAILABLE: call 1 fails as asked\n")
+    name, two = call("2")
+    assert two.returncode == 0, two.stderr
+    assert json.loads(two.stdout)["message"] == f"Hello, {name}!"
+
+
 def test_stream_server_streaming(greeter: Node) -> None:
-    done = micro("stream", greeter.name, "Greeter.LotsOfReplies", '{"name": "Ada"}')
+    done = micro("stream", greeter.name, "Greeter.LotsOfReplies", '{"name": "Ada"}', "--json")
     assert done.returncode == 0, done.stderr
     assert [r["message"] for r in lines(done.stdout)] == ["Hello, Ada!", "Hi, Ada!", "Hey, Ada!"]
 
 
+def test_stream_without_json_prints_each_reply_indented(greeter: Node) -> None:
+    done = micro("stream", greeter.name, "Greeter.LotsOfReplies", '{"name": "Ada"}')
+    assert done.returncode == 0, done.stderr
+    assert '\n  "message": "Hello, Ada!",\n' in done.stdout  # as micro call prints one
+    replies = documents(done.stdout)
+    assert replies == [
+        {"message": m, "node": greeter.id} for m in ("Hello, Ada!", "Hi, Ada!", "Hey, Ada!")
+    ]
+
+
 def test_stream_client_streaming_from_arguments(greeter: Node) -> None:
     done = micro(
-        "stream", greeter.name, "Greeter.LotsOfGreetings", '{"name": "a"}', '{"name": "b"}'
+        "stream",
+        greeter.name,
+        "Greeter.LotsOfGreetings",
+        '{"name": "a"}',
+        '{"name": "b"}',
+        "--json",
     )
     assert done.returncode == 0, done.stderr
     assert lines(done.stdout) == [{"message": "Hello, a and b!", "node": greeter.id}]
@@ -56,12 +115,13 @@ def test_stream_client_streaming_from_arguments(greeter: Node) -> None:
 
 def test_stream_client_streaming_from_stdin(greeter: Node) -> None:
     stdin = '{"name": "x"}\n\n{"name": "y"}\n{"name": "z"}\n'
-    done = micro("stream", greeter.name, "Greeter.LotsOfGreetings", stdin=stdin)
+    done = micro("stream", greeter.name, "Greeter.LotsOfGreetings", "--json", stdin=stdin)
     assert [r["message"] for r in lines(done.stdout)] == ["Hello, x and y and z!"]
 
 
 def test_stream_bidi_json_lines(greeter: Node) -> None:
-    done = micro("stream", greeter.name, "Greeter.Chat", stdin='{"name": "x"}\n{"name": "y"}\n')
+    stdin = '{"name": "x"}\n{"name": "y"}\n'
+    done = micro("stream", greeter.name, "Greeter.Chat", "--json", stdin=stdin)
     assert done.returncode == 0, done.stderr
     assert [r["message"] for r in lines(done.stdout)] == ["Hi x", "Hi y"]
 

@@ -1,4 +1,5 @@
-"""Bad input: one line on stderr saying what and where, exit code 1, no traceback."""
+"""Bad input: one line on stderr saying what and where, exit code 1 (2 for usage
+errors, as argparse), no traceback."""
 
 from __future__ import annotations
 
@@ -104,3 +105,40 @@ def test_bad_configuration_names_the_variable() -> None:
     done = micro("services", MICRO_REGISTER_TTL="soon")
     assert done.returncode == 1
     assert one_line(done.stderr).startswith("micro services: MICRO_REGISTER_TTL='soon': ")
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ("call",),
+            "micro call: error: the following arguments are required: SERVICE, METHOD "
+            "(see micro call --help)",
+        ),
+        (
+            ("call", "greeter", "Greeter.SayHello", "--bogus"),
+            "micro call: error: unrecognized arguments: --bogus (see micro call --help)",
+        ),
+        (
+            ("call", "greeter", "Greeter.SayHello", "--timeout", "soon"),
+            "micro call: error: argument --timeout: invalid float value: 'soon' "
+            "(see micro call --help)",
+        ),
+        ((), "micro: error: the following arguments are required: COMMAND (see micro --help)"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(args: tuple[str, ...], line: str) -> None:
+    done = micro(*args)
+    assert done.returncode == 2
+    assert one_line(done.stderr) == line
+    assert done.stdout == ""
+
+
+def test_bad_flag_values_fail_before_any_lookup() -> None:
+    for flags, line in (
+        (("--retries", "-1"), "micro call: --retries -1: expected 0 or more"),
+        (("--timeout", "0"), "micro call: --timeout 0.0: expected a positive number of seconds"),
+    ):
+        done = micro("call", "x", "Greeter.SayHello", *flags, MICRO_REGISTRY="memory")
+        assert done.returncode == 1
+        assert one_line(done.stderr) == line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ EXPECTED = {
 }  # fmt: skip
 
 
+@pytest.mark.backend  # needs make: a skip fails under MICRO_REQUIRE_BACKENDS=1
 @pytest.mark.parametrize(("template", "passed"), [("default", 3), ("pubsub", 2)])
 def test_scaffold_tests_pass(tmp_path: Path, template: str, passed: int) -> None:
     if shutil.which("make") is None:
@@ -34,9 +36,20 @@ def test_scaffold_tests_pass(tmp_path: Path, template: str, passed: int) -> None
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{passed} passed" in done.stdout
+    # A Deployment and a headless Service (for the DNS registry), one document each.
     manifest = (root / "k8s.yaml").read_text()
-    assert "clusterIP: None" in manifest
-    assert "MICRO_REGISTRY" in manifest
+    documents = {kind(d): d for d in manifest.split("\n---\n")}
+    assert sorted(documents) == ["Deployment", "Service"]
+    assert "\n  clusterIP: None" in documents["Service"]
+    assert "\n    - name: grpc" in documents["Service"]  # the SRV records' _grpc._tcp
+    assert "value: dns\n" in documents["Deployment"]  # MICRO_REGISTRY=dns
+    assert "readinessProbe:" in documents["Deployment"]
+
+
+def kind(document: str) -> str:
+    """The ``kind:`` of a YAML document (top-level key, so at the start of a line)."""
+    (found,) = re.findall(r"^kind: (\w+)$", document, re.MULTILINE)
+    return found
 
 
 def test_new_refuses_bad_names_and_existing_directories(tmp_path: Path) -> None:

@@ -1,37 +1,14 @@
-"""An Echo service registered in NATS, as its own process:
+"""An Echo service registered in NATS, as its own process (see registry_processes):
 
-python nats_node.py --name echo --server nats://127.0.0.1:4222  # prints {"address", "id"}
+python nats_node.py --name echo --address nats://127.0.0.1:4222  # prints {"address", "id"}
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
-
 import runtime_support  # noqa: F401  (generates echo.proto, puts it on the path)
-from echo_node import Echo
+from registry_processes import serve
 
-import micro
 from micro.registry.nats import NatsRegistry
 
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--name", default="echo")
-    parser.add_argument("--server", required=True)
-    args = parser.parse_args()
-
-    async def serve() -> None:
-        registry = NatsRegistry([args.server])
-        svc = micro.Service(args.name, registry=registry, register_ttl=2, register_interval=0.5)
-        svc.handle(Echo(svc.id, svc.client))
-        await svc.start()
-        print(json.dumps({"address": svc.address, "id": svc.id}), flush=True)
-        await svc.serve()
-
-    asyncio.run(serve())
-
-
 if __name__ == "__main__":
-    main()
+    serve(lambda address: NatsRegistry([address]))
