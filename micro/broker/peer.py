@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import itertools
 import logging
 import random
@@ -23,7 +24,7 @@ from collections.abc import Awaitable
 
 from micro import errors
 from micro.broker.base import BrokerError, Envelope, RawHandler
-from micro.broker.redelivery import Redelivery
+from micro.broker.redelivery import Redelivery, start
 from micro.client import CallOptions, Client
 from micro.context import Context
 from micro.delivery_micro import DeliveryClient, DeliveryHandler
@@ -60,7 +61,9 @@ class _Receiver(DeliveryHandler):
         self.broker = broker
 
     async def deliver(self, request: WireEnvelope, ctx: Context) -> Delivered:
-        self.broker._accept(request)
+        if not self.broker._accept(request):
+            queue = f" (queue {request.queue!r})" if request.queue else ""
+            raise errors.NotFound(f"no subscription to {request.topic}{queue} here")
         return Delivered()
 
 
@@ -191,27 +194,35 @@ class GrpcBroker:
             with contextlib.suppress(RegistryError):
                 await self.registry.deregister(self._entry(sub.topic, sub.queue))
 
-    def _accept(self, wire: WireEnvelope) -> None:
+    def _accept(self, wire: WireEnvelope) -> bool:
+        """Hand ``wire`` to its subscriptions here; False if there are none (a publisher
+        whose registry cache is behind an unsubscribe tries another member)."""
+        queue = wire.queue or None
+        subs = [s for s in self._subscriptions.get(wire.topic, ()) if s.queue == queue]
+        if not subs:
+            return False
         key = f"{wire.topic}\n{wire.queue}\n{wire.id}"  # a dead letter keeps its id
         if key in self._seen:
-            return
+            return True
         self._seen[key] = None
         if len(self._seen) > REMEMBERED_IDS:
             self._seen.popitem(last=False)
-        queue = wire.queue or None
-        subs = [s for s in self._subscriptions.get(wire.topic, ()) if s.queue == queue]
-        if queue is not None and subs:
+        if queue is not None:
             turn = self._turns.setdefault((wire.topic, queue), itertools.count())
             subs = [subs[next(turn) % len(subs)]]
         envelope = Envelope(
             wire.topic, wire.body, wire.content_type, dict(wire.headers), wire.id, wire.timestamp
         )
         for sub in subs:
-            task = asyncio.get_running_loop().create_task(
-                self.redelivery.run(sub.handler, envelope, self.publish)
-            )
-            sub.running.add(task)
-            task.add_done_callback(sub.running.discard)
+            # In a context of its own: the handler runs outside the Deliver call, so its
+            # calls do not inherit that call's deadline and metadata (the publisher's
+            # travel in the headers).
+            work = self.redelivery.run(sub.handler, envelope, self.publish)
+            task = contextvars.Context().run(start, work)
+            if task is not None:
+                sub.running.add(task)
+                task.add_done_callback(sub.running.discard)
+        return True
 
     def _ready(self) -> Client:
         if self._client is None:
