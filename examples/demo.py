@@ -29,15 +29,23 @@ CALLS = 30
 
 
 async def wait_for_nodes(client: micro.Client, count: int, limit: float = 10.0) -> int:
-    """Until the registry shows ``count`` greeter nodes (or ``limit`` seconds pass)."""
+    """Until the registry shows ``count`` greeter nodes; exits the demo (non-zero, one
+    line saying what was expected and seen) if ``limit`` seconds pass first."""
     loop = asyncio.get_running_loop()
-    end = loop.time() + limit
+    begin = loop.time()
     while True:
         nodes = {
             n.id for s in await client.registry.backend.get_service("greeter") for n in s.nodes
         }
-        if len(nodes) >= count or loop.time() > end:
+        if len(nodes) >= count:
             return len(nodes)
+        waited = loop.time() - begin
+        if waited > limit:
+            seen = ", ".join(sorted(nodes)) or "none"
+            raise SystemExit(
+                f"demo failed: expected {count} 'greeter' instances in the registry, "
+                f"saw {len(nodes)} ({seen}) after {waited:.1f} s"
+            )
         await asyncio.sleep(0.1)
 
 
