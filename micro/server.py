@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, ClassVar, NoReturn
 
@@ -45,15 +47,31 @@ class Handler:
     __service__: ClassVar[ServiceDescriptor]
 
 
+class _Arrivals:
+    """When the last call arrived: a stopping server serves until its callers have
+    moved on to other nodes."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last = -math.inf
+
+
 def mount(server: grpc.aio.Server, *handlers: Handler) -> None:
     """Serve ``handlers`` on a plain ``grpc.aio.Server`` (for teams keeping theirs).
 
     server = grpc.aio.server()
     micro.mount(server, MyGreeter())
     """
+    _mount(server, handlers, _Arrivals())
+
+
+def _mount(server: grpc.aio.Server, handlers: tuple[Handler, ...], arrivals: _Arrivals) -> None:
     for handler in handlers:
         service = handler.__service__
-        methods = {m.path.rsplit("/", 1)[1]: method_handler(handler, m) for m in service.methods}
+        methods = {
+            m.path.rsplit("/", 1)[1]: method_handler(handler, m, arrivals) for m in service.methods
+        }
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(service.name, methods),)
         )
@@ -85,6 +103,7 @@ class Server:
             health_aio.HealthServicer() if health else None
         )
         self._server: grpc.aio.Server | None = None
+        self._arrivals = _Arrivals()
         self.address = ""
 
     def add(self, *handlers: Handler) -> None:
@@ -107,7 +126,7 @@ class Server:
                 *self._options,
             )
         )
-        mount(server, *self.handlers)
+        _mount(server, tuple(self.handlers), self._arrivals)
         names = [s.name for s in self.services]
         if self._health is not None:
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -131,6 +150,18 @@ class Server:
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
 
+    async def quiesce(self, quiet: float, limit: float) -> None:
+        """Go on serving until no call has arrived for ``quiet`` seconds (counted from
+        now at the earliest), ``limit`` at most: after a deregistration, callers whose
+        registry cache still lists this node are served, not refused, until their
+        caches catch up."""
+        begun = time.monotonic()
+        while True:  # a timer, not an event: each arrival moves the end of the wait
+            end = min(max(begun, self._arrivals.last) + quiet, begun + limit)
+            if (wait := end - time.monotonic()) <= 0:
+                return
+            await asyncio.sleep(wait)
+
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, give calls in flight ``grace`` seconds, cancel the rest."""
         if self._server is None:
@@ -145,10 +176,12 @@ class Server:
             await self._server.wait_for_termination()
 
 
-def method_handler(handler: Handler, method: Method[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+def method_handler(
+    handler: Handler, method: Method[Any, Any], arrivals: _Arrivals
+) -> grpc.RpcMethodHandler[Any, Any]:
     """The grpc method handler that runs ``handler``'s implementation of ``method``."""
     impl = getattr(handler, method.name)
-    behaviour = _ADAPTERS[method.kind](impl, method)
+    behaviour = _ADAPTERS[method.kind](impl, method, arrivals)
     make = getattr(grpc, f"{method.kind}_rpc_method_handler")
     handler_: grpc.RpcMethodHandler[Any, Any] = make(
         behaviour,
@@ -203,7 +236,9 @@ def _is_async(impl: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(impl)
 
 
-def _unary_response(impl: Callable[..., Any], method: Method[Any, Any]) -> _Behaviour:
+def _unary_response(
+    impl: Callable[..., Any], method: Method[Any, Any], arrivals: _Arrivals
+) -> _Behaviour:
     run: Callable[[Any, Context], Awaitable[Any]]
     if _is_async(impl):
         run = impl
@@ -213,6 +248,7 @@ def _unary_response(impl: Callable[..., Any], method: Method[Any, Any]) -> _Beha
             return asyncio.to_thread(impl, _blocking(request), ctx)
 
     async def behaviour(request: Any, gctx: _GrpcContext) -> Any:
+        arrivals.last = time.monotonic()
         if type(request) is _Malformed:
             await _reject(gctx, method, request)
         ctx = Context(gctx, method)
@@ -227,10 +263,13 @@ def _unary_response(impl: Callable[..., Any], method: Method[Any, Any]) -> _Beha
     return behaviour
 
 
-def _stream_response(impl: Callable[..., Any], method: Method[Any, Any]) -> _Behaviour:
+def _stream_response(
+    impl: Callable[..., Any], method: Method[Any, Any], arrivals: _Arrivals
+) -> _Behaviour:
     agen = inspect.isasyncgenfunction(impl)
 
     async def behaviour(request: Any, gctx: _GrpcContext) -> AsyncIterator[Any]:
+        arrivals.last = time.monotonic()
         if type(request) is _Malformed:
             await _reject(gctx, method, request)
         ctx = Context(gctx, method)

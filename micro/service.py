@@ -1,10 +1,12 @@
 """``Service``: the composition root — server, registration, client — and its lifecycle.
 
 start: bind → health SERVING → register (TTL, re-registered every interval).
-stop (or SIGTERM/SIGINT under ``run``): health NOT_SERVING → deregister → drain calls
-in flight for up to ``grace`` seconds → stop the server → close client and registry.
-The node leaves the registry before the server stops taking calls, so callers move on
-to other nodes while the calls already here finish.
+stop (or SIGTERM/SIGINT under ``run``): health NOT_SERVING → deregister → serve on
+until callers have moved on → drain calls in flight → stop the server → close client
+and registry, all within ``grace`` seconds. The node leaves the registry before the
+server stops taking calls, and keeps taking them until none has arrived for ``QUIET``
+seconds (half the grace at most): a caller whose registry cache has not yet seen the
+deregistration is served, not refused, so nothing it sends fails.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import logging
 import signal
 import socket
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import TypeVar
@@ -32,6 +35,8 @@ from micro.registry import from_config as registry_from_config
 from micro.server import MAX_MESSAGE_SIZE, Handler, Server
 
 log = logging.getLogger("micro.service")
+
+QUIET = 0.25  # seconds without a new call after which a stopping node's callers moved on
 
 M = TypeVar("M", bound=Message)
 H = TypeVar("H", bound=EventHandler)
@@ -85,6 +90,7 @@ class Service:
         self.client = Client(self.registry, config=self.config)
         self.address = ""
         self._record: Record | None = None
+        self._registered = False  # in the registry (not where it only discovers)
         self._heartbeat: asyncio.Task[None] | None = None
         self.handlers: list[Handler] = []  # what the registry advertises
         self._event_handlers: list[tuple[str, str | None, EventHandler]] = []
@@ -140,23 +146,30 @@ class Service:
             ),
             nodes=(Node(self.id, self.address, {**self.metadata, "protocol": "grpc"}),),
         )
-        registered = True
         try:
-            await self.registry.register(self._record, self.config.register_ttl)
-        except ReadOnly:
-            registered = False
-            log.info("%s: %r only discovers; DNS publishes this instance", self.id, self.registry)
-        except RegistryError as e:
-            await self.server.stop(0)
-            raise RegistryError(f"service {self.name!r} could not register: {e}") from None
-        if isinstance(self.broker, GrpcBroker):
-            self.broker.bind(self.address, self.id, self.client)
-        await self.broker.connect()
-        for topic, queue, handler in self._event_handlers:
-            self._subscriptions.append(await self.broker.subscribe(topic, typed(handler), queue))
-        if registered:
+            await self._register()
+            if isinstance(self.broker, GrpcBroker):
+                self.broker.bind(self.address, self.id, self.client)
+            await self.broker.connect()
+            for topic, queue, handler in self._event_handlers:
+                subscription = await self.broker.subscribe(topic, typed(handler), queue)
+                self._subscriptions.append(subscription)
+        except BaseException:  # an unreachable broker, say: leave nothing half started
+            await self.stop(grace=0)
+            raise
+        if self._registered:
             self._heartbeat = asyncio.get_running_loop().create_task(self._reregister())
         log.info("%s %s serving on %s as %s", self.name, self.version, self.address, self.id)
+
+    async def _register(self) -> None:
+        try:
+            await self.registry.register(self.record, self.config.register_ttl)
+        except ReadOnly:
+            log.info("%s: %r only discovers; DNS publishes this instance", self.id, self.registry)
+            return
+        except RegistryError as e:
+            raise RegistryError(f"service {self.name!r} could not register: {e}") from None
+        self._registered = True
 
     async def _reregister(self) -> None:
         """Refresh the registration before its TTL runs out; ride out registry
@@ -176,26 +189,30 @@ class Service:
                 failing = False
 
     async def stop(self, grace: float | None = None) -> None:
-        """Leave the registry, finish calls in flight (``grace`` seconds, default the
-        service's), stop serving, close client and registry."""
+        """Leave the registry, serve until callers have moved on, finish calls in
+        flight, stop serving, close client and registry: ``grace`` seconds in all
+        (default the service's)."""
         if self._record is None:
             return
+        grace = self.grace if grace is None else grace
+        deadline = time.monotonic() + grace
         await self.server.not_serving()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
             self._heartbeat = None
-        try:
-            await self.registry.deregister(self._record)
-        except ReadOnly:
-            pass
-        except RegistryError as e:
-            log.warning("%s: could not deregister (its TTL will expire it): %s", self.id, e)
+        if self._registered:
+            self._registered = False
+            try:
+                await self.registry.deregister(self._record)
+            except RegistryError as e:
+                log.warning("%s: could not deregister (its TTL will expire it): %s", self.id, e)
         subscriptions, self._subscriptions = self._subscriptions, []
         for subscription in subscriptions:  # each returns once its handlers finished
             await subscription.unsubscribe()
-        await self.server.stop(self.grace if grace is None else grace)
+        await self.server.quiesce(QUIET, min(grace / 2, deadline - time.monotonic()))
+        await self.server.stop(max(0.0, deadline - time.monotonic()))
         self._record = None
         if self._owns_broker:
             await self.broker.close()

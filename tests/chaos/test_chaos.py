@@ -6,9 +6,10 @@ goes away.
 What must hold in every scenario: every call started has an outcome; idempotent
 methods (Get, Watch) never fail. A non-idempotent one (Put) may fail only where it
 was running when the node was struck, with the status that says so: UNAVAILABLE for
-a killed node; DEADLINE_EXCEEDED for a hung one; for a graceful stop, nothing that
-was running fails. Puts take PUT_SLEEP in their handler and each node is struck
-once a fresh progress line shows Puts running on it, so that path is exercised.
+a killed node; DEADLINE_EXCEEDED for a hung one (it may yet run the Put: UNAVAILABLE
+would invite a retry); a graceful stop fails nothing. Puts take PUT_SLEEP in their
+handler and each node is struck once a fresh progress line shows Puts running on it,
+so that path is exercised.
 """
 
 from __future__ import annotations
@@ -110,19 +111,15 @@ def touched(calls: Sequence[Call], address: str, at: float) -> list[Call]:
 
 
 def drained(
-    failed: Sequence[Call], calls: Sequence[Call], address: str, stopped: float, exited: float
+    failed: Sequence[Call], calls: Sequence[Call], address: str, stopped: float
 ) -> list[Call]:
-    """A graceful stop at ``stopped``: the Puts running on the node then all finish,
-    and the only failures are Puts that reached it while its server stopped (before
-    ``exited``), refused unrun, but the client cannot know that they never ran:
-    UNAVAILABLE, not retried. Returns the Puts running at the stop."""
+    """A graceful stop at ``stopped`` fails nothing: the Puts running on the node then
+    finish, and those sent to it until the client's cache has seen it leave are
+    served too (it serves until calls stop arriving). Returns the Puts running at
+    the stop."""
     under_way = running(calls, address, stopped)
     assert under_way  # the drain was exercised
-    assert [c for c in under_way if c.code != "OK"] == []  # nothing running dropped
-    for call in failed:
-        assert call.code == "UNAVAILABLE", call
-        assert call.tried[-1] == address, call
-        assert stopped <= call.start <= exited, call
+    assert failed == []
     return under_way
 
 
@@ -167,7 +164,7 @@ async def test_sigterm(processes: Processes, name: str) -> None:
     report, calls = await loader.final()
 
     failed = outcomes(report, calls)
-    under_way = drained(failed, calls, leaving.address, stopped, exited)
+    under_way = drained(failed, calls, leaving.address, stopped)
     last_attempt = report["attempts"][leaving.address][1] - stopped
     assert last_attempt < exited - stopped  # the client moved on before the server was gone
     figures(
@@ -233,7 +230,6 @@ async def test_restart_on_a_new_port(processes: Processes, name: str) -> None:
     old.process.send_signal(signal.SIGTERM)
     stopping = time.monotonic()
     assert await asyncio.wait_for(old.process.wait(), 20) == 0
-    exited = time.monotonic()
     new = await processes.instance(name, MDNS)
     assert new.address != old.address
     restarted = time.monotonic()
@@ -242,7 +238,7 @@ async def test_restart_on_a_new_port(processes: Processes, name: str) -> None:
     report, calls = await loader.final()
 
     failed = outcomes(report, calls)
-    under_way = drained(failed, calls, old.address, stopping, exited)
+    under_way = drained(failed, calls, old.address, stopping)
     figures(
         "restart on a new port",
         report,
