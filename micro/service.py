@@ -179,9 +179,12 @@ class Service:
             await asyncio.sleep(self.config.register_interval)
             try:
                 await self.registry.register(self.record, self.config.register_ttl)
-            except RegistryError as e:
+            except Exception as e:  # a backend's bug, too, must not end the heartbeat
                 if not failing:
-                    log.warning("%s: re-registration failed, will retry: %s", self.id, e)
+                    bug = not isinstance(e, RegistryError)
+                    log.warning(
+                        "%s: re-registration failed, will retry: %s", self.id, e, exc_info=bug
+                    )
                 failing = True
             else:
                 if failing:

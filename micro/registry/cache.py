@@ -97,9 +97,10 @@ class CachingRegistry:
                 async for event in events:
                     failures = 0
                     self._apply(event)
-            except RegistryError as e:
+            except Exception as e:  # a backend's bug, too, must not end the watch for good
                 if not self._stale:
-                    log.warning("registry unreachable (%s): serving cached nodes", e)
+                    bug = not isinstance(e, RegistryError)
+                    log.warning("registry unreachable (%s): serving cached nodes", e, exc_info=bug)
                     self._stale = True
             events = None
             await asyncio.sleep(RETRY_WATCH[min(failures, len(RETRY_WATCH) - 1)])

@@ -202,3 +202,43 @@ async def test_unwatch_leaves_the_backend_open_and_close_closes_it(
     assert not flaky.closed
     await cache.close()
     assert flaky.closed
+
+
+class Buggy(Flaky):
+    """Its first watch fails with a bug (not a RegistryError), the next ones work."""
+
+    def __init__(self, inner: MemoryRegistry) -> None:
+        super().__init__(inner)
+        self.bugs = 1
+
+    def watch(self, service: str | None = None) -> AsyncIterator[Event]:
+        if self.bugs:
+            self.bugs -= 1
+            self.watched.put_nowait(False)
+            return self._bug()
+        return super().watch(service)
+
+    async def _bug(self) -> AsyncIterator[Event]:
+        raise ValueError("a bug in the backend")
+        yield  # an async generator
+
+
+async def test_a_backend_bug_does_not_end_the_watch(
+    inner: MemoryRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(cache_module, "RETRY_WATCH", (0.01,))
+    buggy = Buggy(inner)
+    cache = CachingRegistry(buggy)
+    await inner.register(service(name, "n1"), 30)
+    assert await cache.get_service(name) == [service(name, "n1")]
+    assert await wait(buggy.watched) is False  # the bug
+    assert await wait(buggy.watched) is True  # watched again
+    await inner.register(service(name, "n2"), 30)
+    await wait(buggy.handled)
+    assert nodes_by_version(cache.cached(name) or []) == {"1.0": {"n1", "n2"}}
+    (record,) = [r for r in caplog.records if "a bug in the backend" in r.getMessage()]
+    assert record.exc_info is not None  # logged with its traceback
+    await cache.close()
