@@ -1,11 +1,13 @@
 """The Redis Streams broker against redis-py asyncio doing the same by hand.
 
-Two variants on one redis-server of the bench's own: ``redis`` (a queue: a consumer
-group, XREADGROUP, XACK of what was handled) and ``redis-broadcast`` (plain XREAD,
-no acks). Each side publishes sequentially, one XADD per message with the same
-approximate MAXLEN, and reads with one blocking connection, up to 64 entries a read.
-Micro carries a typed ``Int64Value`` holding ``time.perf_counter_ns()``; raw carries
-the same 8 bytes. Every run uses a new stream, deleted afterwards.
+Three variants on one redis-server of the bench's own: ``redis`` (a queue: a consumer
+group, XREADGROUP, XACK of what was handled), ``redis-typed`` (the same, but raw
+writes and reads by hand the entry the broker makes: message id, serialized proto,
+headers naming its type) and ``redis-broadcast`` (plain XREAD, no acks). Each side
+publishes sequentially, one XADD per message with the same approximate MAXLEN, and
+reads with one blocking connection, up to 64 entries a read. Micro carries a typed
+``Int64Value`` holding ``time.perf_counter_ns()``; raw carries the same 8 bytes
+(``redis-typed``: the same proto). Every run uses a new stream, deleted afterwards.
 
     python -m bench.broker_redis [COUNT]   # one run of each side, by hand
 """
@@ -14,7 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
+import json
+import secrets
 import sys
 import time
 import uuid
@@ -32,6 +37,7 @@ NAME = "redis"
 GROUP = "bench"
 BATCH = 64  # entries per read, as RedisBroker's default concurrency
 MAXLEN = 100_000  # RedisBroker's default trimming
+HEADERS = json.dumps({"micro-type": Int64Value.DESCRIPTOR.full_name}, separators=(",", ":"))
 
 
 def _fixture() -> ModuleType:
@@ -95,7 +101,35 @@ async def _micro(address: str, count: int, queue: str | None) -> tuple[float, li
     return receipts.last - began, receipts.latencies
 
 
-async def _raw(address: str, count: int, group: bool) -> tuple[float, list[float]]:
+def _plain_fields() -> dict[str, bytes | str]:
+    return {"v": time.perf_counter_ns().to_bytes(8, "little")}
+
+
+def _plain_value(fields: dict[bytes, bytes]) -> int | None:
+    return int.from_bytes(fields[b"v"], "little")
+
+
+def _typed_fields() -> dict[str, bytes | str]:
+    body = Int64Value(value=time.perf_counter_ns()).SerializeToString()
+    return {"id": secrets.token_hex(16), "body": body, "headers": HEADERS}
+
+
+@functools.lru_cache(maxsize=64)  # the broker, too, decodes each distinct set once
+def _headers(raw: bytes) -> dict[str, str]:
+    decoded: dict[str, str] = json.loads(raw)
+    return decoded
+
+
+def _typed_value(fields: dict[bytes, bytes]) -> int | None:
+    if _headers(fields[b"headers"]).get("micro-type") != Int64Value.DESCRIPTOR.full_name:
+        return None
+    return Int64Value.FromString(fields[b"body"]).value
+
+
+async def _raw(
+    address: str, count: int, group: bool, typed: bool = False
+) -> tuple[float, list[float]]:
+    make, read = (_typed_fields, _typed_value) if typed else (_plain_fields, _plain_value)
     stream = f"bench-raw-{uuid.uuid4().hex}"
     receipts = Receipts(count)
     publisher = Redis.from_url(address)
@@ -117,7 +151,9 @@ async def _raw(address: str, count: int, group: bool) -> tuple[float, list[float
                 reply = await reader.xread({stream: last}, count=BATCH, block=1000)
             entries = [entry for _, batch in reply or () for entry in batch]
             for _, fields in entries:
-                receipts.handled(int.from_bytes(fields[b"v"], "little"))
+                value = read(fields)
+                if value is not None:
+                    receipts.handled(value)
             if entries and group:
                 await reader.xack(stream, GROUP, *(entry for entry, _ in entries))
             elif entries:
@@ -127,8 +163,7 @@ async def _raw(address: str, count: int, group: bool) -> tuple[float, list[float
     try:
         began = time.perf_counter()
         for _ in range(count):
-            sent = time.perf_counter_ns().to_bytes(8, "little")
-            await publisher.xadd(stream, {"v": sent}, maxlen=MAXLEN)
+            await publisher.xadd(stream, make(), maxlen=MAXLEN)  # type: ignore[arg-type]
         await consumer
     finally:
         consumer.cancel()
@@ -152,6 +187,10 @@ async def run_raw(address: str, count: int) -> tuple[float, list[float]]:
     return await _raw(address, count, group=True)
 
 
+async def run_raw_typed(address: str, count: int) -> tuple[float, list[float]]:
+    return await _raw(address, count, group=True, typed=True)
+
+
 async def run_micro_broadcast(address: str, count: int) -> tuple[float, list[float]]:
     return await _micro(address, count, queue=None)
 
@@ -162,6 +201,7 @@ async def run_raw_broadcast(address: str, count: int) -> tuple[float, list[float
 
 VARIANTS = [
     (NAME, run_micro, run_raw),
+    (f"{NAME}-typed", run_micro, run_raw_typed),
     (f"{NAME}-broadcast", run_micro_broadcast, run_raw_broadcast),
 ]
 
