@@ -2,8 +2,9 @@
 
 While a handler runs, its ``Context`` is the current one (a contextvar, so it follows
 the call into tasks and worker threads). Calls the handler makes inherit its deadline
-and the metadata worth passing on: keys starting with ``x-`` and the W3C trace keys.
-Credentials such as ``authorization`` are never forwarded.
+and the metadata worth passing on: keys starting with ``x-`` and the W3C trace keys,
+nothing else, so ``authorization`` and ``cookie`` stay behind (a credential under an
+``x-`` key would travel on: keep credentials out of them).
 """
 
 from __future__ import annotations
