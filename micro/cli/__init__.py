@@ -24,11 +24,12 @@ from micro.registry import RegistryError
 
 EXAMPLES = """\
 examples:
-  micro new shop && cd shop && make test     scaffold a service project
-  micro run shop.main --reload               serve it, restart on source changes
-  micro services                             what the registry knows
-  micro call shop Shop.Get '{"name": "x"}'   call a method (types from reflection)
-  micro completion bash > ~/.micro-complete  shell completion (see micro completion -h)
+  micro new shop && cd shop && make test           scaffold a service project
+  micro run shop.main --reload                     serve it, restart on source changes
+  micro services                                   what the registry knows
+  micro call shop Shop.Hello '{"name": "Ada"}'     call a method (types from reflection)
+  micro stream shop Shop.Countdown '{"start": 3}'  replies as they arrive
+  micro completion bash > ~/.micro-complete        shell completion (see micro completion -h)
 
 Run `micro COMMAND --help` for a command's options and examples.
 """

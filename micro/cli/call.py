@@ -24,8 +24,6 @@ from micro.client import CallOptions, Client, Metadata, Stub
 from micro.method import Method
 from micro.selector import matching_nodes
 
-REFLECT_ON = 3  # nodes tried for reflection before giving up
-
 CALL = """\
 examples:
   micro call greeter Greeter.SayHello '{"name": "Ada"}'
@@ -144,26 +142,16 @@ async def resolve(client: Client, args: argparse.Namespace) -> tuple[Method[Any,
                 f"service {args.service!r} has no node of version {args.version!r} "
                 f"(versions: {versions})"
             )
-    failure: CliError | None = None
-    for address, version in list(candidates.items())[:REFLECT_ON]:
-        try:
-            method = await asyncio.to_thread(_reflect, address, args.method, args.timeout)
-            return method, version
-        except CliError as e:
-            if "reflection of" not in str(e):  # an answer, not an unreachable node
-                raise
-            failure = e
-    assert failure is not None
-    raise failure
+    limit = (
+        min(args.timeout, reflect.REFLECTION_TIMEOUT)
+        if args.timeout
+        else reflect.REFLECTION_TIMEOUT
+    )
 
+    def ask(node: reflect.Reflection) -> tuple[Method[Any, Any], str | None]:
+        return reflect.method(node.method(args.method)), candidates[node.address]
 
-def _reflect(address: str, name: str, timeout: float | None) -> Method[Any, Any]:
-    limit = min(timeout, reflect.REFLECTION_TIMEOUT) if timeout else reflect.REFLECTION_TIMEOUT
-    node = reflect.Reflection(address, limit)
-    try:
-        return reflect.method(node.method(name))
-    finally:
-        node.close()
+    return await asyncio.to_thread(reflect.first_answer, list(candidates), ask, limit)
 
 
 def _check(args: argparse.Namespace) -> Metadata:

@@ -87,8 +87,10 @@ async def asking(config: Config, what: Callable[[], Awaitable[T]]) -> T:
         return await what()
     except RegistryError as e:
         text = str(e)
-        if any(address in text for address in config.registry_address):
-            raise CliError(text) from None  # it names the registry already
+        # etcd and NATS name themselves ("etcd registry at …") with the servers as
+        # dialled (scheme stripped, defaults filled in), better than ours.
+        if f"{config.registry} registry at" in text.lower():
+            raise CliError(text) from None
         raise CliError(f"{where(config)}: {text}") from None
 
 

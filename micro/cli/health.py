@@ -42,6 +42,8 @@ def add_parser(commands: Any, shared: argparse.ArgumentParser) -> None:
 
 
 async def _health(args: argparse.Namespace) -> int:
+    if args.timeout <= 0:
+        raise CliError(f"--timeout {args.timeout}: expected a positive number of seconds")
     config = common.config(args)
     async with common.opened(config) as registry:
         if args.service:

@@ -1,10 +1,10 @@
 """``micro new NAME``: a service project from ``templates/new``.
 
-``templates/new/common`` holds what every project has (Makefile, README, Dockerfile,
-Kubernetes manifest, pyproject, tests config); ``templates/new/<template>`` adds the
-proto, handler, entry point and tests. ``__pkg__`` in a path becomes the Python
-package name, ``__dot__`` a leading dot; files ending in ``.j2`` are rendered with
-jinja2 and lose the suffix.
+``templates/new/common`` holds what every project has (Makefile, README, Dockerfile
+and .dockerignore, Kubernetes manifest, pyproject, .gitignore);
+``templates/new/<template>`` adds the proto, handler, entry point and tests.
+``__pkg__`` in a path becomes the Python package name, ``__dot__`` a leading dot;
+files ending in ``.j2`` are rendered with jinja2 and lose the suffix.
 """
 
 from __future__ import annotations

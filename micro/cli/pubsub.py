@@ -142,18 +142,12 @@ class Types:
         assert source is not None
         async with common.opened(self.config) as registry:
             services = await common.asking(self.config, lambda: registry.get_service(source))
-        nodes = matching_nodes(services)
-        if not nodes:
+        addresses = [node.address for node in matching_nodes(services)]
+        if not addresses:
             raise CliError(f"--from {source}: not found in the {common.where(self.config)}")
-
-        def fetch() -> type[Message]:
-            node = reflect.Reflection(nodes[0].address)
-            try:
-                return node.message(full_name)
-            finally:
-                node.close()
-
-        return await asyncio.to_thread(fetch)
+        return await asyncio.to_thread(
+            reflect.first_answer, addresses, lambda node: node.message(full_name)
+        )
 
 
 async def _publish(args: argparse.Namespace) -> int:
@@ -230,7 +224,8 @@ async def _show(
     if as_json:
         output.line(record)
     else:
-        print(f"{envelope.topic} {sent} {envelope.id} {headers or ''}".rstrip(), flush=True)
+        heading = f"{envelope.topic} {sent} {envelope.id} {output.labels(headers)}"
+        print(heading.rstrip(), flush=True)
         output.emit(body)
 
 

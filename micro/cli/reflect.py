@@ -9,8 +9,8 @@ generated code declares, so a call goes through the ordinary client pipeline.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import descriptor_pb2, json_format, message_factory
@@ -26,6 +26,9 @@ from micro.cli.common import CliError
 from micro.method import Idempotency, Method, StreamStream, StreamUnary, UnaryStream, UnaryUnary
 
 REFLECTION_TIMEOUT = 5.0  # seconds for each reflection request
+REFLECT_ON = 3  # nodes tried before giving up
+
+T = TypeVar("T")
 
 _KINDS: dict[tuple[bool, bool], type[Method[Any, Any]]] = {
     (False, False): UnaryUnary,
@@ -33,6 +36,10 @@ _KINDS: dict[tuple[bool, bool], type[Method[Any, Any]]] = {
     (True, False): StreamUnary,
     (True, True): StreamStream,
 }
+
+
+class Unreachable(CliError):
+    """A node's reflection failed (down, too slow, not served): another node may answer."""
 
 
 class Reflection:
@@ -82,10 +89,28 @@ class Reflection:
         except grpc.RpcError as e:
             code = e.code().name if isinstance(e, grpc.Call) else "UNAVAILABLE"
             detail = e.details() if isinstance(e, grpc.Call) else str(e)
-            raise CliError(f"reflection of {self.address} failed: {code}: {detail}") from None
+            raise Unreachable(f"reflection of {self.address} failed: {code}: {detail}") from None
 
     def close(self) -> None:
         self._channel.close()
+
+
+def first_answer(
+    addresses: Sequence[str], ask: Callable[[Reflection], T], timeout: float = REFLECTION_TIMEOUT
+) -> T:
+    """``ask`` of the first of up to ``REFLECT_ON`` nodes that answers: a node that
+    died but is still registered must not fail the command while others serve."""
+    failure: Unreachable | None = None
+    for address in addresses[:REFLECT_ON]:
+        node = Reflection(address, timeout)
+        try:
+            return ask(node)
+        except Unreachable as e:
+            failure = e
+        finally:
+            node.close()
+    assert failure is not None, "no addresses"
+    raise failure
 
 
 def method(desc: MethodDescriptor) -> Method[Any, Any]:

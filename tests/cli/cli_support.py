@@ -65,7 +65,7 @@ def environment(**extra: str) -> dict[str, str]:
 def micro(
     *args: str, stdin: str | None = None, timeout: float = 20.0, cwd: Path = HERE, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m micro.cli ARGS`` to completion."""
+    """``python -m micro ARGS`` to completion."""
     return subprocess.run(
         [sys.executable, "-m", "micro", *args],
         input=stdin,

@@ -12,6 +12,8 @@ import pytest
 from cli_support import micro
 from conftest import Node
 
+from micro.cli import reflect
+
 pytestmark = pytest.mark.backend
 
 
@@ -82,6 +84,13 @@ def test_call_retries(greeter: Node) -> None:
     name, two = call("2")
     assert two.returncode == 0, two.stderr
     assert json.loads(two.stdout)["message"] == f"Hello, {name}!"
+
+
+def test_reflection_goes_past_a_dead_node(greeter: Node, unused_port: int) -> None:
+    # call, stream and --from share this: a node still registered after it died.
+    addresses = [f"127.0.0.1:{unused_port}", greeter.address]
+    found = reflect.first_answer(addresses, lambda node: node.message("greeter.v1.HelloRequest"))
+    assert found.DESCRIPTOR.full_name == "greeter.v1.HelloRequest"
 
 
 def test_stream_server_streaming(greeter: Node) -> None:

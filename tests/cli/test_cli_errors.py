@@ -93,6 +93,17 @@ def test_unreachable_registry(unused_port: int) -> None:
         )
 
 
+def test_unreachable_etcd_registry_is_named_once(unused_port: int) -> None:
+    # etcd names its servers without the scheme given: the line must not add ours.
+    address = f"127.0.0.1:{unused_port}"
+    for command in (("services",), ("call", "greeter", "Greeter.SayHello", "{}")):
+        done = micro(*command, MICRO_REGISTRY="etcd", MICRO_REGISTRY_ADDRESS=f"http://{address}")
+        assert done.returncode == 1
+        line = one_line(done.stderr)
+        assert line.startswith(f"micro {command[0]}: etcd registry at {address} is unreachable ")
+        assert line.count("registry at") == 1
+
+
 def test_unreachable_node(unused_port: int) -> None:
     done = micro("call", "x", "Greeter.SayHello", "{}", "--address", f"127.0.0.1:{unused_port}")
     assert done.returncode == 1
@@ -135,10 +146,18 @@ def test_usage_errors_are_one_line_and_exit_2(args: tuple[str, ...], line: str) 
 
 
 def test_bad_flag_values_fail_before_any_lookup() -> None:
-    for flags, line in (
-        (("--retries", "-1"), "micro call: --retries -1: expected 0 or more"),
-        (("--timeout", "0"), "micro call: --timeout 0.0: expected a positive number of seconds"),
+    call = ("call", "x", "Greeter.SayHello")
+    for args, line in (
+        ((*call, "--retries", "-1"), "micro call: --retries -1: expected 0 or more"),
+        (
+            (*call, "--timeout", "0"),
+            "micro call: --timeout 0.0: expected a positive number of seconds",
+        ),
+        (
+            ("health", "--timeout", "-1"),
+            "micro health: --timeout -1.0: expected a positive number of seconds",
+        ),
     ):
-        done = micro("call", "x", "Greeter.SayHello", *flags, MICRO_REGISTRY="memory")
+        done = micro(*args, MICRO_REGISTRY="memory")
         assert done.returncode == 1
         assert one_line(done.stderr) == line

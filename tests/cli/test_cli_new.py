@@ -12,9 +12,10 @@ import pytest
 from cli_support import micro
 
 EXPECTED = {
-    "default": ["Makefile", "README.md", "Dockerfile", "k8s.yaml", "pyproject.toml", ".gitignore",
-                "proto/shop_api/v1/shop_api.proto", "shop_api/__init__.py",
-                "shop_api/handler.py", "shop_api/main.py", "tests/test_shop_api.py"],
+    "default": ["Makefile", "README.md", "Dockerfile", ".dockerignore", "k8s.yaml",
+                "pyproject.toml", ".gitignore", "proto/shop_api/v1/shop_api.proto",
+                "shop_api/__init__.py", "shop_api/handler.py", "shop_api/main.py",
+                "tests/test_shop_api.py"],
 }  # fmt: skip
 
 

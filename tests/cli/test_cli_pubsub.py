@@ -44,21 +44,22 @@ def test_subscribe_with_a_type_from_a_proto_module(multicast: None) -> None:
     topic = unique("topic")
     subscriber = Running(
         "subscribe", topic, "--type", "greeter.v1.HelloRequest",
-        "--proto-module", "greeter.v1.greeter_pb2", "--queue", "q", "--count", "1", "--json",
+        "--proto-module", "greeter.v1.greeter_pb2", "--queue", "q", "--count", "1",
     )  # fmt: skip
     try:
         subscriber.wait_for(f"subscribed to {topic} at ")
         published = micro(
             "publish", topic, '{"name": "Bo"}', "--type", "greeter.v1.HelloRequest",
-            "--proto-module", "greeter.v1.greeter_pb2",
+            "--proto-module", "greeter.v1.greeter_pb2", "-H", "k=v", "-H", "a=b", "--json",
         )  # fmt: skip
         assert published.returncode == 0, published.stderr
         code, out = subscriber.finish()
     finally:
         subscriber.stop()
     assert code == 0
-    (event,) = [json.loads(line) for line in out.splitlines()]
-    assert (event["topic"], event["message"]) == (topic, {"name": "Bo"})
+    # For people: topic, type, id and headers on one line, then the message.
+    sent = json.loads(published.stdout)["id"]
+    assert out == f'{topic} greeter.v1.HelloRequest {sent} a=b, k=v\n{{\n  "name": "Bo"\n}}\n'
 
 
 def test_publish_unknown_type_is_one_line(multicast: None) -> None:
