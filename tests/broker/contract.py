@@ -41,6 +41,7 @@ from micro.registry import MemoryRegistry
 OpenBroker = Callable[[], Awaitable[Broker]]
 Outstanding = Callable[[], Awaitable[int]]
 WAIT = 10.0  # seconds any one expected message may take
+SPLIT_WORK = 0.005  # seconds a queue member's handler works on each message
 
 
 def counter() -> tuple[asyncio.Queue[int], Callable[[Int64Value, EventContext], Awaitable[None]]]:
@@ -74,30 +75,43 @@ async def check_broadcast(open_broker: OpenBroker, topic: str) -> None:
 
 
 async def check_queue_split(open_broker: OpenBroker, topic: str) -> None:
-    """A queue of two subscribers splits the messages: each once, both get some."""
+    """A queue of two subscribers splits the messages: each once, and each member
+    handles a fair share (at least a quarter; a member taking everything fails).
+
+    Handlers take a moment (``SPLIT_WORK``) as real ones do: a member holds at most
+    its in-flight limit (concurrency, prefetch, a pull batch) of the burst, and
+    while it works on those the rest goes to the other member rather than back to
+    whichever asked first."""
     a, b, publisher = await open_broker(), await open_broker(), await open_broker()
-    (got_a, handle_a), (got_b, handle_b) = counter(), counter()
+    handled: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+
+    def member(name: str) -> Callable[[Int64Value, EventContext], Awaitable[None]]:
+        async def handle(event: Int64Value, ctx: EventContext) -> None:
+            await asyncio.sleep(SPLIT_WORK)
+            await handled.put((name, event.value))
+
+        return handle
+
     subs: list[Subscription] = [
-        await a.subscribe(topic, typed(handle_a), queue="workers"),
-        await b.subscribe(topic, typed(handle_b), queue="workers"),
+        await a.subscribe(topic, typed(member("a")), queue="workers"),
+        await b.subscribe(topic, typed(member("b")), queue="workers"),
     ]
     numbers = Publisher(publisher, topic, Int64Value)
     total = 200
     for i in range(total):
         await numbers.publish(Int64Value(value=i))
-    seen: list[int] = []
-    while len(seen) < total:
-        getters = {asyncio.ensure_future(q.get()): q for q in (got_a, got_b)}
-        done, pending = await asyncio.wait(getters, timeout=WAIT, return_when="FIRST_COMPLETED")
-        for future in pending:
-            future.cancel()
-        assert done, f"only {len(seen)} of {total} messages arrived"
-        seen.extend(f.result() for f in done)
+    seen: list[tuple[str, int]] = []
+    with contextlib.suppress(asyncio.TimeoutError):
+        while len(seen) < total:
+            seen.append(await asyncio.wait_for(handled.get(), WAIT))
     for sub in subs:
-        await sub.unsubscribe()
-    seen.extend(got_a.get_nowait() for _ in range(got_a.qsize()))
-    seen.extend(got_b.get_nowait() for _ in range(got_b.qsize()))
-    assert sorted(seen) == list(range(total)), "a message was lost or handled twice"
+        await sub.unsubscribe()  # returns once its running handlers are done
+    seen.extend(handled.get_nowait() for _ in range(handled.qsize()))
+    values = sorted(value for _, value in seen)
+    assert values == list(range(total)), f"lost or handled twice: {len(values)} of {total}"
+    shares = {name: sum(1 for n, _ in seen if n == name) for name in ("a", "b")}
+    assert min(shares.values()) >= total // 4, f"an uneven split: {shares}"
+    print(f"queue split of {total}: {shares['a']} + {shares['b']}")
     for broker in (a, b, publisher):
         await broker.close()
 

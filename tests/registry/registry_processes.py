@@ -29,6 +29,10 @@ from micro import errors
 from micro.registry import Registry
 
 TTL, INTERVAL = 2.0, 0.5  # as ``serve`` registers
+# The store stays down past a TTL and a refresh; the load must be answered in every
+# slice of it (four callers are answered ~250 times a slice here; 25 leaves room for
+# a busy machine, and a stalled loop or a failing cache gives 0).
+OUTAGE, SLICE, MIN_PER_SLICE = TTL + 2 * INTERVAL, 0.5, 25
 HERE = Path(__file__).parent
 
 
@@ -134,6 +138,7 @@ class Load:
 
     echo: echo_micro.EchoClient
     answered: list[str] = field(default_factory=list)
+    at: list[float] = field(default_factory=list)  # monotonic time of each answer
     failed: list[errors.Error] = field(default_factory=list)
     progress: asyncio.Condition = field(default_factory=asyncio.Condition)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -155,11 +160,20 @@ class Load:
             try:
                 reply = await self.echo.get(echo_pb2.EchoRequest(), timeout=2)
                 self.answered.append(reply.node)
+                self.at.append(time.monotonic())
                 async with self.progress:
                     self.progress.notify_all()
             except errors.Error as e:
                 self.failed.append(e)
             await asyncio.sleep(0.005)  # bounded, steady load
+
+    def per_slice(self, start: float, end: float, width: float) -> list[int]:
+        """Answers in each ``width``-second slice of [start, end)."""
+        counts = [0] * round((end - start) / width)
+        for t in self.at:
+            if start <= t < end:
+                counts[min(int((t - start) / width), len(counts) - 1)] += 1
+        return counts
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Load]:
@@ -198,13 +212,22 @@ async def kill_outage_and_empty_restart(
             await load.answers(50)
             assert set(load.answered[-40:]) <= alive_ids
 
-            # outage: the client serves from its cache.
-            store.stop()
-            await load.answers(200)
+            # outage, longer than a registration's TTL: the client serves from its
+            # cache all along. The store is stopped and started in threads so the
+            # load's callers keep running on this loop meanwhile.
+            await asyncio.to_thread(store.stop)
+            down = time.monotonic()
+            await asyncio.sleep(OUTAGE)  # the outage itself, under load
+            up = time.monotonic()
+            slices = load.per_slice(down, up, SLICE)
+            assert load.failed == []
+            assert min(slices) >= MIN_PER_SLICE, slices  # on every moment, not a burst
+            during = sum(slices)
+            assert set(load.answered[-40:]) <= alive_ids
 
             # back empty on the same port: the services notice on their next refresh
             # and register again by themselves.
-            store.start(empty=True)
+            await asyncio.to_thread(store.start, empty=True)
             restarted = time.monotonic()  # the store accepts connections
             again = await reregistered(open_registry(), name, alive_ids, restarted)
             assert again < TTL + INTERVAL
@@ -221,6 +244,8 @@ async def kill_outage_and_empty_restart(
     assert load.failed == []
     print(
         f"\ndiscovered {found:.3f}s; key gone {expiry:.2f}s after kill -9 (TTL {TTL}s);"
+        f" {during} calls answered from the cache during a {up - down:.2f}s outage"
+        f" (per {SLICE}s: {min(slices)}..{max(slices)});"
         f" re-registered {again:.2f}s after empty restart (bound TTL + interval"
         f" {TTL + INTERVAL}s); a node started then answered after {joined:.2f}s;"
         f" {len(load.answered)} calls, 0 failed"
