@@ -53,13 +53,17 @@ class Loader:
 
     async def until(self, done: Callable[[Report], bool], within: float = 30.0) -> Report:
         """Read progress lines until one satisfies ``done`` (bounded by ``within``)."""
-        assert self.process.stdout is not None
-        async with asyncio.timeout(within):
+        stdout = self.process.stdout
+        assert stdout is not None
+
+        async def read() -> Report:
             while not done(self.last):
-                line = await self.process.stdout.readline()
+                line = await stdout.readline()
                 assert line, f"the load generator exited early: {self.last}"
                 self.last = json.loads(line)
-        return self.last
+            return self.last
+
+        return await asyncio.wait_for(read(), within)  # asyncio.timeout needs 3.11
 
     async def answered(self, node: str, more: int = 1, within: float = 30.0) -> Report:
         """Until ``node`` has answered ``more`` calls beyond what it had answered."""

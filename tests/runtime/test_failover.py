@@ -19,7 +19,7 @@ from runtime_support import GEN, HERE
 
 import micro
 from micro import errors
-from micro.registry import EventType, MemoryRegistry, Node, Service
+from micro.registry import Event, EventType, MemoryRegistry, Node, Service
 
 Req = echo_pb2.EchoRequest
 
@@ -124,9 +124,12 @@ async def test_sigterm_drains_50_calls_and_leaves_the_registry_first(spawn: Spaw
     staying = await spawn("--name", name, "--version", "b", "--registry", "mdns")
     changes = registry.watch(name)
     seen = {n.id for s in await registry.get_service(name) for n in s.nodes}
-    async with asyncio.timeout(5):
+
+    async def both_seen() -> None:
         while seen < {leaving.id, staying.id}:
             seen.add((await anext(changes)).service.nodes[0].id)
+
+    await asyncio.wait_for(both_seen(), 5)  # asyncio.timeout needs 3.11
     async with micro.Client(registry) as client:
         echo = echo_micro.EchoClient(name, client)
         pinned = micro.CallOptions(version="a")
@@ -139,10 +142,14 @@ async def test_sigterm_drains_50_calls_and_leaves_the_registry_first(spawn: Spaw
         ]
         await leaving.received(50 + 1)  # the warm-up call, then all 50 (1 s each there)
         leaving.process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(5):
+
+        async def deleted() -> Event:
             async for event in changes:
                 if event.type is EventType.DELETE:
-                    break
+                    return event
+            raise AssertionError("the watch ended")
+
+        event = await asyncio.wait_for(deleted(), 5)
         assert event.service.nodes[0].id == leaving.id
         assert not any(c.done() for c in calls)  # deregistered while they still ran
         assert {(await echo.get(Req(), timeout=5)).node for _ in range(10)} == {staying.id}
