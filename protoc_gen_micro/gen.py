@@ -7,7 +7,9 @@ succeeded: a failed run leaves ``--out`` as it was.
 
 from __future__ import annotations
 
+import keyword
 import re
+import shlex
 import shutil
 import stat
 import sys
@@ -42,6 +44,8 @@ def generate(
     """
     from grpc_tools import protoc
 
+    if package:
+        _check_package(package, out)
     files, roots = _expand(inputs)
     include_dirs = [*includes] if includes else roots
     wkt = Path(protoc.__file__).parent / "_proto"
@@ -70,6 +74,19 @@ def generate(
     return written
 
 
+def _check_package(package: str, out: str) -> None:
+    """``--out`` must be the package's own directory, so the dotted name imports it."""
+    parts = package.split(".")
+    if not all(p.isidentifier() and not keyword.iskeyword(p) for p in parts):
+        raise GenError(f"--package {package!r}: not a dotted Python module name")
+    if Path(out).resolve().parts[-len(parts) :] != tuple(parts):
+        where = "/".join(parts)
+        raise GenError(
+            f"--package {package}: --out {out} is not its directory (expected a path "
+            f"ending in {where})"
+        )
+
+
 def _expand(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
     """Input paths -> .proto files, and default include roots (each directory given,
     else the current directory)."""
@@ -95,7 +112,8 @@ def _expand(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
 def _launcher(scratch: str, name: str) -> str:
     """An executable that runs a plugin with this interpreter, whatever PATH says."""
     path = Path(scratch) / f"protoc-gen-{name}"
-    path.write_text(f"#!/bin/sh\nexec '{sys.executable}' -c '{_PLUGINS[name]}'\n")
+    command = shlex.join([sys.executable, "-c", _PLUGINS[name]])
+    path.write_text(f"#!/bin/sh\nexec {command}\n")
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return str(path)
 

@@ -242,3 +242,22 @@ def test_missing_input_is_named(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "no .proto files in this directory" in done.stderr
     assert tree(tmp_path) == {}
+
+
+@pytest.mark.parametrize(
+    ("package", "message"),
+    [
+        ("app.gen", "--package app.gen: --out {out} is not its directory (expected a path "
+         "ending in app/gen)"),
+        ("app.class", "--package 'app.class': not a dotted Python module name"),
+    ],
+)  # fmt: skip
+def test_package_must_name_the_out_directory(
+    tmp_path: Path, out: Path, package: str, message: str
+) -> None:
+    (tmp_path / "good.proto").write_text(GOOD)
+    before = tree(out)
+    done = micro_gen("--out", str(out), "--package", package, str(tmp_path / "good.proto"))
+    assert done.returncode == 1
+    assert done.stderr == f"micro gen: {message.format(out=out)}\n"
+    assert tree(out) == before
