@@ -1,6 +1,11 @@
 """What every broker backend must show, written once and run by each backend's tests.
 
-Each check takes ``open_broker``: a coroutine function returning a new connected
+The ``test_*`` functions here are the contract itself: each backend's test module
+imports them, and pytest runs them there with that module's ``open_broker`` and
+``topic`` fixtures. The ``check_*`` functions take backend-specific arguments and are
+called by each backend's own tests.
+
+Each takes ``open_broker``: a coroutine function returning a new connected
 broker (its own connection, as another process would have) that retries a failing
 handler 3 times in all, with a short backoff, before dead-lettering. Topics are the
 caller's, unique per test, so a backend on a shared server keeps tests apart.
@@ -57,7 +62,7 @@ async def take(queue: asyncio.Queue[int], count: int) -> list[int]:
     return [await asyncio.wait_for(queue.get(), WAIT) for _ in range(count)]
 
 
-async def check_broadcast(open_broker: OpenBroker, topic: str) -> None:
+async def test_broadcast(open_broker: OpenBroker, topic: str) -> None:
     """Two subscribers without a queue both get every message."""
     a, b, publisher = await open_broker(), await open_broker(), await open_broker()
     (got_a, handle_a), (got_b, handle_b) = counter(), counter()
@@ -74,7 +79,7 @@ async def check_broadcast(open_broker: OpenBroker, topic: str) -> None:
     assert got_b.empty()
 
 
-async def check_queue_split(open_broker: OpenBroker, topic: str) -> None:
+async def test_queue_split(open_broker: OpenBroker, topic: str) -> None:
     """A queue of two subscribers splits the messages: each once, and each member
     handles a fair share (at least a quarter; a member taking everything fails).
 
@@ -116,7 +121,8 @@ async def check_queue_split(open_broker: OpenBroker, topic: str) -> None:
         await broker.close()
 
 
-async def check_typed_round_trip(open_broker: OpenBroker, topic: str, content_type: str) -> None:
+@pytest.mark.parametrize("content_type", [codec.PROTOBUF, codec.JSON])
+async def test_typed_round_trip(open_broker: OpenBroker, topic: str, content_type: str) -> None:
     """Message, id, headers and content type arrive as published."""
     subscriber, publisher = await open_broker(), await open_broker()
     got: asyncio.Queue[tuple[StringValue, EventContext]] = asyncio.Queue()
@@ -136,7 +142,7 @@ async def check_typed_round_trip(open_broker: OpenBroker, topic: str, content_ty
         await broker.close()
 
 
-async def check_fails_twice_then_succeeds(open_broker: OpenBroker, topic: str) -> None:
+async def test_fails_twice_then_succeeds(open_broker: OpenBroker, topic: str) -> None:
     broker = await open_broker()
     attempts: list[int] = []
     done = asyncio.Event()
@@ -154,7 +160,7 @@ async def check_fails_twice_then_succeeds(open_broker: OpenBroker, topic: str) -
     assert attempts == [1, 2, 3]
 
 
-async def check_dead_letter(open_broker: OpenBroker, topic: str) -> None:
+async def test_dead_letter(open_broker: OpenBroker, topic: str) -> None:
     """A handler that always fails: 3 attempts, then the message is in ``<topic>.dlq``
     with the reason."""
     broker = await open_broker()
@@ -190,7 +196,8 @@ MALFORMED = [
 ]
 
 
-async def check_malformed_dead_lettered(
+@pytest.mark.parametrize(("body", "headers", "reason"), MALFORMED)
+async def test_malformed_dead_lettered(
     open_broker: OpenBroker,
     topic: str,
     caplog: pytest.LogCaptureFixture,
@@ -288,7 +295,7 @@ class _Relay(DeliveryHandler):
         return Delivered()
 
 
-async def check_call_metadata_travels(open_broker: OpenBroker, topic: str) -> None:
+async def test_call_metadata_travels(open_broker: OpenBroker, topic: str) -> None:
     """A publish made while serving a gRPC call carries, in the headers, the call's
     ``x-*`` and W3C trace metadata (never its credentials) and its deadline, which
     the subscriber reads as ``EventContext.time_remaining()``. The subscriber's

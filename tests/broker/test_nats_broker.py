@@ -18,6 +18,15 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "nats_registry"))
 
 import contract
 import nats
+from contract import (  # noqa: F401  (the contract every backend passes, run here)
+    test_broadcast,
+    test_call_metadata_travels,
+    test_dead_letter,
+    test_fails_twice_then_succeeds,
+    test_malformed_dead_lettered,
+    test_queue_split,
+    test_typed_round_trip,
+)
 from nats_support import BINARY, NatsServer, free_port
 
 from micro.broker import BrokerError, Envelope, EventContext, Publisher, RawHandler, typed
@@ -88,48 +97,11 @@ async def open_jetstream(nats_server: NatsServer) -> AsyncIterator[Opener]:
 # -- the contract, in both modes -------------------------------------------------
 
 
-async def test_broadcast(open_broker: Opener, topic: str) -> None:
-    await contract.check_broadcast(open_broker, topic)
-
-
-async def test_queue_split(open_broker: Opener, topic: str) -> None:
-    await contract.check_queue_split(open_broker, topic)
-
-
-@pytest.mark.parametrize("content_type", ["application/protobuf", "application/json"])
-async def test_typed_round_trip(open_broker: Opener, topic: str, content_type: str) -> None:
-    await contract.check_typed_round_trip(open_broker, topic, content_type)
-
-
-async def test_fails_twice_then_succeeds(open_broker: Opener, topic: str) -> None:
-    await contract.check_fails_twice_then_succeeds(open_broker, topic)
-
-
-async def test_dead_letter(open_broker: Opener, topic: str) -> None:
-    await contract.check_dead_letter(open_broker, topic)
-
-
-@pytest.mark.parametrize(("body", "headers", "reason"), contract.MALFORMED)
-async def test_malformed_dead_lettered(
-    open_broker: Opener,
-    topic: str,
-    caplog: pytest.LogCaptureFixture,
-    body: bytes,
-    headers: dict[str, str],
-    reason: str,
-) -> None:
-    await contract.check_malformed_dead_lettered(open_broker, topic, caplog, body, headers, reason)
-
-
 async def test_unsubscribe_drains(open_broker: Opener, nats_server: NatsServer, topic: str) -> None:
     kept = (
         jetstream_outstanding(nats_server.url, topic) if open_broker.mode == "jetstream" else None
     )
     await contract.check_unsubscribe_drains(open_broker, topic, kept)
-
-
-async def test_call_metadata_travels(open_broker: Opener, topic: str) -> None:
-    await contract.check_call_metadata_travels(open_broker, topic)
 
 
 async def test_at_least_once_across_kill_9(

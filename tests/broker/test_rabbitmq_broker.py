@@ -20,6 +20,15 @@ from typing import Any
 import aio_pika
 import contract
 import pytest
+from contract import (  # noqa: F401  (the contract every backend passes, run here)
+    test_broadcast,
+    test_call_metadata_travels,
+    test_dead_letter,
+    test_fails_twice_then_succeeds,
+    test_malformed_dead_lettered,
+    test_queue_split,
+    test_typed_round_trip,
+)
 from google.protobuf.wrappers_pb2 import Int64Value
 
 import micro
@@ -91,41 +100,6 @@ async def open_broker(
 # -- the contract every backend passes -------------------------------------------------
 
 
-async def test_broadcast(open_broker: contract.OpenBroker, topic: str) -> None:
-    await contract.check_broadcast(open_broker, topic)
-
-
-async def test_queue_split(open_broker: contract.OpenBroker, topic: str) -> None:
-    await contract.check_queue_split(open_broker, topic)
-
-
-@pytest.mark.parametrize("content_type", [codec.PROTOBUF, codec.JSON])
-async def test_typed_round_trip(
-    open_broker: contract.OpenBroker, topic: str, content_type: str
-) -> None:
-    await contract.check_typed_round_trip(open_broker, topic, content_type)
-
-
-async def test_fails_twice_then_succeeds(open_broker: contract.OpenBroker, topic: str) -> None:
-    await contract.check_fails_twice_then_succeeds(open_broker, topic)
-
-
-async def test_dead_letter(open_broker: contract.OpenBroker, topic: str) -> None:
-    await contract.check_dead_letter(open_broker, topic)
-
-
-@pytest.mark.parametrize(("body", "headers", "reason"), contract.MALFORMED)
-async def test_malformed_dead_lettered(
-    open_broker: contract.OpenBroker,
-    topic: str,
-    caplog: pytest.LogCaptureFixture,
-    body: bytes,
-    headers: dict[str, str],
-    reason: str,
-) -> None:
-    await contract.check_malformed_dead_lettered(open_broker, topic, caplog, body, headers, reason)
-
-
 async def test_unsubscribe_drains(
     open_broker: contract.OpenBroker,
     admin: aio_pika.abc.AbstractChannel,
@@ -134,10 +108,6 @@ async def test_unsubscribe_drains(
 ) -> None:
     kept = queue_outstanding(admin, f"{exchange}.{topic}.workers")
     await contract.check_unsubscribe_drains(open_broker, topic, kept)
-
-
-async def test_call_metadata_travels(open_broker: contract.OpenBroker, topic: str) -> None:
-    await contract.check_call_metadata_travels(open_broker, topic)
 
 
 @pytest.mark.parametrize("exchange", ["micro"])  # the consumer process's default

@@ -14,10 +14,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import contract
 import pytest
 import redis_fixture
+from contract import (  # noqa: F401  (the contract every backend passes, run here)
+    test_broadcast,
+    test_call_metadata_travels,
+    test_dead_letter,
+    test_fails_twice_then_succeeds,
+    test_malformed_dead_lettered,
+    test_queue_split,
+    test_typed_round_trip,
+)
 from google.protobuf.wrappers_pb2 import Int64Value
 from redis.asyncio import Redis
 
-from micro import codec
 from micro.broker import (
     BrokerError,
     Envelope,
@@ -78,45 +86,8 @@ async def open_broker(url: str) -> AsyncIterator[OpenRedis]:
 # The contract every backend shows.
 
 
-async def test_broadcast(open_broker: OpenRedis, topic: str) -> None:
-    await contract.check_broadcast(open_broker, topic)
-
-
-async def test_queue_split(open_broker: OpenRedis, topic: str) -> None:
-    await contract.check_queue_split(open_broker, topic)
-
-
-@pytest.mark.parametrize("content_type", [codec.PROTOBUF, codec.JSON])
-async def test_typed_round_trip(open_broker: OpenRedis, topic: str, content_type: str) -> None:
-    await contract.check_typed_round_trip(open_broker, topic, content_type)
-
-
-async def test_fails_twice_then_succeeds(open_broker: OpenRedis, topic: str) -> None:
-    await contract.check_fails_twice_then_succeeds(open_broker, topic)
-
-
-async def test_dead_letter(open_broker: OpenRedis, topic: str) -> None:
-    await contract.check_dead_letter(open_broker, topic)
-
-
-@pytest.mark.parametrize(("body", "headers", "reason"), contract.MALFORMED)
-async def test_malformed_dead_lettered(
-    open_broker: OpenRedis,
-    topic: str,
-    caplog: pytest.LogCaptureFixture,
-    body: bytes,
-    headers: dict[str, str],
-    reason: str,
-) -> None:
-    await contract.check_malformed_dead_lettered(open_broker, topic, caplog, body, headers, reason)
-
-
 async def test_unsubscribe_drains(open_broker: OpenRedis, raw: Redis, topic: str) -> None:
     await contract.check_unsubscribe_drains(open_broker, topic, group_outstanding(raw, topic))
-
-
-async def test_call_metadata_travels(open_broker: OpenRedis, topic: str) -> None:
-    await contract.check_call_metadata_travels(open_broker, topic)
 
 
 async def test_at_least_once(
