@@ -1,9 +1,9 @@
 """What every broker backend must show, written once and run by each backend's tests.
 
 The ``test_*`` functions here are the contract itself: each backend's test module
-imports them, and pytest runs them there with that module's ``open_broker`` and
-``topic`` fixtures. The ``check_*`` functions take backend-specific arguments and are
-called by each backend's own tests.
+imports them (``from contract import *``), and pytest runs them there with that
+module's ``open_broker`` and ``topic`` fixtures. The ``check_*`` functions take
+backend-specific arguments and are called by each backend's own tests.
 
 Each takes ``open_broker``: a coroutine function returning a new connected
 broker (its own connection, as another process would have) that retries a failing
@@ -42,6 +42,16 @@ from micro.delivery_micro import DeliveryClient, DeliveryHandler
 from micro.delivery_pb2 import Delivered
 from micro.delivery_pb2 import Envelope as WireEnvelope
 from micro.registry import MemoryRegistry
+
+__all__ = [  # the contract: ``from contract import *`` runs it in a backend's module
+    "test_broadcast",
+    "test_call_metadata_travels",
+    "test_dead_letter",
+    "test_fails_twice_then_succeeds",
+    "test_malformed_dead_lettered",
+    "test_queue_split",
+    "test_typed_round_trip",
+]
 
 OpenBroker = Callable[[], Awaitable[Broker]]
 Outstanding = Callable[[], Awaitable[int]]
