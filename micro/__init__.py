@@ -18,7 +18,7 @@ from micro.method import (
     UnaryStream,
     UnaryUnary,
 )
-from micro.server import Handler, Server, mount
+from micro.server import Handler, Requests, Server, mount
 from micro.service import Service
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "Metadata",
     "Method",
     "Publisher",
+    "Requests",
     "Server",
     "Service",
     "ServiceDescriptor",

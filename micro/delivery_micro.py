@@ -26,9 +26,9 @@ class DeliveryHandler(_micro.Handler):
 
     __service__ = _micro.ServiceDescriptor('micro.Delivery', DeliveryMethods)
 
-    async def deliver(
+    def deliver(
         self, request: _micro_dot_delivery__pb2.Envelope, ctx: _micro.Context
-    ) -> _micro_dot_delivery__pb2.Delivered:
+    ) -> _micro_dot_delivery__pb2.Delivered | _abc.Awaitable[_micro_dot_delivery__pb2.Delivered]:
         """Takes one message for this server's subscriptions to its topic: every broadcast
         subscription, or one subscription of `queue`. Answers once the message is queued
         here; the id lets a retried delivery be recognised and dropped.

@@ -14,8 +14,8 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, ClassVar, NoReturn
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import Any, ClassVar, Generic, NoReturn, TypeVar
 
 import grpc
 import grpc.aio
@@ -36,6 +36,50 @@ _Behaviour = Callable[..., Any]
 
 MAX_MESSAGE_SIZE = 4 * 1024 * 1024  # grpc's own default for received messages
 _SERVING = health_pb2.HealthCheckResponse.SERVING
+
+T = TypeVar("T")
+
+
+class Requests(Generic[T]):
+    """The request stream a client- or bidi-streaming handler receives: read it with
+    ``async for`` in an ``async def`` handler, with ``for`` in a ``def`` one (which
+    runs in a worker thread, each read handed to the event loop)."""
+
+    __slots__ = ("_loop", "_source", "_stream")
+
+    def __init__(self, source: AsyncIterable[T], loop: asyncio.AbstractEventLoop) -> None:
+        self._source = source
+        self._loop = loop
+        self._stream: AsyncIterator[T] | None = None
+
+    def __aiter__(self) -> Requests[T]:
+        return self
+
+    def __anext__(self) -> Awaitable[T]:
+        if self._stream is None:  # made on first read: a stream never read is never started
+            self._stream = aiter(self._source)
+        return anext(self._stream)
+
+    def __iter__(self) -> Requests[T]:
+        return self
+
+    def __next__(self) -> T:
+        if _running_loop() is self._loop:
+            raise TypeError("read the request stream with `async for` in an async handler")
+        try:
+            return asyncio.run_coroutine_threadsafe(self._read(), self._loop).result()
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    async def _read(self) -> T:
+        return await self.__anext__()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class Handler:
@@ -245,11 +289,15 @@ def _unary_response(
     else:
 
         def run(request: Any, ctx: Context) -> Awaitable[Any]:
-            return asyncio.to_thread(impl, _blocking(request), ctx)
+            return asyncio.to_thread(impl, request, ctx)
+
+    streamed = method.client_streaming
 
     async def behaviour(request: Any, gctx: _GrpcContext) -> Any:
         arrivals.last = time.monotonic()
-        if type(request) is _Malformed:
+        if streamed:
+            request = Requests(request, asyncio.get_running_loop())
+        elif type(request) is _Malformed:
             await _reject(gctx, method, request)
         ctx = Context(gctx, method)
         inbound.set(ctx)  # each call runs in its own task: nothing to reset
@@ -267,10 +315,13 @@ def _stream_response(
     impl: Callable[..., Any], method: Method[Any, Any], arrivals: _Arrivals
 ) -> _Behaviour:
     agen = inspect.isasyncgenfunction(impl)
+    streamed = method.client_streaming
 
     async def behaviour(request: Any, gctx: _GrpcContext) -> AsyncIterator[Any]:
         arrivals.last = time.monotonic()
-        if type(request) is _Malformed:
+        if streamed:
+            request = Requests(request, asyncio.get_running_loop())
+        elif type(request) is _Malformed:
             await _reject(gctx, method, request)
         ctx = Context(gctx, method)
         inbound.set(ctx)
@@ -278,7 +329,7 @@ def _stream_response(
             if agen:
                 replies = impl(request, ctx)
             else:
-                replies = await asyncio.to_thread(impl, _blocking(request), ctx)
+                replies = await asyncio.to_thread(impl, request, ctx)
             if isinstance(replies, AsyncIterable):
                 async for reply in replies:
                     yield reply
@@ -295,29 +346,6 @@ def _stream_response(
 
 
 _END = object()
-
-
-def _blocking(requests: Any) -> Any:
-    """A request stream made iterable from a worker thread (for ``def`` handlers)."""
-    if not isinstance(requests, AsyncIterable):
-        return requests
-    loop = asyncio.get_running_loop()
-    stream: AsyncIterator[Any] | None = None
-
-    async def next_request() -> Any:
-        nonlocal stream
-        if stream is None:  # made on first read: a stream never read is never started
-            stream = aiter(requests)
-        return await anext(stream)
-
-    def pull() -> Iterator[Any]:
-        while True:
-            try:
-                yield asyncio.run_coroutine_threadsafe(next_request(), loop).result()
-            except StopAsyncIteration:
-                return
-
-    return pull()
 
 
 _ADAPTERS = {

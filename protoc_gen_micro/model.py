@@ -56,7 +56,7 @@ class Signature:
     handler_returns: str
     client_returns: str
     sync_returns: str
-    awaits: bool  # handler and async client are ``async def`` (unary response)
+    awaits: bool  # the async client's method is ``async def`` (unary response)
 
 
 @dataclass(frozen=True)
@@ -228,11 +228,14 @@ def _build_method(
 def _signature(client_streaming: bool, server_streaming: bool, req: str, resp: str) -> Signature:
     """Types per streaming kind, decided here once so templates never branch on it.
 
-    A streamed response makes the method a plain ``def`` returning an iterator, so an
-    ``async def … yield`` override (an async generator) matches the base type.
+    Handler methods are plain ``def`` typed for both kinds of override: an ``async
+    def`` (a coroutine is an awaitable reply; an async generator an async iterator) or
+    a ``def`` run in a worker thread (a reply; a generator). A request stream is
+    ``micro.Requests``, read with ``async for`` or ``for``. A streamed response makes
+    the async client method a plain ``def`` returning an async iterator.
     """
     if client_streaming:
-        param, handler_req = "requests", f"_abc.AsyncIterator[{req}]"
+        param, handler_req = "requests", f"_micro.Requests[{req}]"
         client_req, sync_req = (
             f"_abc.AsyncIterable[{req}] | _abc.Iterable[{req}]",
             f"_abc.Iterable[{req}]",
@@ -241,17 +244,11 @@ def _signature(client_streaming: bool, server_streaming: bool, req: str, resp: s
         param, handler_req, client_req, sync_req = "request", req, req, req
     if server_streaming:
         stream = f"_abc.AsyncIterator[{resp}]"
-        return Signature(
-            param,
-            handler_req,
-            client_req,
-            sync_req,
-            stream,
-            stream,
-            f"_abc.Iterator[{resp}]",
-            awaits=False,
-        )
-    return Signature(param, handler_req, client_req, sync_req, resp, resp, resp, awaits=True)
+        handler = f"{stream} | _abc.Iterator[{resp}]"
+        sync = f"_abc.Iterator[{resp}]"
+        return Signature(param, handler_req, client_req, sync_req, handler, stream, sync, False)
+    handler = f"{resp} | _abc.Awaitable[{resp}]"
+    return Signature(param, handler_req, client_req, sync_req, handler, resp, resp, True)
 
 
 def _comments(proto: pb.FileDescriptorProto) -> dict[tuple[int, ...], str]:

@@ -416,6 +416,30 @@ async def test_def_handlers_run_in_worker_threads(corpus: Any, client: micro.Cli
     assert users == ["ann", "bob"]
 
 
+async def test_an_async_handler_reading_requests_with_for_is_told_how(
+    corpus: Any, client: micro.Client
+) -> None:
+    """``micro.Requests`` reads both ways, each where it can work: ``for`` on the event
+    loop would block it, so it says to use ``async for``, and the caller gets a bare
+    INTERNAL as for any handler bug."""
+    pb2 = corpus.streaming_pb2
+    seen: list[str] = []
+
+    class Confused(corpus.streaming_micro.StreamerHandler):
+        async def client_stream(self, requests: micro.Requests[Any], ctx: micro.Context) -> Any:
+            try:
+                return pb2.Tally(notes=len(list(requests)))
+            except TypeError as e:
+                seen.append(str(e))
+                raise
+
+    async with serving(Confused()) as address:
+        stub, _ = _stubs(corpus.streaming_micro, "Streamer", client, address)
+        with pytest.raises(errors.Internal):
+            await stub.client_stream([pb2.Note(seq=1)])
+    assert seen == ["read the request stream with `async for` in an async handler"]
+
+
 async def test_handler_errors_reach_the_caller_typed(corpus: Any, client: micro.Client) -> None:
     pb2 = corpus.streaming_pb2
 

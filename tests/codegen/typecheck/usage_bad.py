@@ -24,6 +24,14 @@ class WrongReply(streaming_micro.StreamerHandler):
         return Note()
 
 
+class WrongBlockingReply(streaming_micro.StreamerHandler):
+    def unary(self, request: Note, ctx: micro.Context) -> Tally:  # E: override
+        return Tally()
+
+    def server_stream(self, request: Note, ctx: micro.Context) -> list[Note]:  # E: override
+        return [request]
+
+
 async def notes() -> AsyncIterator[Note]:
     yield Note()
 

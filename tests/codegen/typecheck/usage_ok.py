@@ -3,7 +3,7 @@ with the generated corpus (never imported by the tests)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from corpus import keywords_micro, keywords_pb2, streaming_micro, streaming_pb2
 
@@ -27,6 +27,23 @@ class Streamer(streaming_micro.StreamerHandler):
         self, requests: AsyncIterator[Note], ctx: micro.Context
     ) -> AsyncIterator[Tally]:
         async for request in requests:
+            yield Tally(notes=request.seq)
+
+
+class BlockingStreamer(streaming_micro.StreamerHandler):
+    """``def`` methods, run in worker threads: typed as overrides too."""
+
+    def unary(self, request: Note, ctx: micro.Context) -> Note:
+        return request
+
+    def server_stream(self, request: Note, ctx: micro.Context) -> Iterator[Note]:
+        yield request
+
+    def client_stream(self, requests: Iterator[Note], ctx: micro.Context) -> Tally:
+        return Tally(notes=len(list(requests)))
+
+    def bidi_stream(self, requests: micro.Requests[Note], ctx: micro.Context) -> Iterator[Tally]:
+        for request in requests:
             yield Tally(notes=request.seq)
 
 

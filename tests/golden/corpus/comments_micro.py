@@ -56,21 +56,21 @@ class QuotedHandler(_micro.Handler):
 
     __service__ = _micro.ServiceDescriptor('corpus.comments.Quoted', QuotedMethods)
 
-    async def ends_with_quote(
+    def ends_with_quote(
         self, request: _corpus_dot_comments__pb2.Text, ctx: _micro.Context
-    ) -> _corpus_dot_comments__pb2.Text:
+    ) -> _corpus_dot_comments__pb2.Text | _abc.Awaitable[_corpus_dot_comments__pb2.Text]:
         """Ends with a quote: \""""
         raise _micro.errors.Unimplemented('/corpus.comments.Quoted/EndsWithQuote is not implemented')
 
-    async def ends_with_backslash(
+    def ends_with_backslash(
         self, request: _corpus_dot_comments__pb2.Text, ctx: _micro.Context
-    ) -> _corpus_dot_comments__pb2.Text:
+    ) -> _corpus_dot_comments__pb2.Text | _abc.Awaitable[_corpus_dot_comments__pb2.Text]:
         """Ends with a backslash \\"""
         raise _micro.errors.Unimplemented('/corpus.comments.Quoted/EndsWithBackslash is not implemented')
 
     def triple_quotes(
         self, request: _corpus_dot_comments__pb2.Text, ctx: _micro.Context
-    ) -> _abc.AsyncIterator[_corpus_dot_comments__pb2.Text]:
+    ) -> _abc.AsyncIterator[_corpus_dot_comments__pb2.Text] | _abc.Iterator[_corpus_dot_comments__pb2.Text]:
         """\"""Opens a docstring
             and keeps its indentation;
 
@@ -78,17 +78,17 @@ class QuotedHandler(_micro.Handler):
         """
         raise _micro.errors.Unimplemented('/corpus.comments.Quoted/TripleQuotes is not implemented')
 
-    async def block(
-        self, requests: _abc.AsyncIterator[_corpus_dot_comments__pb2.Text], ctx: _micro.Context
-    ) -> _corpus_dot_comments__pb2.Text:
+    def block(
+        self, requests: _micro.Requests[_corpus_dot_comments__pb2.Text], ctx: _micro.Context
+    ) -> _corpus_dot_comments__pb2.Text | _abc.Awaitable[_corpus_dot_comments__pb2.Text]:
         """A block comment with {{ jinja }} and {% raw %} and \\u00e9 written out,
         and unicode: Grüße — ✓
         """
         raise _micro.errors.Unimplemented('/corpus.comments.Quoted/Block is not implemented')
 
     def trailing(
-        self, requests: _abc.AsyncIterator[_corpus_dot_comments__pb2.Text], ctx: _micro.Context
-    ) -> _abc.AsyncIterator[_corpus_dot_comments__pb2.Text]:
+        self, requests: _micro.Requests[_corpus_dot_comments__pb2.Text], ctx: _micro.Context
+    ) -> _abc.AsyncIterator[_corpus_dot_comments__pb2.Text] | _abc.Iterator[_corpus_dot_comments__pb2.Text]:
         """A trailing comment: ""''\\\\"""
         raise _micro.errors.Unimplemented('/corpus.comments.Quoted/Trailing is not implemented')
 
@@ -263,9 +263,9 @@ class EdgeHandler(_micro.Handler):
 
     __service__ = _micro.ServiceDescriptor('corpus.comments.Edge', EdgeMethods)
 
-    async def quotes(
+    def quotes(
         self, request: _corpus_dot_comments__pb2.Text, ctx: _micro.Context
-    ) -> _corpus_dot_comments__pb2.Text:
+    ) -> _corpus_dot_comments__pb2.Text | _abc.Awaitable[_corpus_dot_comments__pb2.Text]:
         """"\""""
         raise _micro.errors.Unimplemented('/corpus.comments.Edge/Quotes is not implemented')
 

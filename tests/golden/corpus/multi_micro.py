@@ -26,9 +26,9 @@ class FooHandler(_micro.Handler):
 
     __service__ = _micro.ServiceDescriptor('corpus.multi.Foo', FooMethods)
 
-    async def get(
+    def get(
         self, request: _corpus_dot_multi__pb2.Item, ctx: _micro.Context
-    ) -> _corpus_dot_multi__pb2.Item:
+    ) -> _corpus_dot_multi__pb2.Item | _abc.Awaitable[_corpus_dot_multi__pb2.Item]:
         raise _micro.errors.Unimplemented('/corpus.multi.Foo/Get is not implemented')
 
 
@@ -87,14 +87,14 @@ class FooSyncHandler(_micro.Handler):
 
     __service__ = _micro.ServiceDescriptor('corpus.multi.FooSync', FooSyncMethods)
 
-    async def get(
+    def get(
         self, request: _corpus_dot_multi__pb2.Item, ctx: _micro.Context
-    ) -> _corpus_dot_multi__pb2.Item:
+    ) -> _corpus_dot_multi__pb2.Item | _abc.Awaitable[_corpus_dot_multi__pb2.Item]:
         raise _micro.errors.Unimplemented('/corpus.multi.FooSync/Get is not implemented')
 
     def list(
         self, request: _corpus_dot_multi__pb2.Item, ctx: _micro.Context
-    ) -> _abc.AsyncIterator[_corpus_dot_multi__pb2.Item]:
+    ) -> _abc.AsyncIterator[_corpus_dot_multi__pb2.Item] | _abc.Iterator[_corpus_dot_multi__pb2.Item]:
         raise _micro.errors.Unimplemented('/corpus.multi.FooSync/List is not implemented')
 
 
@@ -188,9 +188,9 @@ class Item_Handler(_micro.Handler):
 
     __service__ = _micro.ServiceDescriptor('corpus.multi.Item_', Item_Methods)
 
-    async def put(
-        self, requests: _abc.AsyncIterator[_corpus_dot_multi__pb2.Item], ctx: _micro.Context
-    ) -> _corpus_dot_multi__pb2.ItemClient:
+    def put(
+        self, requests: _micro.Requests[_corpus_dot_multi__pb2.Item], ctx: _micro.Context
+    ) -> _corpus_dot_multi__pb2.ItemClient | _abc.Awaitable[_corpus_dot_multi__pb2.ItemClient]:
         raise _micro.errors.Unimplemented('/corpus.multi.Item_/Put is not implemented')
 
 

@@ -47,27 +47,27 @@ class GreeterHandler(_micro.Handler):
 
     __service__ = _micro.ServiceDescriptor('greeter.v1.Greeter', GreeterMethods)
 
-    async def say_hello(
+    def say_hello(
         self, request: _greeter_dot_v1_dot_greeter__pb2.HelloRequest, ctx: _micro.Context
-    ) -> _greeter_dot_v1_dot_greeter__pb2.HelloReply:
+    ) -> _greeter_dot_v1_dot_greeter__pb2.HelloReply | _abc.Awaitable[_greeter_dot_v1_dot_greeter__pb2.HelloReply]:
         """Answers one greeting."""
         raise _micro.errors.Unimplemented('/greeter.v1.Greeter/SayHello is not implemented')
 
     def lots_of_replies(
         self, request: _greeter_dot_v1_dot_greeter__pb2.HelloRequest, ctx: _micro.Context
-    ) -> _abc.AsyncIterator[_greeter_dot_v1_dot_greeter__pb2.HelloReply]:
+    ) -> _abc.AsyncIterator[_greeter_dot_v1_dot_greeter__pb2.HelloReply] | _abc.Iterator[_greeter_dot_v1_dot_greeter__pb2.HelloReply]:
         """Answers with several greetings."""
         raise _micro.errors.Unimplemented('/greeter.v1.Greeter/LotsOfReplies is not implemented')
 
-    async def lots_of_greetings(
-        self, requests: _abc.AsyncIterator[_greeter_dot_v1_dot_greeter__pb2.HelloRequest], ctx: _micro.Context
-    ) -> _greeter_dot_v1_dot_greeter__pb2.HelloReply:
+    def lots_of_greetings(
+        self, requests: _micro.Requests[_greeter_dot_v1_dot_greeter__pb2.HelloRequest], ctx: _micro.Context
+    ) -> _greeter_dot_v1_dot_greeter__pb2.HelloReply | _abc.Awaitable[_greeter_dot_v1_dot_greeter__pb2.HelloReply]:
         """Greets everyone sent, at once."""
         raise _micro.errors.Unimplemented('/greeter.v1.Greeter/LotsOfGreetings is not implemented')
 
     def chat(
-        self, requests: _abc.AsyncIterator[_greeter_dot_v1_dot_greeter__pb2.HelloRequest], ctx: _micro.Context
-    ) -> _abc.AsyncIterator[_greeter_dot_v1_dot_greeter__pb2.HelloReply]:
+        self, requests: _micro.Requests[_greeter_dot_v1_dot_greeter__pb2.HelloRequest], ctx: _micro.Context
+    ) -> _abc.AsyncIterator[_greeter_dot_v1_dot_greeter__pb2.HelloReply] | _abc.Iterator[_greeter_dot_v1_dot_greeter__pb2.HelloReply]:
         """Greets each one as it comes."""
         raise _micro.errors.Unimplemented('/greeter.v1.Greeter/Chat is not implemented')
 
