@@ -246,9 +246,11 @@ def _signature(client_streaming: bool, server_streaming: bool, req: str, resp: s
         stream = f"_abc.AsyncIterator[{resp}]"
         handler = f"{stream} | _abc.Iterator[{resp}]"
         sync = f"_abc.Iterator[{resp}]"
-        return Signature(param, handler_req, client_req, sync_req, handler, stream, sync, False)
+        return Signature(
+            param, handler_req, client_req, sync_req, handler, stream, sync, awaits=False
+        )
     handler = f"{resp} | _abc.Awaitable[{resp}]"
-    return Signature(param, handler_req, client_req, sync_req, handler, resp, resp, True)
+    return Signature(param, handler_req, client_req, sync_req, handler, resp, resp, awaits=True)
 
 
 def _comments(proto: pb.FileDescriptorProto) -> dict[tuple[int, ...], str]:

@@ -218,7 +218,7 @@ class GrpcBroker:
             # calls do not inherit that call's deadline and metadata (the publisher's
             # travel in the headers).
             work = self.redelivery.run(sub.handler, envelope, self.publish)
-            task = contextvars.Context().run(start, work)
+            task = start(work, contextvars.Context())
             if task is not None:
                 sub.running.add(task)
                 task.add_done_callback(sub.running.discard)

@@ -92,16 +92,20 @@ class Redelivery:
         )
 
 
-def start(work: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+def start(
+    work: Coroutine[Any, Any, None], context: contextvars.Context | None = None
+) -> asyncio.Task[None] | None:
     """Run ``work`` (a delivery) at once up to where it first waits, and on from there
     in a task; None if it finished without waiting.
 
     Most handlers of small messages never wait, and a task per message costs about
     as much as the rest of the delivery: this is Python 3.12's eager task start, for
     3.10 on. The first step runs in a context of its own, which the task carries on,
-    so context variables a handler sets do not leak into the caller's.
+    so context variables a handler sets do not leak into the caller's: a copy of the
+    caller's, or ``context`` (an empty one: nothing of the caller's reaches it).
     """
-    context = contextvars.copy_context()
+    if context is None:
+        context = contextvars.copy_context()
     loop = asyncio.get_running_loop()
     try:
         awaited = context.run(work.send, None)

@@ -9,13 +9,13 @@ import time
 import echo_micro
 import echo_pb2
 import pytest
-from conftest import CONFIG
 from runtime_support import Echo
 
 import micro
 from micro.broker.redis import RedisBroker
 from micro.registry import MemoryRegistry, Node, Service
 
+CONFIG = micro.Config(registry="memory", register_ttl=30.0, register_interval=10.0)
 GRACE = 20.0  # the stopping node's: it may serve stale callers for half of it
 
 
@@ -44,6 +44,8 @@ async def test_callers_still_listing_a_stopping_node_are_served() -> None:
         for _ in range(1000):  # until the client's cache has followed the listing's watch
             if (await echo.put(echo_pb2.EchoRequest(), timeout=5)).node == staying.id:
                 break
+        else:
+            pytest.fail("the client never followed the listing to the staying node")
         await asyncio.wait_for(stopping, GRACE / 4)  # by the quiet, not the grace
         assert time.monotonic() - moved < GRACE / 4
     await staying.stop(grace=0)
