@@ -7,6 +7,7 @@ message naming the variable, never later in the middle of a call.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -21,18 +22,32 @@ class ConfigError(ValueError):
     """A configuration value is unusable; the message names where it came from."""
 
 
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError("expected a positive number of seconds")
-    return value
+# Ranges are what the machinery downstream can hold: the mDNS record TTL is 31 bits
+# of seconds (RFC 2181), which is also well inside grpc's deadline (int64 nanoseconds
+# since 1970); backoff doubles per retry, so a plan past 100 attempts is a typo.
+MAX_SECONDS = 2**31 - 1
+MAX_RETRIES = 100
 
 
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("expected a whole number >= 0")
-    return value
+def _number(
+    convert: Callable[[str], float], low: float, high: float, *, open_low: bool = False
+) -> Callable[[str], Any]:
+    """A parser of numbers from ``low`` (excluded if ``open_low``) to ``high``: the
+    one range check of every numeric option, refusing ``inf`` and ``nan`` too."""
+    what = "seconds" if convert is float else "a whole number"
+    shown = f"{'(' if open_low else '['}{low:.15g}, {high:.15g}]"
+
+    def parse(text: str) -> float:
+        value = convert(text)
+        below = value <= low if open_low else value < low
+        if not math.isfinite(value) or below or value > high:
+            raise ValueError(f"expected {what} in {shown}")
+        return value
+
+    return parse
+
+
+_seconds = _number(float, 0, MAX_SECONDS, open_low=True)
 
 
 def _addresses(text: str) -> tuple[str, ...]:
@@ -145,7 +160,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "broker": _one_of(*BROKERS),
     "broker_address": _addresses,
     "server_address": _address,
-    "client_retries": _count,
+    "client_retries": _number(int, 0, MAX_RETRIES),
     "client_request_timeout": _seconds,
     "client_attempt_timeout": _seconds,
     "register_ttl": _seconds,

@@ -159,6 +159,31 @@ def test_config_errors_name_the_setting() -> None:
     assert interfaces == ("127.0.0.1", "127.0.0.2")
 
 
+@pytest.mark.parametrize(
+    ("variable", "text", "expected"),
+    [
+        ("MICRO_CLIENT_REQUEST_TIMEOUT", "inf", r"seconds in \(0, 2147483647\]"),
+        ("MICRO_CLIENT_ATTEMPT_TIMEOUT", "nan", r"seconds in \(0, 2147483647\]"),
+        ("MICRO_REGISTER_TTL", "1e12", r"seconds in \(0, 2147483647\]"),
+        ("MICRO_REGISTER_TTL", "inf", r"seconds in \(0, 2147483647\]"),
+        ("MICRO_REGISTER_INTERVAL", "-inf", r"seconds in \(0, 2147483647\]"),
+        ("MICRO_CLIENT_RETRIES", "100000", r"a whole number in \[0, 100\]"),
+    ],
+)
+def test_numbers_that_cannot_work_are_refused_with_the_range(
+    variable: str, text: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError, match=rf"^{variable}='{text}': expected {expected}$"):
+        Config.from_env({variable: text})
+
+
+def test_numbers_at_the_ends_of_their_ranges_are_taken() -> None:
+    config = Config.from_env({"MICRO_REGISTER_TTL": "2147483647", "MICRO_CLIENT_RETRIES": "100"})
+    assert (config.register_ttl, config.client_retries) == (2**31 - 1, 100)
+    with pytest.raises(ConfigError, match=r"^register_ttl=inf: expected seconds"):
+        Config(register_ttl=float("inf"))  # keyword arguments pass the same check
+
+
 def test_registry_from_environment() -> None:
     from micro.registry import from_config
     from micro.registry.dns import DnsRegistry
