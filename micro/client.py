@@ -13,6 +13,7 @@ Generated ``<Svc>Client`` / ``<Svc>SyncClient`` classes subclass ``Stub`` /
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 import warnings
@@ -433,6 +434,8 @@ def _outbound(metadata: Metadata | None) -> _Pairs | None:
         pairs = tuple(metadata.items())
     else:
         pairs = tuple(metadata)
+    if pairs:
+        _check(pairs)
     ctx = inbound.get()
     if ctx is None or not ctx.propagated:
         return pairs
@@ -440,6 +443,28 @@ def _outbound(metadata: Metadata | None) -> _Pairs | None:
         return ctx.propagated
     own = {k for k, _ in pairs}
     return pairs + tuple(p for p in ctx.propagated if p[0] not in own)
+
+
+_KEY = re.compile(r"[0-9a-z_.-]+")  # gRPC over HTTP/2: header names
+_TEXT = re.compile(r"[ -~]*")  # values of keys not ending in -bin: printable ASCII
+
+
+def _check(pairs: _Pairs) -> None:
+    """Refuse what grpc would refuse with its internals (or pass on a bytes value a
+    handler reads as text), naming the key."""
+    for key, value in pairs:
+        if not (isinstance(key, str) and _KEY.fullmatch(key)):
+            raise errors.InvalidArgument(
+                f"metadata key {key!r}: use lowercase letters, digits, '-', '_' and '.'"
+            )
+        if key.endswith("-bin"):
+            if not isinstance(value, bytes):
+                raise errors.InvalidArgument(f"metadata {key!r}: a -bin key carries bytes")
+        elif not (isinstance(value, str) and _TEXT.fullmatch(value)):
+            raise errors.InvalidArgument(
+                f"metadata {key!r}: the value must be printable ASCII text"
+                " (bytes go under a key ending in -bin)"
+            )
 
 
 def _deprecated(method: Method[Any, Any], stacklevel: int) -> None:

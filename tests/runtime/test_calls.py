@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 
 import echo_micro
 import echo_pb2
@@ -227,3 +228,35 @@ async def test_channel_closed_when_node_leaves(
     await changes.aclose()
     assert {(await echo.get(Req())).node for _ in range(4)} == {staying.id}
     assert set(client._peers) == {staying.address}  # the departed node's channel is gone
+
+
+BAD_METADATA = [
+    ("X-Tenant", "acme"),  # uppercase key
+    ("x tenant", "acme"),  # space in a key
+    ("", "acme"),  # empty key
+    ("x-tenant", "ac\nme"),  # newline in a value
+    ("x-tenant", "acmé"),  # non-ASCII value
+    ("x-tenant", b"acme"),  # bytes under a text key
+    ("x-tenant-bin", "acme"),  # text under a -bin key
+]
+
+
+@pytest.mark.parametrize(("key", "value"), BAD_METADATA)
+async def test_invalid_metadata_is_refused_before_sending(
+    cluster: Start, client: micro.Client, key: str, value: str | bytes
+) -> None:
+    _, handler = await cluster()
+    echo = echo_micro.EchoClient("echo", client)
+    metadata = {"x-ok": "fine", key: value}
+    named = rf"metadata (key )?{re.escape(repr(key))}"
+    with pytest.raises(errors.InvalidArgument, match=named):
+        await echo.get(Req(), metadata=metadata)
+    with pytest.raises(errors.InvalidArgument, match=named):
+        [reply async for reply in echo.watch(Req(), metadata=metadata)]
+    sync = echo_micro.EchoSyncClient("echo", client)
+    with pytest.raises(errors.InvalidArgument, match=named):
+        await asyncio.to_thread(sync.get, Req(), metadata=metadata)
+    assert handler.received == 0  # refused here: nothing reached the node
+    good = {"x-tenant": "acme corp", "x-id-bin": b"\xff\x00"}
+    assert (await echo.get(Req(), metadata=good)).metadata["x-tenant"] == "acme corp"
+    client.close_sync()
