@@ -10,9 +10,13 @@ files ending in ``.j2`` are rendered with jinja2 and lose the suffix.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import json
 import re
+import shlex
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import jinja2
 
@@ -57,9 +61,7 @@ def names(name: str) -> dict[str, str]:
     """What templates call the project: ``user-api`` → package ``user_api``, proto
     package ``user_api.v1``, proto service ``UserApi``."""
     if not NAME.fullmatch(name):
-        raise CliError(
-            f"service name {name!r}: use lower-case letters and digits, words joined by - or _"
-        )
+        raise CliError(f"service name {name!r}: {_what_is_wrong(name)}")
     pkg = name.replace("-", "_")
     return {
         "name": name,
@@ -67,7 +69,38 @@ def names(name: str) -> dict[str, str]:
         "proto_package": f"{pkg}.v1",
         "service": "".join(part.capitalize() for part in pkg.split("_")),
         "topic": f"{name}.events",
+        "micro_grpc": micro_grpc_requirement(),
     }
+
+
+def _what_is_wrong(name: str) -> str:
+    """Why ``name`` is not a ``NAME``, in the user's terms."""
+    if not ("a" <= name[:1] <= "z"):
+        return "must start with a lower-case letter"
+    bad = sorted({c for c in name if not ("a" <= c <= "z" or c.isdecimal() or c in "-_")})
+    if bad:
+        return f"{', '.join(map(repr, bad))} not allowed: use lower-case letters, digits, - and _"
+    return "words are joined by one - or _, and it cannot end with one"
+
+
+def micro_grpc_requirement() -> str:
+    """What ``pip install`` needs to get this very micro-grpc, as the scaffold's
+    Makefile passes it: micro-grpc is not on every index, so a project installs it
+    from where it came from here (PEP 610 ``direct_url.json``): a checkout (editable
+    stays editable), a wheel or directory, a URL, or else the index."""
+    try:
+        dist = importlib.metadata.distribution("micro-grpc")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        return f"-e {shlex.quote(str(Path(__file__).resolve().parents[2]))}"
+    direct = dist.read_text("direct_url.json")
+    if not direct:
+        return f"micro-grpc=={dist.version}"
+    origin = json.loads(direct)
+    url = urlparse(origin["url"])
+    if url.scheme != "file":
+        return shlex.quote(f"micro-grpc @ {origin['url']}")
+    path = shlex.quote(unquote(url.path))
+    return f"-e {path}" if origin.get("dir_info", {}).get("editable") else path
 
 
 def scaffold(name: str, parent: Path, template: str) -> list[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -47,6 +48,40 @@ def test_scaffold_tests_pass(tmp_path: Path, template: str, passed: int) -> None
     assert "readinessProbe:" in documents["Deployment"]
 
 
+@pytest.mark.backend  # needs make and pip's sources: a skip fails under MICRO_REQUIRE_BACKENDS=1
+@pytest.mark.timeout(900)  # two pip installs into a fresh venv, on a loaded machine
+def test_fresh_scaffold_makes_its_own_venv(tmp_path: Path) -> None:
+    """As a new user outside this repository: `make test` makes .venv with micro-grpc
+    from this installation (it is on no index), and a set-up that failed half-way is
+    not taken as done."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    assert not tmp_path.resolve().is_relative_to(Path(__file__).resolve().parents[2])
+    assert micro("new", "shop", "--dir", str(tmp_path)).returncode == 0
+    root = tmp_path / "shop"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "MICRO_GRPC", "MAKEFLAGS")}
+    env["PATH"] = os.pathsep.join(  # no venv of ours on the way
+        p for p in env["PATH"].split(os.pathsep) if not Path(p, "micro").exists()
+    )
+
+    def make(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["make", "-C", str(root), *args], capture_output=True,
+                              text=True, env=env, timeout=800)  # fmt: skip
+
+    broken = make("test", "MICRO_GRPC=/nowhere/micro-grpc")
+    assert broken.returncode != 0
+    assert "/nowhere/micro-grpc" in broken.stderr
+    assert not (root / ".venv" / ".installed").exists()
+    done = make("test")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout
+    origin = subprocess.run(
+        [str(root / ".venv/bin/python"), "-c", "import micro; print(micro.__file__)"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert Path(origin.stdout.strip()).parent == Path(__file__).resolve().parents[2] / "micro"
+
+
 def kind(document: str) -> str:
     """The ``kind:`` of a YAML document (top-level key, so at the start of a line)."""
     (found,) = re.findall(r"^kind: (\w+)$", document, re.MULTILINE)
@@ -57,8 +92,16 @@ def test_new_refuses_bad_names_and_existing_directories(tmp_path: Path) -> None:
     bad = micro("new", "Shop!", "--dir", str(tmp_path))
     assert bad.returncode == 1
     assert bad.stderr.splitlines() == [
-        "micro new: service name 'Shop!': use lower-case letters and digits, words joined by - or _"
+        "micro new: service name 'Shop!': must start with a lower-case letter"
     ]
+    for name, wrong in [
+        ("9lives", "must start with a lower-case letter"),
+        ("shop!", "'!' not allowed: use lower-case letters, digits, - and _"),
+        ("shop--api", "words are joined by one - or _, and it cannot end with one"),
+    ]:
+        assert micro("new", name, "--dir", str(tmp_path)).stderr.splitlines() == [
+            f"micro new: service name {name!r}: {wrong}"
+        ]
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "file").write_text("x")
     taken = micro("new", "taken", "--dir", str(tmp_path))
