@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
-from micro.registry.base import Endpoint, Node, Service
+from micro.registry.base import Endpoint, Node, RegistryError, Service
 
 log = logging.getLogger("micro.registry")
+
+
+# What is parsed at all. An entry nests four deep (entry, endpoints, endpoint,
+# metadata); a value nested far deeper would exhaust the parser's recursion.
+MAX_SIZE = 1 << 20  # bytes
+MAX_DEPTH = 16
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string: brackets in it do not nest
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class Malformed(ValueError):
@@ -22,7 +32,12 @@ class Malformed(ValueError):
 
 def encode(one: Service) -> bytes:
     """``one`` (a service with a single node) as compact JSON."""
-    return json.dumps(document(one), separators=(",", ":"), ensure_ascii=False).encode()
+    data = json.dumps(document(one), separators=(",", ":"), ensure_ascii=False).encode()
+    if len(data) > MAX_SIZE:
+        raise RegistryError(
+            f"service {one.name!r} is too large to register ({len(data)} bytes, at most {MAX_SIZE})"
+        )
+    return data
 
 
 def document(one: Service) -> dict[str, Any]:
@@ -57,11 +72,23 @@ def decode_entry(key: str, value: bytes, where: str) -> Service | None:
 
 def decode(data: bytes) -> Service:
     """The service with one node that ``encode`` wrote; ``Malformed`` otherwise."""
+    return from_document(parse(data))
+
+
+def parse(data: bytes) -> Any:
+    """``data`` as JSON, if it is small and shallow enough to be an entry;
+    ``Malformed`` otherwise."""
+    if len(data) > MAX_SIZE:
+        raise Malformed(f"{len(data)} bytes, more than an entry's {MAX_SIZE}")
+    brackets = _STRING.sub(b"", data).translate(None, _NOT_BRACKET)
+    for _ in range(MAX_DEPTH):  # each pass removes one level of nesting
+        brackets = brackets.replace(b"[]", b"").replace(b"{}", b"")
+    if brackets:
+        raise Malformed(f"not JSON: brackets unbalanced or nested more than {MAX_DEPTH} deep")
     try:
-        doc = json.loads(data)
+        return json.loads(data)
     except ValueError as e:
         raise Malformed(f"not JSON: {e}") from None
-    return from_document(doc)
 
 
 def from_document(doc: Any) -> Service:

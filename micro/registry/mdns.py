@@ -70,7 +70,7 @@ from zeroconf._protocol.incoming import DNSIncoming
 from zeroconf._protocol.outgoing import DNSOutgoing
 
 from micro.registry.base import Event, EventType, RegistryError, Service
-from micro.registry.entry import Malformed, document, from_document
+from micro.registry.entry import MAX_SIZE, Malformed, document, from_document, parse
 from micro.registry.entry import text as string_field
 
 log = logging.getLogger("micro.registry")
@@ -819,17 +819,14 @@ def _decode(text: bytes) -> tuple[Service, str, int]:
     if encoding == b"zlib":
         try:
             inflater = zlib.decompressobj()
-            data = inflater.decompress(data, 1 << 20)
+            data = inflater.decompress(data, MAX_SIZE)
         except zlib.error as e:
             raise Malformed(f"bad zlib data: {e}") from None
         if inflater.unconsumed_tail:
             raise Malformed("payload too large")
     elif encoding != b"json":
         raise Malformed(f"unknown encoding {encoding!r}")
-    try:
-        doc = json.loads(data)
-    except ValueError as e:
-        raise Malformed(f"payload is not JSON: {e}") from None
+    doc = parse(data)
     service = from_document(doc)
     seq = doc.get("seq", 0)
     if not isinstance(seq, int):

@@ -334,13 +334,18 @@ class _Watch:
         self.fail(None)
 
     async def follow(self) -> None:
+        """Pump the KV watcher into the feed; whatever ends it ends the watch, told
+        to its reader (who watches again), never silently."""
         assert self.watcher is not None
         initial = True
-        async for entry in self.watcher:
-            if entry is None:  # the end of what was there before the watch
-                initial = False
-                continue
-            self.handle(entry.key, entry.value, entry.operation, initial)
+        try:
+            async for entry in self.watcher:
+                if entry is None:  # the end of what was there before the watch
+                    initial = False
+                    continue
+                self.handle(entry.key, entry.value, entry.operation, initial)
+        except Exception as e:
+            self.fail(e)
         self.fail(None)
 
     def handle(self, key: str, value: bytes | None, op: str | None, initial: bool) -> None:

@@ -114,6 +114,7 @@ async def test_garbage_entries_are_skipped(
     await registry.register(service(name, "good"), 30)
     events = registry.watch()
     bad1, bad2 = f"{_part(name)}.{_part('bad1')}", f"{_part(name)}.{_part('bad2')}"
+    deep = f"{_part(name)}.{_part('deep')}"
     nc = await nats.connect(registry.servers)
     try:
         kv = await nc.jetstream().key_value(registry.bucket)
@@ -121,6 +122,8 @@ async def test_garbage_entries_are_skipped(
             await kv.put(bad1, b"{not json")
             await kv.put(bad2, b'{"name": "x"}')
             await kv.put("garbage", b"[]")
+            # The probe's value: 200 KB of "[" made the JSON parser recurse to death.
+            await kv.put(deep, b"[" * 200_000)
             await registry.register(service(name, "good2"), 30)
             # The watch skipped the three and goes on; so do lookups and listings.
             assert summary(await next_event(events, 2)) == (C, name, ("good2",))
@@ -135,6 +138,10 @@ async def test_garbage_entries_are_skipped(
         in warned
     )
     assert "NATS registry: skipping malformed entry 'garbage': not a JSON object" in warned
+    assert (
+        f"NATS registry: skipping malformed entry {deep!r}: not JSON: brackets unbalanced or"
+        " nested more than 16 deep" in warned
+    )
 
 
 async def test_wrong_address_fails_fast_naming_it() -> None:

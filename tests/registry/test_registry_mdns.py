@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -158,6 +159,9 @@ async def test_malformed_entries_are_skipped_with_a_warning(
         "bad-zlib": txt(b"micro=1", b"enc=zlib", b"d0=not zlib"),
         "other-format": txt(b"micro=9", b"enc=json", b"d0={}"),
         "truncated": b"\x40micro=1",
+        # The probe's payload: 200 KB of "[" (218 bytes compressed) made the JSON
+        # parser recurse to death, a traceback per packet.
+        "deep": txt(b"micro=1", b"enc=zlib", b"d0=" + zlib.compress(b"[" * 200_000, 9)),
     }
     tag = uuid.uuid4().hex[:8]
     infos = [
@@ -188,6 +192,7 @@ async def test_malformed_entries_are_skipped_with_a_warning(
         about = [w for w in warnings if f"garbage-{kind}-{tag}" in w]
         # Once by each registry (both saw it), however often it was announced.
         assert len(about) == 2, (kind, warnings)
+    assert any(f"garbage-deep-{tag}" in w and "nested more than 16 deep" in w for w in warnings)
 
 
 async def test_a_stale_copy_does_not_bring_back_a_withdrawn_node(mdns: Open, name: str) -> None:
