@@ -13,6 +13,7 @@ Generated ``<Svc>Client`` / ``<Svc>SyncClient`` classes subclass ``Stub`` /
 from __future__ import annotations
 
 import asyncio
+import atexit
 import re
 import threading
 import time
@@ -557,7 +558,11 @@ def _ready_sync(peer: Peer, channel: grpc.Channel, timeout: float | None) -> boo
 
 
 class _LoopThread:
-    """An event loop on a daemon thread, for registry work of blocking callers."""
+    """An event loop on a daemon thread, for registry work of blocking callers.
+
+    A script that never closes its Client still gets a quiet exit: the loop is
+    stopped at interpreter exit, its tasks (the registry watch) cancelled first, as
+    otherwise they are destroyed pending and asyncio says so on stderr."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
@@ -565,14 +570,25 @@ class _LoopThread:
             target=self.loop.run_forever, name="micro-client", daemon=True
         )
         self.thread.start()
+        atexit.register(self.stop)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def stop(self) -> None:
+        atexit.unregister(self.stop)
+        self.run(_cancel_tasks(), None)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join()
         self.loop.close()
+
+
+async def _cancel_tasks() -> None:
+    """Cancel every other task of the running loop and wait for them to end."""
+    tasks = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class Stub:
