@@ -16,6 +16,7 @@ import contextlib
 import logging
 import signal
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -224,27 +225,50 @@ class Service:
             await self.registry.close()
         log.info("%s stopped", self.id)
 
-    async def serve(self) -> None:
-        """Start (unless started), serve until SIGTERM or SIGINT, then stop gracefully."""
-        if self._record is None:
-            await self.start()
+    async def serve(self, *, announce: bool = False) -> None:
+        """Start (unless started), serve until SIGTERM or SIGINT, then stop gracefully.
+        ``announce``: say on stderr where it serves and what it found it by, and when
+        it has stopped (``run`` does)."""
+        # Signals are caught from the start: a SIGTERM while starting, or just after
+        # the announcement, is a graceful stop too.
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
         signals = (signal.SIGTERM, signal.SIGINT)
         for sig in signals:
             loop.add_signal_handler(sig, stopping.set)
         try:
+            if self._record is None:
+                await self.start()
+            if announce:
+                _say(
+                    f"{self.name} {self.version or '(no version)'} serving on {self.address} "
+                    f"as {self.id}; registry {_shown(self.registry)}, broker {_shown(self.broker)}"
+                )
             await stopping.wait()
         finally:
             for sig in signals:
                 loop.remove_signal_handler(sig)
             await self.stop()
+        if announce:
+            _say(f"{self.id} stopped")
 
     def run(self) -> None:
-        """``serve`` on a new event loop: the entry point of a service process."""
+        """``serve`` on a new event loop, announced: the entry point of a service process."""
         if self.config.log_level and not logging.getLogger().handlers:
             logging.basicConfig(level=self.config.log_level)
-        asyncio.run(self.serve())
+        asyncio.run(self.serve(announce=True))
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _shown(part: object) -> str:
+    """A registry or broker as the start line names it: its own repr where it has one
+    (where it connects; never credentials), else its class."""
+    if type(part).__repr__ is object.__repr__:
+        return type(part).__name__
+    return repr(part)
 
 
 def _advertised(bound: str) -> str:
