@@ -50,6 +50,7 @@ CONNECT_TIMEOUT = 2.0  # seconds a call waits for a connection before trying els
 READY = grpc.ChannelConnectivity.READY
 _SETTLED = (READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN)
 CANCELLED = grpc.StatusCode.CANCELLED
+RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # what read() returns at a stream's end
 
 
@@ -478,19 +479,39 @@ def _unreachable(peer: Peer) -> errors.Unavailable:
     return errors.Unavailable(f"cannot connect to {peer.address}")
 
 
-def _status(e: grpc.RpcError) -> grpc.StatusCode:
-    """A call's status as the retry policy sees it. grpc's server answers CANCELLED
-    to calls that reach it as its stop begins (they never ran), while a call this
-    client cancels raises CancelledError, not this error: CANCELLED here is a node
-    going away, UNAVAILABLE. (Closing a blocking client under a running call is the
+def _failure(e: grpc.RpcError, draining: bool) -> tuple[grpc.StatusCode, bool]:
+    """A failed attempt as the retry policy sees it: (status, whether it may have run).
+
+    A call this client cancels raises CancelledError, not this error; grpc's server
+    answers CANCELLED to calls it drops unrun, as its stop begins or when it is
+    overloaded. From a node known to be ``draining`` (it left the registry, or its
+    connection is closing) that is the node going away, UNAVAILABLE; otherwise the
+    node is busy, not gone. (Closing a blocking client under a running call is the
     other source: that call may then retry, on a retired peer that closes after it.)
+    RESOURCE_EXHAUSTED marked as refused never ran (load shedding).
     """
     code: grpc.StatusCode = e.code()
-    return UNAVAILABLE if code is CANCELLED else code
+    if code is CANCELLED:
+        return (UNAVAILABLE if draining else code), True
+    if code is RESOURCE_EXHAUSTED:
+        trailers: Any = e.trailing_metadata() or ()  # pairs, sync or aio
+        return code, not any(k == errors.REFUSED_KEY for k, _ in trailers)
+    return code, True
 
 
-def _error(e: grpc.RpcError, peer: Peer) -> errors.Error:
-    if e.code() is CANCELLED:
+def _draining(peer: Peer) -> bool:
+    """Whether the node is known to be going away (async channel)."""
+    channel = peer.channel
+    return peer.retired or (channel is not None and channel.get_state() is not READY)
+
+
+def _draining_sync(peer: Peer) -> bool:
+    """Whether the node is known to be going away (blocking channel, when watched)."""
+    return peer.retired or peer.state not in (None, READY)
+
+
+def _error(e: grpc.RpcError, peer: Peer, code: grpc.StatusCode) -> errors.Error:
+    if e.code() is CANCELLED and code is UNAVAILABLE:
         return errors.Unavailable(f"{peer.address} dropped the call (CANCELLED): it is stopping")
     return errors.from_rpc_error(e)
 
@@ -646,8 +667,9 @@ class Stub:
                     plan.succeeded()
                     return response
             except grpc.RpcError as e:
-                if method.client_streaming or not plan.retry(_status(e)):
-                    raise _error(e, peer) from None
+                code, ran = _failure(e, _draining(peer))
+                if method.client_streaming or not plan.retry(code, ran):
+                    raise _error(e, peer, code) from None
             finally:
                 peer.inflight -= 1
                 if peer.retired and not peer.inflight:
@@ -696,8 +718,9 @@ class Stub:
                     plan.succeeded()
                     return
             except grpc.RpcError as e:
-                if received or method.client_streaming or not plan.retry(_status(e)):
-                    raise _error(e, peer) from None
+                code, ran = _failure(e, _draining(peer))
+                if received or method.client_streaming or not plan.retry(code, ran):
+                    raise _error(e, peer, code) from None
             except asyncio.TimeoutError:  # no first reply within the attempt timeout
                 if received or not plan.retry(DEADLINE_EXCEEDED):
                     raise _no_reply(peer, plan) from None
@@ -773,9 +796,10 @@ class SyncStub:
                     plan.succeeded()
                     return response
             except grpc.RpcError as e:
+                code, ran = _failure(e, _draining_sync(peer))
                 with client._lock:
-                    if method.client_streaming or not plan.retry(_status(e)):
-                        raise _error(e, peer) from None
+                    if method.client_streaming or not plan.retry(code, ran):
+                        raise _error(e, peer, code) from None
             finally:
                 with peer.lock:
                     peer.inflight -= 1
@@ -828,12 +852,13 @@ class SyncStub:
                     return
             except grpc.RpcError as e:
                 expired = watchdog is not None and watchdog.fired
+                code, ran = (
+                    (DEADLINE_EXCEEDED, True) if expired else _failure(e, _draining_sync(peer))
+                )
                 with client._lock:
-                    retry = not (received or method.client_streaming) and plan.retry(
-                        DEADLINE_EXCEEDED if expired else _status(e)
-                    )
+                    retry = not (received or method.client_streaming) and plan.retry(code, ran)
                 if not retry:
-                    raise (_no_reply(peer, plan) if expired else _error(e, peer)) from None
+                    raise (_no_reply(peer, plan) if expired else _error(e, peer, code)) from None
             finally:
                 if watchdog is not None:
                     watchdog.stop()

@@ -27,6 +27,7 @@ class ConfigError(ValueError):
 # since 1970); backoff doubles per retry, so a plan past 100 attempts is a typo.
 MAX_SECONDS = 2**31 - 1
 MAX_RETRIES = 100
+MAX_CALLS = 1_000_000  # calls in progress on one server: far past what one process holds
 
 
 def _number(
@@ -103,6 +104,7 @@ class Config:
     broker: str = "grpc"
     broker_address: tuple[str, ...] = ()
     server_address: str = "127.0.0.1:0"
+    server_max_calls: int | None = None  # calls in progress beyond which one is refused
     client_retries: int = 3
     client_request_timeout: float | None = None
     client_attempt_timeout: float | None = None
@@ -160,6 +162,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "broker": _one_of(*BROKERS),
     "broker_address": _addresses,
     "server_address": _address,
+    "server_max_calls": _number(int, 1, MAX_CALLS),
     "client_retries": _number(int, 0, MAX_RETRIES),
     "client_request_timeout": _seconds,
     "client_attempt_timeout": _seconds,

@@ -36,6 +36,9 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
 
 DETAILS_KEY = "grpc-status-details-bin"
+# The trailer of a call a server refused before running it (load shedding): the
+# caller may send it to another node, whether or not it may run twice.
+REFUSED_KEY = "micro-refused"
 
 M = TypeVar("M", bound=Message)
 

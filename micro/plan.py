@@ -4,7 +4,9 @@ A ``Plan`` names the node and timeout of the next attempt; the async and sync
 clients perform it and report each failure back, and the plan answers whether and
 where to try again. What is safe to retry:
 
-- a call that cannot have reached a handler (no connection could be made): always;
+- a call that cannot have reached a handler: always. No connection could be made;
+  the server refused it before running it (load shedding); or a node the registry
+  listed for the method answered UNIMPLEMENTED (it is not the service: ejected);
 - a call that may have reached one: only when the method is idempotent
   (``idempotency_level``) and the status is one it retries (``Method.retry_on``);
 - an attempt that ran out of its own ``attempt_timeout`` (a hung node): like
@@ -38,6 +40,8 @@ MAX_BACKOFF = 1.0
 EARLY = 0.005
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
+UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED
+CANCELLED = grpc.StatusCode.CANCELLED
 
 
 class RetryBudget:
@@ -133,30 +137,37 @@ class Plan(Generic[N]):
     def retry(self, code: grpc.StatusCode, sent: bool = True) -> bool:
         """Whether to try again after ``code``; if so ``node``, ``timeout`` and
         ``delay`` now describe the next attempt. ``sent`` is False when the call
-        provably never left this process (no connection)."""
+        provably never reached a handler (no connection, or refused unrun)."""
         now = self.clock()
         node = self.node
         # A node that says DEADLINE_EXCEEDED early answered; one that ran out is hung.
         expires = self.expires
         expired = code is DEADLINE_EXCEEDED and expires is not None and now >= expires - EARLY
+        wrong = code is UNIMPLEMENTED and self.route.discovered
+        sent = sent and not wrong
         log.debug(
             "%s attempt %d on %s failed: %s%s",
             self.method.path,
             self.attempts,
             node.address,
             code.name,
-            " (attempt timeout)" if expired else "" if sent else " (not sent)",
+            " (attempt timeout)" if expired else "" if sent else " (never ran)",
         )
-        if code is UNAVAILABLE or not sent or expired:
+        if wrong or code is UNAVAILABLE or expired:
             # Once ejected, a node's calls still in flight fail too: they say nothing
             # new, and counting each would stretch one ejection to the longest.
             if now >= node.ejected_until:
-                node.failed(now)
-        else:
+                if wrong:
+                    node.wrong(now)
+                else:
+                    node.failed(now)
+        elif sent and code is not CANCELLED:  # refused or dropped unrun: busy, not unwell
             node.succeeded()
         if self.attempts >= self.max_attempts:
             return False
-        retryable = code in self.method.retry_on or (expired and self.method.idempotent)
+        retryable = code in self.method.retry_on or (
+            self.method.idempotent and (expired or code is CANCELLED)
+        )
         if sent and not retryable:
             return False
         if not self.budget.withdraw():

@@ -93,12 +93,14 @@ class Handler:
 
 class _Arrivals:
     """When the last call arrived: a stopping server serves until its callers have
-    moved on to other nodes."""
+    moved on to other nodes. With a ``limit``, also how many calls are in progress."""
 
-    __slots__ = ("last",)
+    __slots__ = ("calls", "last", "limit")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = None) -> None:
         self.last = -math.inf
+        self.limit = limit
+        self.calls = 0
 
 
 def mount(server: grpc.aio.Server, *handlers: Handler) -> None:
@@ -126,6 +128,11 @@ class Server:
     """A grpc.aio server with micro's defaults: health and reflection services,
     message size limits, and a stop that lets calls in flight finish.
 
+    ``max_calls`` caps the handler calls in progress: one more is refused at once
+    with RESOURCE_EXHAUSTED (marked, so clients try another node), which keeps the
+    calls it takes fast instead of every call slow. Health and reflection are not
+    counted.
+
     server = Server("127.0.0.1:0"); server.add(MyGreeter()); await server.start()
     """
 
@@ -136,6 +143,7 @@ class Server:
         max_message_size: int = MAX_MESSAGE_SIZE,
         health: bool = True,
         reflection: bool = True,
+        max_calls: int | None = None,
         options: tuple[tuple[str, Any], ...] = (),
     ) -> None:
         self.requested_address = address
@@ -147,7 +155,9 @@ class Server:
             health_aio.HealthServicer() if health else None
         )
         self._server: grpc.aio.Server | None = None
-        self._arrivals = _Arrivals()
+        if max_calls is not None and max_calls < 1:
+            raise ValueError(f"Server max_calls={max_calls}: must be at least 1")
+        self._arrivals = _Arrivals(max_calls)
         self.address = ""
 
     def add(self, *handlers: Handler) -> None:
@@ -226,6 +236,8 @@ def method_handler(
     """The grpc method handler that runs ``handler``'s implementation of ``method``."""
     impl = getattr(handler, method.name)
     behaviour = _ADAPTERS[method.kind](impl, method, arrivals)
+    if arrivals.limit is not None:  # no cost per call without a cap
+        behaviour = _CAPPED[method.server_streaming](behaviour, method, arrivals)
     make = getattr(grpc, f"{method.kind}_rpc_method_handler")
     handler_: grpc.RpcMethodHandler[Any, Any] = make(
         behaviour,
@@ -346,6 +358,54 @@ def _stream_response(
 
 
 _END = object()
+
+
+async def _refuse(gctx: _GrpcContext, method: Method[Any, Any], limit: int) -> NoReturn:
+    await gctx.abort(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"{method.path}: refused, {limit} calls in progress",
+        ((errors.REFUSED_KEY, "overloaded"),),
+    )
+
+
+def _capped_unary(
+    behaviour: _Behaviour, method: Method[Any, Any], arrivals: _Arrivals
+) -> _Behaviour:
+    limit = arrivals.limit
+    assert limit is not None
+
+    async def capped(request: Any, gctx: _GrpcContext) -> Any:
+        if arrivals.calls >= limit:
+            await _refuse(gctx, method, limit)
+        arrivals.calls += 1
+        try:
+            return await behaviour(request, gctx)
+        finally:
+            arrivals.calls -= 1
+
+    return capped
+
+
+def _capped_stream(
+    behaviour: _Behaviour, method: Method[Any, Any], arrivals: _Arrivals
+) -> _Behaviour:
+    limit = arrivals.limit
+    assert limit is not None
+
+    async def capped(request: Any, gctx: _GrpcContext) -> AsyncIterator[Any]:
+        if arrivals.calls >= limit:
+            await _refuse(gctx, method, limit)
+        arrivals.calls += 1
+        try:
+            async for reply in behaviour(request, gctx):
+                yield reply
+        finally:
+            arrivals.calls -= 1
+
+    return capped
+
+
+_CAPPED = {False: _capped_unary, True: _capped_stream}
 
 
 _ADAPTERS = {

@@ -51,7 +51,9 @@ class Service:
     await svc.start(); ...; await svc.stop()      # or svc.run(): blocks until a signal
 
     Arguments left out come from ``MICRO_*`` variables (``MICRO_REGISTRY``,
-    ``MICRO_SERVER_ADDRESS``, ``MICRO_REGISTER_TTL``, ``MICRO_REGISTER_INTERVAL``).
+    ``MICRO_SERVER_ADDRESS``, ``MICRO_REGISTER_TTL``, ``MICRO_REGISTER_INTERVAL``,
+    ``MICRO_SERVER_MAX_CALLS``: calls in progress beyond which more are refused at once,
+    for clients to send elsewhere).
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class Service:
         register_interval: float | None = None,
         grace: float = 30.0,
         max_message_size: int = MAX_MESSAGE_SIZE,
+        max_calls: int | None = None,
         config: Config | None = None,
     ) -> None:
         if not name:
@@ -75,6 +78,7 @@ class Service:
             server_address=address,
             register_ttl=register_ttl,
             register_interval=register_interval,
+            server_max_calls=max_calls,
         )
         self.name = name
         self.version = version
@@ -83,7 +87,11 @@ class Service:
         self.id = f"{name}-{uuid.uuid4().hex}"
         self._owns_registry = registry is None
         self.registry = registry or registry_from_config(self.config)
-        self.server = Server(self.config.server_address, max_message_size=max_message_size)
+        self.server = Server(
+            self.config.server_address,
+            max_message_size=max_message_size,
+            max_calls=self.config.server_max_calls,
+        )
         self.broker = broker or broker_from_config(self.config, self.registry)
         self._owns_broker = broker is None and self.config.broker != "memory"
         if isinstance(self.broker, GrpcBroker):

@@ -47,5 +47,11 @@ class NodeHealth:
             self.ejections += 1
             self.failures = EJECT_AFTER - 1  # one more failure after it returns re-ejects
 
+    def wrong(self, now: float) -> None:
+        """The node is not what the registry says (it does not serve the service):
+        eject it at once."""
+        self.failures = EJECT_AFTER - 1
+        self.failed(now)
+
     def __repr__(self) -> str:
         return f"NodeHealth({self.address!r}, inflight={self.inflight})"

@@ -12,7 +12,8 @@ from micro.selector.strategy import N, Strategy
 
 class Route(Generic[N]):
     """Candidate nodes for (service, method, options), valid for one registry
-    ``generation``; rebuilt when the registry changes."""
+    ``generation`` (-1: a direct route, not from the registry); rebuilt when the
+    registry changes."""
 
     __slots__ = ("_epoch", "_healthy", "_until", "generation", "nodes", "pick")
 
@@ -23,6 +24,11 @@ class Route(Generic[N]):
         self._epoch = -1  # NodeHealth.epoch when _healthy was counted
         self._healthy: tuple[N, ...] = ()
         self._until = 0.0  # when the first of the ejected nodes comes back
+
+    @property
+    def discovered(self) -> bool:
+        """Whether the registry chose these nodes (they say they serve the method)."""
+        return self.generation >= 0
 
     def select(self, now: float, tried: Sequence[N] = ()) -> N:
         """A node not ejected and not yet tried by this call; when that leaves none,

@@ -1,0 +1,134 @@
+"""What a node's answer says about the node: one that is not the service, one too
+busy to run a call, one that sheds load beyond its cap."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import echo_micro
+import echo_pb2
+import grpc
+import grpc.aio
+import pytest
+from grpc_health.v1 import health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
+from runtime_support import Echo, Start
+
+import micro
+from micro import errors
+from micro.config import Config, ConfigError
+from micro.registry import MemoryRegistry, Node, Service
+
+CONFIG = micro.Config(registry="memory", register_ttl=30.0, register_interval=10.0)
+Req = echo_pb2.EchoRequest
+ROUND_ROBIN = micro.CallOptions(strategy="round_robin")  # every node in turn: each is hit
+
+
+@pytest.fixture
+async def foreign() -> AsyncIterator[str]:
+    """Another gRPC server (health only), as an mDNS entry with a wrong address finds."""
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health_aio.HealthServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop(grace=None)
+
+
+async def test_a_node_that_is_not_the_service_is_ejected_and_calls_go_elsewhere(
+    cluster: Start, registry: MemoryRegistry, client: micro.Client, foreign: str
+) -> None:
+    svc, _ = await cluster("echo")
+    await registry.register(Service("echo", nodes=(Node("foreign", foreign),)), ttl=3600)
+    echo = echo_micro.EchoClient("echo", client, options=ROUND_ROBIN)
+    for _ in range(10):  # a Put never ran on the foreign node: retried, not twice-run
+        assert (await echo.put(Req(), timeout=5)).node == svc.id
+        assert [r.node async for r in echo.watch(Req(), timeout=5)] == [svc.id] * 3
+    assert client._peers[foreign].ejected_until > time.monotonic()
+
+
+async def test_unimplemented_from_an_address_called_directly_is_the_answer(
+    client: micro.Client, foreign: str
+) -> None:
+    direct = micro.CallOptions(address=foreign, retries=3)
+    with pytest.raises(errors.Unimplemented):
+        await echo_micro.EchoClient("echo", client).get(Req(), timeout=5, options=direct)
+    assert client._peers[foreign].ejected_until == 0  # nothing says it is wrong
+
+
+async def test_cancelled_from_a_node_not_stopping_is_not_stopping(
+    cluster: Start, client: micro.Client
+) -> None:
+    """The probe: an overloaded grpc server answers CANCELLED to calls it drops unrun,
+    and its only node was ejected again and again as "stopping". Here the node answers
+    CANCELLED while its connection stays up, as an overloaded one does."""
+    svc, handler = await cluster("echo")
+    echo = echo_micro.EchoClient("echo", client)
+    for _ in range(5):
+        with pytest.raises(errors.Cancelled) as raised:
+            await echo.put(Req(fail="CANCELLED"), timeout=5)
+        assert "stopping" not in str(raised.value)
+    assert handler.received == 5  # a Put that may have run is not run again
+    with pytest.raises(errors.Cancelled):
+        await echo.get(Req(fail="CANCELLED"), timeout=5)
+    assert handler.received == 5 + 4  # a Get may run again: retried (3 retries)
+    assert client._peers[svc.address].ejected_until == 0
+
+
+class Holding(Echo):
+    """Echo whose Puts with text "hold" wait until ``release`` is set."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__(node)
+        self.release = asyncio.Event()
+
+    async def put(self, request: Req, ctx: micro.Context) -> echo_pb2.EchoReply:
+        if request.text == "hold":
+            self.received += 1
+            async with self.arrived:
+                self.arrived.notify_all()
+            await self.release.wait()
+            return echo_pb2.EchoReply(node=self.node)
+        return await super().put(request, ctx)
+
+
+async def test_a_node_at_its_cap_refuses_at_once_and_the_call_runs_elsewhere(
+    registry: MemoryRegistry, client: micro.Client
+) -> None:
+    capped = micro.Service("echo", registry=registry, config=CONFIG, max_calls=2)
+    free = micro.Service("echo", registry=registry, config=CONFIG)
+    held, other = Holding(capped.id), Echo(free.id)
+    capped.handle(held)
+    free.handle(other)
+    for svc in (capped, free):
+        await svc.start()
+    try:
+        echo = echo_micro.EchoClient("echo", client, options=ROUND_ROBIN)
+        pinned = micro.CallOptions(address=capped.address, retries=0)
+        holding = [
+            asyncio.ensure_future(echo.put(Req(text="hold"), timeout=30, options=pinned))
+            for _ in range(2)
+        ]
+        await asyncio.wait_for(held.wait_received(2), 10)  # the cap is reached
+        with pytest.raises(errors.ResourceExhausted, match="refused, 2 calls in progress"):
+            await echo.put(Req(), timeout=5, options=pinned)  # at once: nothing to wait for
+        for _ in range(10):  # Puts refused there never ran: each is sent to the other
+            assert (await echo.put(Req(), timeout=5)).node == free.id
+        assert held.received == 2
+        assert client._peers[capped.address].ejected_until == 0  # busy, not unwell
+        held.release.set()
+        assert [(await h).node for h in holding] == [capped.id] * 2
+        assert (await echo.put(Req(), timeout=5, options=pinned)).node == capped.id  # room again
+    finally:
+        held.release.set()
+        for svc in (capped, free):
+            await svc.stop(grace=0)
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "many", "inf", "2.5", "1e9"])
+def test_a_cap_that_cannot_work_is_refused_naming_the_variable(text: str) -> None:
+    with pytest.raises(ConfigError, match=rf"MICRO_SERVER_MAX_CALLS='{text}'"):
+        Config.from_env({"MICRO_SERVER_MAX_CALLS": text})
+    assert Config.from_env({"MICRO_SERVER_MAX_CALLS": "64"}).server_max_calls == 64
