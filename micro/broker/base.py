@@ -23,6 +23,16 @@ class BrokerError(Exception):
     """The broker failed or is unreachable; the message names it."""
 
 
+class NotConnected(BrokerError):
+    """Used before ``connect``: says what a user of ``micro.Service`` does about it."""
+
+    def __init__(self, broker: str) -> None:
+        super().__init__(
+            f"{broker} is not connected: start the service first (await service.start(), "
+            "or service.run()); a broker used on its own needs await broker.connect()"
+        )
+
+
 class Undeliverable(BrokerError):
     """This message can never be handled (garbage, wrong type): dead-letter it now
     instead of retrying."""

@@ -73,6 +73,7 @@ from micro.broker.base import (
     REASON_HEADER,
     BrokerError,
     Envelope,
+    NotConnected,
     RawHandler,
     new_id,
 )
@@ -308,12 +309,12 @@ class NatsBroker:
 
     def _connection(self) -> _Nats:
         if self._nc is None:
-            raise BrokerError(f"{self!r} is not connected: call connect() first")
+            raise NotConnected(repr(self))
         return self._nc
 
     def _manager(self) -> JetStreamManager:
         if self._jsm is None:
-            raise BrokerError(f"{self!r} is not connected: call connect() first")
+            raise NotConnected(repr(self))
         return self._jsm
 
     async def close(self) -> None:

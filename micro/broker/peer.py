@@ -23,7 +23,7 @@ import random
 from collections.abc import Awaitable
 
 from micro import errors
-from micro.broker.base import BrokerError, Envelope, RawHandler
+from micro.broker.base import BrokerError, Envelope, NotConnected, RawHandler
 from micro.broker.redelivery import Redelivery, start
 from micro.client import CallOptions, Client
 from micro.context import Context
@@ -93,6 +93,7 @@ class GrpcBroker:
         self._turns: dict[tuple[str, str], itertools.count[int]] = {}
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._unheard: set[str] = set()  # topics published to without a subscriber
 
     def bind(self, address: str, node_id: str, client: Client) -> None:
         """Receive at ``address`` (the service's server), as ``node_id``."""
@@ -115,6 +116,17 @@ class GrpcBroker:
         for entry in entries:
             for node in entry.nodes:
                 groups[node.metadata.get("queue", "")].append(node)
+        if not groups:
+            if envelope.topic not in self._unheard:  # said once, until one subscribes
+                self._unheard.add(envelope.topic)
+                log.warning(
+                    "no subscriber of %s found: message %s not delivered (nor later ones "
+                    "until one subscribes)",
+                    envelope.topic,
+                    envelope.id,
+                )
+            return
+        self._unheard.discard(envelope.topic)
         sends: list[Awaitable[object]] = [
             self._send(client, node, envelope, "") for node in groups.pop("", ())
         ]
@@ -226,7 +238,7 @@ class GrpcBroker:
 
     def _ready(self) -> Client:
         if self._client is None:
-            raise BrokerError("the grpc broker is not connected: call connect() first")
+            raise NotConnected("the grpc broker")
         return self._client
 
     async def close(self) -> None:

@@ -83,7 +83,7 @@ except ImportError:  # pragma: no cover - depends on the installed extras
     ) from None
 
 from micro import codec
-from micro.broker.base import BrokerError, Envelope, RawHandler, new_id
+from micro.broker.base import BrokerError, Envelope, NotConnected, RawHandler, new_id
 from micro.broker.redelivery import Redelivery
 
 log = logging.getLogger("micro.broker")
@@ -192,7 +192,7 @@ class RabbitBroker:
 
     async def _send(self, envelope: Envelope, *, mandatory: bool) -> object:
         if self._publishing is None:
-            raise BrokerError(f"the RabbitMQ broker at {self.address} is not connected")
+            raise NotConnected(f"the RabbitMQ broker at {self.address}")
         # Properties built directly: an aio_pika.Message costs five times as much.
         properties = Basic.Properties(
             content_type=envelope.content_type,
@@ -227,7 +227,7 @@ class RabbitBroker:
         self, topic: str, handler: RawHandler, queue: str | None = None
     ) -> _Subscription:
         if self._connection is None:
-            raise BrokerError(f"the RabbitMQ broker at {self.address} is not connected")
+            raise NotConnected(f"the RabbitMQ broker at {self.address}")
         name = self._queue_name(topic, queue)
         sub = _Subscription(self, topic, queue, handler)
         sub.channel = channel = self._connection.channel(publisher_confirms=False)

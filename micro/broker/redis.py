@@ -60,7 +60,7 @@ except ImportError:  # pragma: no cover - depends on the installed extras
     raise ImportError("micro.broker.redis needs redis-py: install `micro-grpc[redis]`") from None
 
 from micro import codec
-from micro.broker.base import BrokerError, Envelope, RawHandler, Undeliverable
+from micro.broker.base import BrokerError, Envelope, NotConnected, RawHandler, Undeliverable
 from micro.broker.redelivery import Redelivery, start
 
 log = logging.getLogger(__name__)
@@ -524,7 +524,7 @@ class RedisBroker:
 
     def _client(self) -> Redis:
         if self._redis is None:
-            raise BrokerError(f"redis broker at {self.address}: not connected (call connect())")
+            raise NotConnected(f"the Redis broker at {self.address}")
         return self._redis
 
     def _error(self, doing: str, e: Exception) -> BrokerError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -13,7 +14,7 @@ from google.protobuf.wrappers_pb2 import Int64Value
 
 import micro
 from micro import codec
-from micro.broker import Broker, Envelope, dead_letter_topic
+from micro.broker import Broker, BrokerError, Envelope, dead_letter_topic
 from micro.broker.peer import GrpcBroker, entry_name
 from micro.delivery_micro import DeliveryClient
 from micro.delivery_pb2 import Delivered
@@ -211,12 +212,47 @@ async def test_stopped_subscriber_leaves_the_registry(
     assert await registry.get_service(entry_name("numbers")) == []
 
 
-async def test_publish_without_subscribers_is_dropped(
-    service: Callable[[str], micro.Service],
+async def test_publish_without_subscribers_is_dropped_and_said(
+    service: Callable[[str], micro.Service], caplog: pytest.LogCaptureFixture
 ) -> None:
-    pub = service("pub")
+    """Said once per topic, until a subscriber has received one again."""
+    pub, sub = service("pub"), service("sub")
+    nobody = pub.publisher("nobody", Int64Value)
+    with pytest.raises(BrokerError, match=r"not connected: start the service first \(await"):
+        await nobody.publish(Int64Value(value=0))
     await pub.start()
-    assert await pub.publisher("nobody", Int64Value).publish(Int64Value(value=1))
+    caplog.set_level(logging.WARNING, "micro.broker")
+    first = await nobody.publish(Int64Value(value=1))
+    await nobody.publish(Int64Value(value=2))
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        f"no subscriber of nobody found: message {first} not delivered "
+        "(nor later ones until one subscribes)"
+    ]
+    got = counting(sub, "nobody")
+    await sub.start()
+    await seen_by(pub, "nobody", 1)
+    await nobody.publish(Int64Value(value=3))
+    assert await take(got, 1) == [3]
+    await sub.stop()
+    await seen_by(pub, "nobody", 0)
+    again = await nobody.publish(Int64Value(value=4))
+    assert [r.getMessage() for r in caplog.records][1:] == [
+        f"no subscriber of nobody found: message {again} not delivered "
+        "(nor later ones until one subscribes)"
+    ]
+
+
+async def seen_by(svc: micro.Service, topic: str, subscribers: int) -> None:
+    """Wait until ``svc``'s registry cache, which follows the registry's watch, lists
+    that many subscribers of ``topic``: 5 s at most, a memory registry's events are
+    handed over at once."""
+    for _ in range(500):
+        entries = svc.client.registry.cached(entry_name(topic)) or []
+        if sum(len(e.nodes) for e in entries) == subscribers:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{svc.name} never saw {subscribers} subscribers of {topic}")
 
 
 async def test_a_node_without_the_subscription_refuses_it(
