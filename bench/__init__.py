@@ -1,6 +1,7 @@
 """Benchmarks of micro-grpc against its baselines, run by ``make bench``.
 
-``python -m bench`` runs every section (codegen, rpc, scale, registry, broker);
+``python -m bench`` runs every section (codegen, rpc, overload, scale, registry,
+broker);
 ``python -m bench rpc scale`` runs those; ``--quick`` is a short smoke run of each.
 Results go to stdout (a table), ``bench/results.json`` (every figure with its
 spread) and ``bench/results.png`` (the chart); both are left out of git.

@@ -9,11 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import broker, chart, codegen, environment, registry, report, rpc, scale
+from bench import broker, chart, codegen, environment, overload, registry, report, rpc, scale
 
 SECTIONS: dict[str, Callable[[bool, Callable[[str], None]], dict[str, Any]]] = {
     "codegen": codegen.run,
     "rpc": rpc.run,
+    "overload": overload.run,
     "scale": scale.run,
     "registry": registry.run,
     "broker": broker.run,

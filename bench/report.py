@@ -97,6 +97,23 @@ def rpc_table(section: Results) -> list[str]:
     return lines
 
 
+def overload_table(section: Results) -> list[str]:
+    lines = [
+        f"overload: {section['in_flight']} calls in flight on one server whose handler awaits "
+        f"{section['wait_ms']} ms, raw grpc.aio client (one attempt per call); latency of the "
+        "calls served",
+        f"{'server':<16} {'calls':>8} {'p50 ms':>8} {'p99 ms':>8} {'refused':>8} "
+        f"{'cancelled':>9}  other",
+    ]
+    for name, v in section["variants"].items():
+        p50, p99 = (f"{v[k]:.1f}" if v[k] is not None else "-" for k in ("p50_ms", "p99_ms"))
+        lines.append(
+            f"{name:<16} {v['calls']:>8} {p50:>8} {p99:>8} {v['refused_share']:>8.1%} "
+            f"{v['cancelled_share']:>9.1%}  {v['other_failures'] or ''}"
+        )
+    return lines
+
+
 def scale_table(section: Results) -> list[str]:
     lines = [
         "scale: async SayHello over N server processes; micro-discovered (registry, "
@@ -207,6 +224,7 @@ def broker_table(section: Results) -> list[str]:
 TABLES = {
     "codegen": codegen_table,
     "rpc": rpc_table,
+    "overload": overload_table,
     "scale": scale_table,
     "registry": registry_table,
     "broker": broker_table,

@@ -38,12 +38,15 @@ class GreeterProcess:
 
 
 @contextmanager
-def greeter_servers(count: int, prefix: str = "node") -> Iterator[list[GreeterProcess]]:
-    """``count`` servers named ``<prefix>-0``...; they start in parallel."""
+def greeter_servers(
+    count: int, prefix: str = "node", options: tuple[str, ...] = ()
+) -> Iterator[list[GreeterProcess]]:
+    """``count`` servers named ``<prefix>-0``...; they start in parallel. ``options``
+    go to each (``--max-calls N``, ``--wait-ms MS``)."""
     nodes = [f"{prefix}-{i}" for i in range(count)]
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "bench.greeter_server", node],
+            [sys.executable, "-m", "bench.greeter_server", node, *options],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,
@@ -62,9 +65,9 @@ def greeter_servers(count: int, prefix: str = "node") -> Iterator[list[GreeterPr
 
 
 @contextmanager
-def greeter_server() -> Iterator[str]:
-    """One server; yields its ``host:port``."""
-    with greeter_servers(1, "bench") as (server,):
+def greeter_server(*options: str) -> Iterator[str]:
+    """One server (``options`` as for ``greeter_servers``); yields its ``host:port``."""
+    with greeter_servers(1, "bench", options) as (server,):
         yield server.address
 
 
