@@ -11,14 +11,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
-import pytest
-from google.protobuf.wrappers_pb2 import Int64Value
-
-sys.path.insert(0, str(Path(__file__).parent.parent / "nats_registry"))
-
 import contract
 import nats
+import pytest
 from contract import *  # noqa: F403  (the contract every backend passes, run here)
+from google.protobuf.wrappers_pb2 import Int64Value
 from nats_support import BINARY, NatsServer, free_port
 
 from micro.broker import BrokerError, Envelope, EventContext, Publisher, RawHandler, typed

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from chaos_support import Processes  # first: puts tests/runtime and nats_support on the path
+from chaos_support import Processes
 from nats_support import BINARY, NatsServer
 
 

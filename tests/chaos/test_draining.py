@@ -14,7 +14,6 @@ import collections
 import echo_micro
 import echo_pb2
 import pytest
-from chaos_support import RUNTIME  # noqa: F401  (puts tests/runtime on the path)
 from runtime_support import Echo
 
 import micro

@@ -9,8 +9,7 @@ import time
 import uuid
 
 import pytest
-from cli_support import micro
-from conftest import Node
+from cli_support import Node, micro
 
 from micro.cli import reflect
 

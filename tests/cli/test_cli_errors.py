@@ -6,8 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from cli_support import micro, unique
-from conftest import Node
+from cli_support import Node, micro, unique
 
 pytestmark = pytest.mark.backend
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from cli_support import Running, micro, unique
-from conftest import Node
+from cli_support import Node, Running, micro, unique
 
 pytestmark = pytest.mark.backend
 

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent.parent / "registry"))
-sys.path.insert(0, str(Path(__file__).parent.parent / "runtime"))
-
 from etcd_support import BINARY, EtcdServer
 
 from micro.registry.etcd import EtcdRegistry

@@ -1,4 +1,4 @@
-"""Processes of a chaos scenario: Echo instances (tests/runtime/echo_node.py) and the
+"""Processes of a chaos scenario: Echo instances (echo_node.py) and the
 load generator (load.py), each its own process, killed by PID at the end."""
 
 from __future__ import annotations
@@ -12,12 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).parent
-RUNTIME = HERE.parent / "runtime"
-GEN = HERE.parent / "gen" / "runtime"
-sys.path[:0] = [str(RUNTIME), str(HERE.parent / "nats_registry")]
+from runtime_support import GEN  # importing it generates echo.proto before any child needs it
 
-import runtime_support  # noqa: E402, F401  (generates echo.proto before any child needs it)
+HERE = Path(__file__).parent
 
 IDEMPOTENT = ("get", "watch")
 Report = dict[str, Any]
@@ -82,7 +79,7 @@ class Processes:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.children: list[asyncio.subprocess.Process] = []
-        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(GEN), str(RUNTIME)])}
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(GEN), str(HERE)])}
 
     async def _exec(self, *args: str, env: Mapping[str, str]) -> asyncio.subprocess.Process:
         process = await asyncio.create_subprocess_exec(
@@ -96,7 +93,7 @@ class Processes:
         quarter) in the registry ``registry`` names (``MICRO_REGISTRY`` /
         ``MICRO_REGISTRY_ADDRESS``)."""
         process = await self._exec(
-            str(RUNTIME / "echo_node.py"),
+            str(HERE / "echo_node.py"),
             f"--name={name}",
             f"--registry={registry['MICRO_REGISTRY']}",
             f"--ttl={ttl}",

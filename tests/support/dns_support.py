@@ -17,11 +17,9 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "runtime"))
 import runtime_support  # noqa: F401  generates echo.proto, puts it on the path
 
 DOMAIN = "svc.test"

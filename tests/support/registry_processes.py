@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Protocol
 
 from runtime_support import GEN
-from runtime_support import HERE as RUNTIME
 
 import echo_micro  # isort: skip
 import echo_pb2  # isort: skip
@@ -84,7 +83,7 @@ async def spawner(node: Path, address: str) -> AsyncIterator[Spawn]:
     """``spawn(name)`` starts ``node`` (a script calling ``serve``) registering at
     ``address`` and returns once it is registered; all are killed (by PID) at exit."""
     children: list[asyncio.subprocess.Process] = []
-    path = os.pathsep.join([str(GEN), str(RUNTIME), str(HERE)])
+    path = os.pathsep.join([str(GEN), str(HERE)])
     env = {**os.environ, "PYTHONPATH": path}
 
     async def start(name: str) -> Child:

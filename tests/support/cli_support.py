@@ -16,10 +16,11 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).parent
-ROOT = HERE.parents[1]
+ROOT = Path(__file__).parents[2]
+CLI = ROOT / "tests" / "cli"  # the greeter nodes ``micro run`` imports, and v2's proto
 GEN = ROOT / "tests" / "gen" / "cli"
 GEN_V2 = ROOT / "tests" / "gen" / "cli-v2"
 PROTO = ROOT / "proto"
@@ -42,7 +43,7 @@ def _generate(root: Path, gen: Path) -> None:
 
 
 _generate(PROTO, GEN)
-_generate(HERE / "v2", GEN_V2)
+_generate(CLI / "v2", GEN_V2)
 
 
 def unique(prefix: str) -> str:
@@ -56,14 +57,14 @@ def environment(**extra: str) -> dict[str, str]:
     env.update(
         MICRO_REGISTRY="mdns",
         MICRO_MDNS_INTERFACES="127.0.0.1",
-        PYTHONPATH=os.pathsep.join([str(GEN), str(HERE)]),
+        PYTHONPATH=os.pathsep.join([str(GEN), str(CLI)]),
     )
     env.update(extra)
     return env
 
 
 def micro(
-    *args: str, stdin: str | None = None, timeout: float = 20.0, cwd: Path = HERE, **env: str
+    *args: str, stdin: str | None = None, timeout: float = 20.0, cwd: Path = CLI, **env: str
 ) -> subprocess.CompletedProcess[str]:
     """``python -m micro ARGS`` to completion."""
     return subprocess.run(
@@ -81,7 +82,7 @@ class Running:
     """A ``micro`` command left running (run, watch, subscribe); its stderr lines
     are read on a thread so the test can wait for one with a deadline."""
 
-    def __init__(self, *args: str, cwd: Path = HERE, **env: str) -> None:
+    def __init__(self, *args: str, cwd: Path = CLI, **env: str) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "micro", *args],
             stdout=subprocess.PIPE,
@@ -139,3 +140,13 @@ class Running:
         self.reader.join(5)  # stderr ends with the process
         self.process.stderr.close()
         return code, out
+
+
+@dataclass
+class Node:
+    """A ``micro run`` node the CLI tests call: its name, address, id and process."""
+
+    name: str
+    address: str
+    id: str
+    process: Running

@@ -16,13 +16,9 @@ import asyncio
 import os
 import signal
 import sys
-from pathlib import Path
-
-from google.protobuf.wrappers_pb2 import Int64Value
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 from backends import make_broker
+from google.protobuf.wrappers_pb2 import Int64Value
 
 from micro.broker import EventContext, typed
 
