@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_support import environment
-from conftest import Node
+from cli_support import Node, environment
 
 # Other tests on this loopback announce malformed mDNS entries on purpose, which the
 # registry warns about; asyncio's own logger (the one that reports a task destroyed
