@@ -475,8 +475,8 @@ def _deprecated(method: Method[Any, Any], stacklevel: int) -> None:
     warnings.warn(f"{method.path} is deprecated", DeprecationWarning, stacklevel=stacklevel)
 
 
-def _unreachable(peer: Peer) -> errors.Unavailable:
-    return errors.Unavailable(f"cannot connect to {peer.address}")
+def _unreachable(service: str, peer: Peer) -> errors.Unavailable:
+    return errors.Unavailable(f"cannot connect to service {service!r} at {peer.address}")
 
 
 def _failure(e: grpc.RpcError, draining: bool) -> tuple[grpc.StatusCode, bool]:
@@ -510,9 +510,18 @@ def _draining_sync(peer: Peer) -> bool:
     return peer.retired or peer.state not in (None, READY)
 
 
-def _error(e: grpc.RpcError, peer: Peer, code: grpc.StatusCode) -> errors.Error:
+def _error(
+    e: grpc.RpcError, peer: Peer, code: grpc.StatusCode, service: str, gone: bool
+) -> errors.Error:
+    """The error a failed call raises. From a node whose connection is down (``gone``),
+    an UNAVAILABLE is grpc's own (the node was not reached) and names the service;
+    what a node answered is passed on as it is."""
     if e.code() is CANCELLED and code is UNAVAILABLE:
         return errors.Unavailable(f"{peer.address} dropped the call (CANCELLED): it is stopping")
+    if e.code() is UNAVAILABLE and gone:
+        return errors.Unavailable(
+            f"cannot connect to service {service!r} at {peer.address}: {e.details()}"
+        )
     return errors.from_rpc_error(e)
 
 
@@ -661,7 +670,7 @@ class Stub:
                 call = client._call(peer, method)
                 if connect_first and not await _ready(peer.channel, plan.timeout):  # type: ignore[arg-type]
                     if not plan.retry(grpc.StatusCode.UNAVAILABLE, sent=False):
-                        raise _unreachable(peer)
+                        raise _unreachable(self._service, peer)
                 else:
                     response: Resp = await call(request, timeout=plan.timeout, metadata=md)
                     plan.succeeded()
@@ -669,7 +678,7 @@ class Stub:
             except grpc.RpcError as e:
                 code, ran = _failure(e, _draining(peer))
                 if method.client_streaming or not plan.retry(code, ran):
-                    raise _error(e, peer, code) from None
+                    raise _error(e, peer, code, self._service, _draining(peer)) from None
             finally:
                 peer.inflight -= 1
                 if peer.retired and not peer.inflight:
@@ -704,7 +713,7 @@ class Stub:
                 multicallable = client._call(peer, method)
                 if connect_first and not await _ready(peer.channel, plan.timeout):  # type: ignore[arg-type]
                     if not plan.retry(grpc.StatusCode.UNAVAILABLE, sent=False):
-                        raise _unreachable(peer)
+                        raise _unreachable(self._service, peer)
                 else:
                     call = multicallable(request, timeout=plan.remaining, metadata=md)
                     if plan.expires is None:
@@ -720,7 +729,7 @@ class Stub:
             except grpc.RpcError as e:
                 code, ran = _failure(e, _draining(peer))
                 if received or method.client_streaming or not plan.retry(code, ran):
-                    raise _error(e, peer, code) from None
+                    raise _error(e, peer, code, self._service, _draining(peer)) from None
             except asyncio.TimeoutError:  # no first reply within the attempt timeout
                 if received or not plan.retry(DEADLINE_EXCEEDED):
                     raise _no_reply(peer, plan) from None
@@ -788,7 +797,7 @@ class SyncStub:
                 if connect_first and not _ready_sync(peer, peer.sync_channel, plan.timeout):  # type: ignore[arg-type]
                     with client._lock:
                         if not plan.retry(grpc.StatusCode.UNAVAILABLE, sent=False):
-                            raise _unreachable(peer)
+                            raise _unreachable(self._service, peer)
                 else:
                     if method.client_streaming:
                         request = iter(request)
@@ -799,7 +808,7 @@ class SyncStub:
                 code, ran = _failure(e, _draining_sync(peer))
                 with client._lock:
                     if method.client_streaming or not plan.retry(code, ran):
-                        raise _error(e, peer, code) from None
+                        raise _error(e, peer, code, self._service, _draining_sync(peer)) from None
             finally:
                 with peer.lock:
                     peer.inflight -= 1
@@ -836,7 +845,7 @@ class SyncStub:
                 if connect_first and not _ready_sync(peer, peer.sync_channel, plan.timeout):  # type: ignore[arg-type]
                     with client._lock:
                         if not plan.retry(grpc.StatusCode.UNAVAILABLE, sent=False):
-                            raise _unreachable(peer)
+                            raise _unreachable(self._service, peer)
                 else:
                     if method.client_streaming:
                         request = iter(request)
@@ -858,7 +867,11 @@ class SyncStub:
                 with client._lock:
                     retry = not (received or method.client_streaming) and plan.retry(code, ran)
                 if not retry:
-                    raise (_no_reply(peer, plan) if expired else _error(e, peer, code)) from None
+                    raise (
+                        _no_reply(peer, plan)
+                        if expired
+                        else _error(e, peer, code, self._service, _draining_sync(peer))
+                    ) from None
             finally:
                 if watchdog is not None:
                     watchdog.stop()

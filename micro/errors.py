@@ -103,7 +103,9 @@ class NotFound(Error):
 
 
 class ServiceNotFound(NotFound):
-    """No registered node of a service matches the call; the message names both."""
+    """No registered node of a service matches the call; the message names both.
+    Raised out of a handler, it reaches that handler's caller as UNAVAILABLE: a
+    dependency is missing, not what the caller called."""
 
 
 class AlreadyExists(Error):

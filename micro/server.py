@@ -280,6 +280,10 @@ async def _reject(gctx: _GrpcContext, method: Method[Any, Any], request: _Malfor
 
 async def _fail(gctx: _GrpcContext, method: Method[Any, Any], exc: Exception) -> NoReturn:
     """Map what a handler raised to a status: the server's single error boundary."""
+    if isinstance(exc, errors.ServiceNotFound):
+        # The handler's own call found no node: for its caller, whose call was found,
+        # a dependency is unavailable (a NOT_FOUND would say the caller's call was not).
+        exc = errors.Unavailable(f"{method.path} could not reach a dependency: {exc.message}")
     if isinstance(exc, errors.Error):
         await gctx.abort(exc.code, exc.message, exc.trailing_metadata())
     # An unexpected exception is a bug in the handler: log it here, and tell the

@@ -43,7 +43,9 @@ class Echo(echo_micro.EchoHandler):
             assert self.client is not None, "hops need a client"
             onward = echo_micro.EchoClient(request.hops[0], self.client)
             return await onward.get(
-                echo_pb2.EchoRequest(text=request.text, sleep=request.sleep, hops=request.hops[1:])
+                echo_pb2.EchoRequest(
+                    text=request.text, sleep=request.sleep, hops=request.hops[1:], fail=request.fail
+                )
             )
         if request.sleep:
             await asyncio.sleep(request.sleep)
