@@ -125,8 +125,25 @@ class Peer(NodeHealth):
         self.sync_channel: grpc.Channel | None = None
         self.sync_calls: dict[Method[Any, Any], Any] = {}
         self.lock = threading.Condition()  # sync bookkeeping and connectivity changes
-        self.state: grpc.ChannelConnectivity | None = None  # sync channel, once watched
+        self.state: grpc.ChannelConnectivity | None = None  # sync channel, once followed
         self.retired = False
+
+    def changed(self, state: grpc.ChannelConnectivity) -> None:
+        """The sync channel's connectivity, from grpc's thread (``subscribe``)."""
+        with self.lock:
+            self.state = state
+            self.lock.notify_all()
+
+    def detach_sync(self) -> grpc.Channel | None:
+        """Take the sync channel away (a later call opens another), no longer followed;
+        ``_close_blocking`` closes it."""
+        with self.lock:
+            channel, self.sync_channel = self.sync_channel, None
+            self.sync_calls = {}
+            followed, self.state = self.state is not None, None
+        if channel is not None and followed:
+            channel.unsubscribe(self.changed)
+        return channel
 
 
 class Client:
@@ -328,10 +345,10 @@ class Client:
 
     def _close_peer(self, peer: Peer) -> None:
         channel, peer.channel = peer.channel, None
-        sync_channel, peer.sync_channel = peer.sync_channel, None
-        peer.calls, peer.sync_calls = {}, {}
+        peer.calls = {}
+        sync_channel = peer.detach_sync()
         if sync_channel is not None:
-            sync_channel.close()
+            _close_blocking([sync_channel])
         if channel is not None:
             try:
                 loop = asyncio.get_running_loop()
@@ -384,9 +401,7 @@ class Client:
     def _close_sync(self, peers: list[Peer]) -> None:
         for peer in peers:
             peer.retired = True
-            channel, peer.sync_channel = peer.sync_channel, None
-            if channel is not None:
-                channel.close()
+        _close_blocking([c for c in map(Peer.detach_sync, peers) if c is not None])
 
     async def _close_registry(self) -> None:
         cache, self._cache = self._cache, None
@@ -575,16 +590,24 @@ def _ready_sync(peer: Peer, channel: grpc.Channel, timeout: float | None) -> boo
     limit = CONNECT_TIMEOUT if timeout is None else min(timeout, CONNECT_TIMEOUT)
     with peer.lock:
         if peer.state is None:
-
-            def changed(state: grpc.ChannelConnectivity) -> None:
-                with peer.lock:
-                    peer.state = state
-                    peer.lock.notify_all()
-
             peer.state = grpc.ChannelConnectivity.IDLE
-            channel.subscribe(changed, try_to_connect=True)
+            channel.subscribe(peer.changed, try_to_connect=True)
         peer.lock.wait_for(lambda: peer.state in _SETTLED, limit)
         return peer.state is READY
+
+
+def _close_blocking(channels: Sequence[grpc.Channel]) -> None:
+    """Close sync channels no longer followed (``Peer.detach_sync``). grpc follows a
+    subscribed channel from a thread of its own that wakes every 0.2 s and raises
+    there if it finds the channel closed before it has seen that nobody follows it
+    any more (grpc issue 18995): each channel is closed once that thread has ended."""
+    for channel in channels:
+        follower = getattr(channel, "_connectivity_state", None)  # grpc's own, not API
+        for _ in range(100):  # 0.5 s at most: the thread ends after its 0.2 s wait
+            if follower is None or not follower.polling:
+                break
+            time.sleep(0.005)
+        channel.close()
 
 
 class _LoopThread:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import importlib
 import re
+import threading
+import time
+from typing import Any
 
 import echo_micro
 import echo_pb2
@@ -17,6 +21,7 @@ from micro import errors
 from micro.registry import MemoryRegistry, Node, Service
 
 Req = echo_pb2.EchoRequest
+GAP = 0.1  # seconds grpc's connectivity thread is held off a core (the test below)
 
 
 async def test_round_robin_spreads_evenly(cluster: Start, client: micro.Client) -> None:
@@ -151,6 +156,58 @@ async def test_sync_client_same_policy(cluster: Start, client: micro.Client) -> 
     assert all(85 <= n <= 115 for n in counts.values()), counts
     assert failed_puts > 0  # a Put the sick node received is not run again
     client.close_sync()
+
+
+async def test_closing_a_blocking_client_raises_in_no_thread(
+    cluster: Start, client: micro.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """grpc follows a sync channel's connectivity from a thread of its own, waiting
+    0.2 s at a time; a channel closed between two of its waits made it raise there
+    (grpc issue 18995). Here each wait starts GAP late, as on a loaded machine where
+    the thread waits for a core, so the close lands in that gap."""
+    await cluster()
+    internals = importlib.import_module("grpc._channel")  # the follower is grpc's own
+    followers: list[threading.Thread] = []
+    raised: list[BaseException | None] = []
+
+    class Late:
+        """grpc's core channel, each connectivity wait starting GAP late."""
+
+        def __init__(self, channel: Any) -> None:
+            self.channel = channel
+
+        def check_connectivity_state(self, try_to_connect: bool) -> Any:
+            return self.channel.check_connectivity_state(try_to_connect)
+
+        def watch_connectivity_state(self, last: Any, deadline: float) -> Any:
+            time.sleep(GAP)
+            return self.channel.watch_connectivity_state(last, deadline + GAP)
+
+    def follow_late(state: Any, try_to_connect: bool) -> None:
+        """grpc's ``_spawn_poll_connectivity``, its thread given the late channel."""
+        thread = threading.Thread(
+            target=internals._poll_connectivity,
+            args=(state, Late(state.channel), try_to_connect),
+            daemon=True,
+        )
+        followers.append(thread)
+        thread.start()
+        state.polling = True
+
+    monkeypatch.setattr(internals, "_spawn_poll_connectivity", follow_late)
+    monkeypatch.setattr(threading, "excepthook", lambda args: raised.append(args.exc_value))
+    echo = echo_micro.EchoSyncClient("echo", client)
+
+    def calls_then_close() -> None:
+        for _ in range(3):
+            echo.put(Req())  # a Put connects first: the channel is followed
+        client.close_sync()  # well within GAP of the follower's last wake-up
+
+    await asyncio.to_thread(calls_then_close)
+    assert len(followers) == 1  # the channel was followed
+    followers[0].join(2 * GAP + 0.2)  # its gap, then one 0.2 s wait of grpc's
+    assert not followers[0].is_alive()
+    assert raised == []
 
 
 async def test_metadata_and_deadline_propagate(cluster: Start, client: micro.Client) -> None:
