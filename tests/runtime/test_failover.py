@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import echo_micro
 import echo_pb2
 import pytest
+from echo_node import HOLD
 from runtime_support import GEN, HERE
 
 import micro
-from micro import errors
+from micro import errors, selector
+from micro.client import Peer
 from micro.registry import Event, EventType, MemoryRegistry, Node, Service
+from micro.selector.health import EJECTION
 
 Req = echo_pb2.EchoRequest
 
@@ -29,6 +31,12 @@ class Child:
     process: asyncio.subprocess.Process
     address: str
     id: str
+
+    async def release(self) -> None:
+        """Let the calls held in a ``--hold`` child answer."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"release\n")
+        await self.process.stdin.drain()
 
     async def received(self, count: int) -> None:
         """Until the child reports ``count`` calls arrived (it prints each)."""
@@ -55,6 +63,7 @@ async def spawn() -> AsyncIterator[Spawn]:
             sys.executable,
             str(HERE / "echo_node.py"),
             *args,
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,
         )
@@ -72,22 +81,33 @@ async def spawn() -> AsyncIterator[Spawn]:
 
 
 async def test_kill_9_under_load_loses_no_call(
-    registry: MemoryRegistry, client: micro.Client, spawn: Spawn, caplog: pytest.LogCaptureFixture
+    registry: MemoryRegistry, client: micro.Client, spawn: Spawn
 ) -> None:
     children = [await spawn() for _ in range(3)]
     for child in children:
         node = Node(child.id, child.address)
         await registry.register(Service("echo", nodes=(node,)), ttl=60)
-    caplog.set_level(logging.DEBUG, logger="micro.plan")
-    echo = echo_micro.EchoClient("echo", client)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 4.0  # bounded load
+    attempts: list[tuple[str, float]] = []  # each attempt's node address and start
+
+    def recorded() -> selector.Strategy[Peer]:
+        pick = selector.strategy("least_request")()
+
+        def record(nodes: Sequence[Peer]) -> Peer:
+            node: Peer = pick(nodes)
+            attempts.append((node.address, time.monotonic()))
+            return node
+
+        return record
+
+    echo = echo_micro.EchoClient("echo", client, options=micro.CallOptions(strategy=recorded))
     answered: list[str] = []
     failed: list[errors.Error] = []
     warmed = asyncio.Event()
+    enough = [sys.maxsize]  # answers to stop at: set at the kill
+    give_up = time.monotonic() + 60  # guards against a bug only: the count ends the load
 
     async def load() -> None:
-        while loop.time() < deadline:
+        while len(answered) < enough[0] and time.monotonic() < give_up:
             try:
                 answered.append((await echo.get(Req(), timeout=2)).node)
             except errors.Error as e:
@@ -96,21 +116,26 @@ async def test_kill_9_under_load_loses_no_call(
                 warmed.set()
 
     workers = [asyncio.ensure_future(load()) for _ in range(8)]
-    await asyncio.wait_for(warmed.wait(), 10)
+    await asyncio.wait_for(warmed.wait(), 30)
     victim = children[0]
     before = len(answered)
+    enough[0] = before + 300
     victim.process.send_signal(signal.SIGKILL)
-    killed_at = time.time()
+    killed = time.monotonic()
     await asyncio.gather(*workers)
 
     assert failed == []  # zero failed calls at the caller
     after = answered[before:]
-    assert len(after) > 100
+    assert len(after) >= 300
     assert set(after[-50:]) == {children[1].id, children[2].id}
-    tried_dead = [r.created for r in caplog.records if victim.address in r.getMessage()]
-    assert tried_dead, "the dead node was never tried: the test did not exercise failover"
-    assert max(tried_dead) - killed_at < 1.0  # out of rotation within a second
-    # ...and long before its registration could expire.
+    # Out of rotation by its failures (ejected after EJECT_AFTER of them), for
+    # EJECTION seconds: longer than the load lasted after the kill, so never tried
+    # again; and long before its registration (60 s) could expire.
+    peer = client._peers[victim.address]
+    ejected = peer.ejected_until - EJECTION
+    assert ejected > killed, "the dead node was never ejected: no failover was exercised"
+    assert time.monotonic() < peer.ejected_until, "the load outlasted the ejection"
+    assert [t for a, t in attempts if a == victim.address and t > ejected] == []
     entries = await registry.get_service("echo")
     assert victim.id in {n.id for s in entries for n in s.nodes}
 
@@ -120,7 +145,9 @@ async def test_sigterm_drains_50_calls_and_leaves_the_registry_first(spawn: Spaw
     mdns = pytest.importorskip("micro.registry.mdns", reason="mDNS registry not available")
     registry = mdns.MdnsRegistry(interfaces=["127.0.0.1"])
     name = f"echo-{os.getpid()}-{time.monotonic_ns()}"
-    leaving = await spawn("--name", name, "--version", "a", "--registry", "mdns", "--report")
+    leaving = await spawn(
+        "--name", name, "--version", "a", "--registry", "mdns", "--report", "--hold"
+    )
     staying = await spawn("--name", name, "--version", "b", "--registry", "mdns")
     changes = registry.watch(name)
     seen = {n.id for s in await registry.get_service(name) for n in s.nodes}
@@ -136,11 +163,11 @@ async def test_sigterm_drains_50_calls_and_leaves_the_registry_first(spawn: Spaw
         ready = micro.CallOptions(version="b")
         for options in (pinned, ready):  # both discovered before the test starts
             await echo.get(Req(), options=options, timeout=5)
-        calls = [
-            asyncio.ensure_future(echo.get(Req(sleep=1.0), options=pinned, timeout=20))
+        calls = [  # held there until released below: in flight across the SIGTERM
+            asyncio.ensure_future(echo.get(Req(text=HOLD), options=pinned, timeout=20))
             for _ in range(50)
         ]
-        await leaving.received(50 + 1)  # the warm-up call, then all 50 (1 s each there)
+        await leaving.received(50 + 1)  # the warm-up call, then all 50
         leaving.process.send_signal(signal.SIGTERM)
 
         async def deleted() -> Event:
@@ -151,8 +178,10 @@ async def test_sigterm_drains_50_calls_and_leaves_the_registry_first(spawn: Spaw
 
         event = await asyncio.wait_for(deleted(), 5)
         assert event.service.nodes[0].id == leaving.id
-        assert not any(c.done() for c in calls)  # deregistered while they still ran
+        assert not any(c.done() for c in calls)  # the stop cut none of them short
         assert {(await echo.get(Req(), timeout=5)).node for _ in range(10)} == {staying.id}
+        assert leaving.process.returncode is None  # deregistered while calls still ran
+        await leaving.release()
         replies = await asyncio.wait_for(asyncio.gather(*calls), 20)
         assert [r.node for r in replies] == [leaving.id] * 50
         assert await asyncio.wait_for(leaving.process.wait(), 20) == 0

@@ -7,6 +7,7 @@ import asyncio
 import echo_micro
 import echo_pb2
 import grpc
+from echo_node import HOLD
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from runtime_support import Start
@@ -53,23 +54,27 @@ async def test_health_and_reflection(cluster: Start) -> None:
 async def test_stop_leaves_registry_then_drains_calls_in_flight(
     registry: MemoryRegistry, cluster: Start, client: micro.Client
 ) -> None:
-    leaving, slow = await cluster(metadata={"slot": "a"})
+    leaving, held = await cluster(metadata={"slot": "a"})
     _, other = await cluster(metadata={"slot": "b"})
     pinned = echo_micro.EchoClient(
         "echo", client, options=micro.CallOptions(metadata_filter={"slot": "a"})
     )
-    calls = [asyncio.ensure_future(pinned.get(Req(sleep=0.5))) for _ in range(50)]
-    await asyncio.wait_for(slow.wait_received(50), 5)
+    # Held in their handler until released below: in flight across the whole stop.
+    calls = [asyncio.ensure_future(pinned.get(Req(text=HOLD))) for _ in range(50)]
+    await asyncio.wait_for(held.wait_received(50), 5)
     changes = registry.watch("echo")
     stopping = asyncio.ensure_future(leaving.stop(grace=10))
     event = await asyncio.wait_for(anext(changes), 5)
     assert event.type is EventType.DELETE
     assert event.service.nodes[0].id == leaving.id
-    assert not any(c.done() for c in calls)  # it left the registry before draining
+    assert not any(c.done() for c in calls)  # the stop cut none of them short
     anyone = echo_micro.EchoClient("echo", client)
     assert {(await anyone.get(Req())).node for _ in range(10)} == {other.node}
+    assert not stopping.done()  # it left the registry while calls were still running
+    held.release.set()
     replies = await asyncio.wait_for(asyncio.gather(*calls), 10)
     assert [r.node for r in replies] == [leaving.id] * 50  # every call in flight finished
+    assert [r.text for r in replies] == [HOLD] * 50
     await asyncio.wait_for(stopping, 10)
     await changes.aclose()
 

@@ -11,7 +11,7 @@ import pytest
 import micro
 from micro import selector
 from micro.config import Config, ConfigError
-from micro.plan import MAX_BACKOFF, Plan, RetryBudget
+from micro.plan import BACKOFF, MAX_BACKOFF, Plan, RetryBudget
 from micro.registry import Endpoint, MemoryRegistry, Node, Service
 from micro.selector import NodeHealth, Route
 from micro.selector.health import EJECTION
@@ -107,8 +107,25 @@ def test_idempotent_retries_on_untried_nodes_without_delay() -> None:
         seen.append(p.node)
     assert len({n.address for n in seen}) == 3
     assert p.retry(UNAVAILABLE)  # every node tried: back off before a repeat
-    assert 0 <= p.delay <= MAX_BACKOFF
+    assert 0 < p.delay <= BACKOFF * 2**2  # the third attempt's cap (see below)
     assert not p.retry(UNAVAILABLE)  # attempt limit
+
+
+def test_repeats_back_off_exponentially_with_full_jitter() -> None:
+    """Each return to a tried node waits uniform(0, cap): the cap starts at BACKOFF
+    and doubles with each attempt, up to MAX_BACKOFF."""
+    caps = [min(MAX_BACKOFF, BACKOFF * 2**k) for k in range(8)]
+    assert caps[-1] == MAX_BACKOFF  # the run reaches the ceiling
+    delays: list[list[float]] = [[] for _ in caps]
+    for _ in range(200):
+        p = plan(GET, n=1, attempts=len(caps) + 1, budget=RetryBudget(reserve=len(caps)))
+        for seen in delays:
+            assert p.retry(UNAVAILABLE)
+            seen.append(p.delay)
+    for cap, seen in zip(caps, delays, strict=True):
+        assert all(0 <= d <= cap for d in seen), (cap, max(seen))
+        # Spread over the whole range: 200 draws all in one half has odds of 2**-199.
+        assert min(seen) < cap / 2 < max(seen), (cap, min(seen), max(seen))
 
 
 def test_non_idempotent_retries_only_what_was_never_sent() -> None:
@@ -136,14 +153,22 @@ def test_deadline_bounds_retries() -> None:
 
 
 def test_retry_budget_caps_extra_load_at_a_fifth() -> None:
+    """Every call fails on every node: retries use all the budget allows and no
+    more, the reserve first (whole calls retried at once), then one in five calls."""
     budget = RetryBudget(ratio=0.2, reserve=10)
-    calls = retries = 0
+    retried: list[int] = []  # retries of each call
     for _ in range(1000):
         p = plan(GET, budget=budget)
-        calls += 1
+        retried.append(0)
         while p.retry(UNAVAILABLE):
-            retries += 1
+            retried[-1] += 1
+    calls, retries = len(retried), sum(retried)
     assert retries <= 0.2 * calls + 10
+    # Less only by what the full reserve turned away of the first call's deposit (0.2)
+    # and by less than one token left over at the end.
+    assert retries > 0.2 * calls + 10 - 1.2
+    assert retried[:3] == [3, 3, 3]  # the reserve: every node tried, at once
+    assert max(retried[100:]) == 1  # then a retry now and then, never a burst
 
 
 def test_config_errors_name_the_setting() -> None:

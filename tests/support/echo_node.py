@@ -1,6 +1,10 @@
 """The Echo service used by runtime tests, in-process or as its own process:
 
 python echo_node.py --name echo --version v1   # prints {"address": …, "id": …}
+
+A request whose text is HOLD waits in its handler until ``release`` is set (a
+process started with ``--hold`` sets it when a line arrives on its stdin), so a test
+can keep calls running across a stop or a kill for as long as it needs them.
 """
 
 from __future__ import annotations
@@ -8,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
+import threading
 from collections.abc import AsyncIterator, Callable
 
 import echo_micro
@@ -16,6 +22,8 @@ import grpc
 
 import micro
 from micro import errors
+
+HOLD = "hold"
 
 
 class Echo(echo_micro.EchoHandler):
@@ -28,6 +36,7 @@ class Echo(echo_micro.EchoHandler):
         self.unavailable = False  # answer every call with UNAVAILABLE, after receiving it
         self.arrived = asyncio.Condition()
         self.on_arrival: Callable[[int], None] | None = None
+        self.release = asyncio.Event()  # lets calls with text HOLD answer
 
     async def _answer(
         self, request: echo_pb2.EchoRequest, ctx: micro.Context
@@ -47,6 +56,8 @@ class Echo(echo_micro.EchoHandler):
                     text=request.text, sleep=request.sleep, hops=request.hops[1:], fail=request.fail
                 )
             )
+        if request.text == HOLD:
+            await self.release.wait()
         if request.sleep:
             await asyncio.sleep(request.sleep)
         if request.fail:
@@ -84,6 +95,7 @@ def main() -> None:
     parser.add_argument("--registry", default="memory")
     parser.add_argument("--report", action="store_true", help="print each call's arrival")
     parser.add_argument("--ttl", type=float, default=2.0, help="registration TTL, seconds")
+    parser.add_argument("--hold", action="store_true", help="release held calls on a stdin line")
     args = parser.parse_args()
 
     async def serve() -> None:
@@ -96,6 +108,14 @@ def main() -> None:
             handler.on_arrival = lambda n: print(json.dumps({"received": n}), flush=True)
         svc.handle(handler)
         await svc.start()
+        if args.hold:
+            loop = asyncio.get_running_loop()
+
+            def release() -> None:  # on a daemon thread: never keeps the process alive
+                sys.stdin.readline()
+                loop.call_soon_threadsafe(handler.release.set)
+
+            threading.Thread(target=release, daemon=True).start()
         print(json.dumps({"address": svc.address, "id": svc.id}), flush=True)
         await svc.serve()  # until SIGTERM: then the graceful stop under test
         print(json.dumps({"stopped": svc.id}), flush=True)
