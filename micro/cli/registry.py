@@ -6,13 +6,16 @@ import argparse
 import time
 from typing import Any
 
+from micro.broker.peer import entry_name
 from micro.cli import common, output
 from micro.cli.common import CliError
-from micro.registry import Event, RegistryError, Service
+from micro.cli.pubsub import SUBSCRIBER
+from micro.registry import EventType, RegistryError, Service
 
 SERVICES = """\
 examples:
   micro services
+  micro services --all           with micro's own entries (subscriptions, CLI subscribers)
   micro services --json | jq '.[].name'
   MICRO_REGISTRY=nats MICRO_REGISTRY_ADDRESS=nats://10.0.0.5:4222 micro services
 """
@@ -29,16 +32,22 @@ examples:
   micro watch --count 3 --json   three events as JSON lines, then exit
 """
 
+# Entries micro registers for itself: the grpc broker's subscriptions
+# (micro.broker.<topic>) and ``micro subscribe``'s own service (micro.cli).
+INTERNAL_PREFIX = entry_name("")
+
 
 def add_parsers(commands: Any, shared: argparse.ArgumentParser) -> None:
     services = commands.add_parser(
         "services",
         parents=[shared],
         help="list the services in the registry",
-        description="Every service the registry knows: versions and node counts.",
+        description="Every service the registry knows: versions and node counts. "
+        "micro's own entries (micro.broker.*, micro.cli) only with --all.",
         epilog=SERVICES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    services.add_argument("--all", action="store_true", help="micro's own entries too")
     services.set_defaults(run=lambda args: common.run(_services(args)))
 
     describe = commands.add_parser(
@@ -57,8 +66,9 @@ def add_parsers(commands: Any, shared: argparse.ArgumentParser) -> None:
         "watch",
         parents=[shared],
         help="print registry events as they happen",
-        description="Nodes joining (create), changing (update) and leaving (delete), "
-        "until interrupted or --count events.",
+        description="The nodes already there (exists), then nodes joining (create), "
+        "changing (update) and leaving (delete), until interrupted or --count events "
+        "(nodes already there are not counted).",
         epilog=WATCH,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -93,6 +103,8 @@ async def _services(args: argparse.Namespace) -> int:
     async with common.opened(config) as registry:
         found = await common.asking(config, registry.list_services)
     names: dict[str, dict[str, Any]] = {}
+    if not args.all:
+        found = [s for s in found if not internal(s.name)]
     for s in sorted(found, key=lambda s: (s.name, s.version)):
         entry = names.setdefault(s.name, {"name": s.name, "versions": [], "nodes": 0})
         entry["versions"].append(s.version)
@@ -106,6 +118,11 @@ async def _services(args: argparse.Namespace) -> int:
         ]
         output.table(("SERVICE", "VERSIONS", "NODES"), rows)
     return 0
+
+
+def internal(name: str) -> bool:
+    """Whether ``name`` is an entry micro registers for itself."""
+    return name.startswith(INTERNAL_PREFIX) or name == SUBSCRIBER
 
 
 async def _describe(args: argparse.Namespace) -> int:
@@ -140,11 +157,27 @@ async def _watch(args: argparse.Namespace) -> int:
     config = common.config(args)
     async with common.opened(config) as registry:
         seen = 0
-        events = registry.watch(args.service)
-        output.note(f"watching {args.service or 'every service'} in the {common.where(config)}")
+        events = registry.watch(args.service)  # before the listing: nothing falls between
         try:
+            if args.service is None:
+                there = await registry.list_services()
+            else:
+                there = await registry.get_service(args.service)
+            output.note(f"watching {args.service or 'every service'} in the {common.where(config)}")
+            # A registry's watch may start with what is already there as creates (mDNS
+            # does): shown once, as exists, and not counted.
+            existing: set[str] = set()
+            for s in there:
+                for n in s.nodes:
+                    _show("exists", s.with_nodes((n,)), args.json)
+                    existing.add(n.id)
             async for event in events:
-                _show(event, args.json)
+                (node,) = event.service.nodes
+                if event.type is EventType.CREATE and node.id in existing:
+                    existing.discard(node.id)
+                    continue
+                existing.discard(node.id)
+                _show(event.type.value, event.service, args.json)
                 seen += 1
                 if args.count is not None and seen >= args.count:
                     break
@@ -153,14 +186,10 @@ async def _watch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show(event: Event, as_json: bool) -> None:
-    s = event.service
+def _show(kind: str, s: Service, as_json: bool) -> None:
     if as_json:
-        output.line({"type": event.type.value, "time": time.time(), **record(s)})
+        output.line({"type": kind, "time": time.time(), **record(s)})
         return
     stamp = time.strftime("%H:%M:%S")
     for n in s.nodes:
-        print(
-            f"{stamp} {event.type.value:<6} {s.name} {s.version or '-'} {n.id} {n.address}",
-            flush=True,
-        )
+        print(f"{stamp} {kind:<6} {s.name} {s.version or '-'} {n.id} {n.address}", flush=True)

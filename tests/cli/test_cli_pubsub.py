@@ -92,6 +92,44 @@ def test_watch_prints_a_node_joining_and_leaving(multicast: None) -> None:
     assert events[0]["nodes"][0]["address"] == found[1]
 
 
+def test_watch_shows_nodes_already_there_apart(greeter: Node) -> None:
+    """A node there before the watch is shown as exists, and --count counts only what
+    happens afterwards (mDNS reports nodes it finds on a cold start as creates)."""
+    watcher = Running("watch", greeter.name, "--count", "1", "--json")
+    node = None
+    try:
+        watcher.wait_for(f"watching {greeter.name} in the mdns registry")
+        node = Running("run", "greeter_node", CLI_TEST_SERVICE=greeter.name)
+        found = node.wait_for(r"serving on (\S+) as (\S+)")
+        code, out = watcher.finish()
+    finally:
+        watcher.stop()
+        if node is not None:
+            node.stop()
+    assert code == 0
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [(e["type"], e["nodes"][0]["id"]) for e in events] == [
+        ("exists", greeter.id),
+        ("create", found[2]),
+    ]
+
+
+def test_services_hides_micro_entries_unless_all(multicast: None) -> None:
+    topic = unique("topic")
+    subscriber = Running("subscribe", topic)
+    try:
+        subscriber.wait_for(f"subscribed to {topic} at ")
+        shown = micro("services", "--json")
+        every = micro("services", "--all", "--json")
+    finally:
+        code, _ = subscriber.stop()
+    assert code == 0
+    assert shown.returncode == every.returncode == 0, shown.stderr + every.stderr
+    names = {s["name"] for s in json.loads(shown.stdout)}
+    assert not {n for n in names if n.startswith("micro.")}, names
+    assert {f"micro.broker.{topic}", "micro.cli"} <= {s["name"] for s in json.loads(every.stdout)}
+
+
 def test_subscribe_stops_on_sigterm_and_leaves_the_registry(multicast: None) -> None:
     topic = unique("topic")
     subscriber = Running("subscribe", topic)
