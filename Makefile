@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 EXTRAS := dev,etcd,nats,redis,rabbitmq,otel,prometheus
 WKT = $$($(BIN)/python -c 'import grpc_tools, os; print(os.path.dirname(grpc_tools.__file__))')/_proto
 
-.PHONY: venv backends gen lint test demo bench clean
+.PHONY: venv backends gen golden lint test demo bench clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,10 @@ gen: venv
 	    --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --mypy_out=. proto/micro/options.proto
 	$(BIN)/micro gen -I proto --out . proto/micro/delivery.proto
 	$(BIN)/micro gen -I proto --out examples/gen proto/greeter
+
+# After an intended change to the generated code: rewrite tests/golden, then review the diff.
+golden: venv
+	PYTHONPATH=tests/support $(BIN)/python tests/golden/update.py
 
 lint: gen
 	$(BIN)/ruff check .

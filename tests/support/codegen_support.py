@@ -25,6 +25,7 @@ import micro
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOS = ROOT / "tests" / "protos"
+GOLDEN = ROOT / "tests" / "golden"  # generated text pinned: tests/golden/update.py rewrites it
 TIMEOUT = 10.0  # per call: a hang fails the call instead of the whole test run
 
 _SERVICE = re.compile(r"^\s*service\s+\w+", re.MULTILINE)
