@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from micro.urls import masked, masked_all
+
 REGISTRIES = ("mdns", "memory", "dns", "nats", "etcd")
 BROKERS = ("grpc", "memory", "nats", "jetstream", "redis", "rabbitmq")
 STRATEGIES = ("least_request", "round_robin", "random")
@@ -121,12 +123,24 @@ class Config:
             try:
                 _PARSERS[name](text)
             except ValueError as e:
-                raise ConfigError(f"{name}={value!r}: {e}") from None
+                shown = masked(value) if isinstance(value, str) else value
+                raise ConfigError(f"{name}={shown!r}: {e}") from None
         if self.register_interval >= self.register_ttl:
             raise ConfigError(
                 f"register_interval={self.register_interval} must be shorter than "
                 f"register_ttl={self.register_ttl}, or nodes expire between refreshes"
             )
+
+    def __repr__(self) -> str:
+        """Addresses with their passwords masked (the registry password is left out)."""
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("registry_address", "broker_address"):
+                value = tuple(masked(url) for url in value)
+            if f.repr:
+                shown.append(f"{f.name}={value!r}")
+        return f"Config({', '.join(shown)})"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
@@ -142,7 +156,7 @@ class Config:
             try:
                 values[f.name] = _PARSERS[f.name](text)
             except ValueError as e:
-                raise ConfigError(f"{variable}={text!r}: {e}") from None
+                raise ConfigError(f"{variable}={masked_all(text.split(','))!r}: {e}") from None
         return replace(cls(), **values).given(**overrides)
 
     def given(self, **overrides: Any) -> Config:

@@ -20,6 +20,7 @@ from micro.broker.base import (
 from micro.broker.events import EventContext, Publisher, typed
 from micro.broker.memory import MemoryBroker
 from micro.config import ConfigError
+from micro.urls import masked_all
 
 if TYPE_CHECKING:
     from micro.config import Config
@@ -74,7 +75,7 @@ def _one_address(config: Config) -> tuple[str, ...]:
     """The one URL a Redis or RabbitMQ broker takes (none: the backend's default)."""
     if len(config.broker_address) > 1:
         raise ConfigError(
-            f"MICRO_BROKER_ADDRESS={','.join(config.broker_address)!r}: "
+            f"MICRO_BROKER_ADDRESS={masked_all(config.broker_address)!r}: "
             f"{config.broker} takes one URL"
         )
     return config.broker_address

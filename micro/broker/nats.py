@@ -78,6 +78,7 @@ from micro.broker.base import (
     new_id,
 )
 from micro.broker.redelivery import Redelivery, start
+from micro.urls import masked_all
 
 log = logging.getLogger("micro.broker")
 
@@ -253,11 +254,12 @@ class NatsBroker:
 
     def __repr__(self) -> str:
         mode = ", jetstream=True" if self.jetstream else ""
-        return f"NatsBroker({','.join(self.servers)!r}{mode})"
+        return f"NatsBroker({self.where!r}{mode})"
 
     @property
     def where(self) -> str:
-        return ",".join(self.servers)
+        """The servers, for messages: no passwords."""
+        return masked_all(self.servers)
 
     # -- connection ---------------------------------------------------------------
 

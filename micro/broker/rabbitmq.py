@@ -85,6 +85,7 @@ except ImportError:  # pragma: no cover - depends on the installed extras
 from micro import codec
 from micro.broker.base import BrokerError, Envelope, NotConnected, RawHandler, new_id
 from micro.broker.redelivery import Redelivery
+from micro.urls import masked
 
 log = logging.getLogger("micro.broker")
 
@@ -151,9 +152,8 @@ class RabbitBroker:
     ) -> None:
         self._url = URL(url)
         if self._url.scheme not in ("amqp", "amqps") or not self._url.host:
-            shown = url.rpartition("@")[2]  # whatever it is, not its password
-            raise ValueError(f"{shown!r} is not an AMQP URL (amqp://user:pass@host:port/)")
-        self.address = str(self._url.with_password(None))
+            raise ValueError(f"{masked(url)!r} is not an AMQP URL (amqp://user:pass@host:port/)")
+        self.address = masked(url)
         if prefetch < 1:
             raise ValueError(f"prefetch={prefetch}: must be >= 1")
         self.exchange = exchange

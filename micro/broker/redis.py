@@ -47,7 +47,6 @@ import uuid
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 try:
     from redis.asyncio import ConnectionPool, Redis
@@ -62,6 +61,7 @@ except ImportError:  # pragma: no cover - depends on the installed extras
 from micro import codec
 from micro.broker.base import BrokerError, Envelope, NotConnected, RawHandler, Undeliverable
 from micro.broker.redelivery import Redelivery, start
+from micro.urls import masked
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +74,6 @@ ACK_LINGER = 0.005  # seconds acks wait for the reader (or more acks) to take th
 FRESH = 1.0  # seconds: a message published within them is timestamped by its entry id
 
 Fields = Mapping[bytes, bytes]
-
-
-def _display(url: str) -> str:
-    """The address without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 class _Malformed(ValueError):
@@ -485,7 +476,7 @@ class RedisBroker:
         connect_timeout: float = 2.0,
     ) -> None:
         self.url = url
-        self.address = _display(url)
+        self.address = masked(url)
         try:
             parse_url(url)
         except ValueError as e:

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from micro.config import BROKERS, REGISTRIES, Config
 from micro.registry import Registry, RegistryError, from_config
+from micro.urls import masked_all
 
 T = TypeVar("T")
 
@@ -60,9 +61,9 @@ def where(config: Config) -> str:
     if config.registry == "memory":
         return "memory registry (this process only)"
     if config.registry == "dns":
-        servers = ",".join(config.registry_address) or "the system nameservers"
+        servers = masked_all(config.registry_address) or "the system nameservers"
         return f"dns registry ({config.registry_domain} via {servers})"
-    servers = ",".join(config.registry_address) or "its default address"
+    servers = masked_all(config.registry_address) or "its default address"
     return f"{config.registry} registry at {servers}"
 
 

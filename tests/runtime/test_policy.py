@@ -273,6 +273,27 @@ def test_broker_of_one_url_refuses_two() -> None:
         Config.from_env({"MICRO_BROKER": "kafka"})
 
 
+def test_credentials_in_addresses_never_print() -> None:
+    from micro.broker import from_config
+    from micro.urls import masked
+
+    assert masked("nats://app:pw1@127.0.0.1:4222") == "nats://app:***@127.0.0.1:4222"
+    assert masked("nats://token1@127.0.0.1:4222") == "nats://***@127.0.0.1:4222"  # a NATS token
+    assert masked("redis://:pw1@127.0.0.1:6379/0") == "redis://***@127.0.0.1:6379/0"
+    assert masked("app:p@w1@127.0.0.1:1") == "app:***@127.0.0.1:1"  # no scheme, '@' inside
+    assert masked("127.0.0.1:2379") == "127.0.0.1:2379"
+    urls = "redis://:pw1@127.0.0.1:1/0,redis://u:pw2@127.0.0.1:2/0"
+    config = Config.from_env({"MICRO_BROKER": "redis", "MICRO_BROKER_ADDRESS": urls})
+    with pytest.raises(ConfigError) as two:
+        from_config(config, MemoryRegistry())
+    with pytest.raises(ConfigError) as unparsed:
+        Config.from_env({"MICRO_SERVER_ADDRESS": "u:pw4@127.0.0.1"})
+    shown = [repr(config), str(two.value), str(unparsed.value)]
+    assert "redis://***@127.0.0.1:1/0" in repr(config)
+    assert "u:***@127.0.0.1:2/0" in str(two.value)
+    assert not [text for text in shown if "pw" in text], shown
+
+
 def test_attempt_timeout_from_environment() -> None:
     config = Config.from_env({"MICRO_CLIENT_ATTEMPT_TIMEOUT": "0.25"})
     assert micro.Client(config=config).attempt_timeout == 0.25

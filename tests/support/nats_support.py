@@ -21,9 +21,10 @@ def free_port() -> int:
 
 
 class NatsServer:
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, *, login: tuple[str, str] | None = None) -> None:
         self.port = free_port()
         self.store = store
+        self.login = login  # (user, password) the server requires, if any
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -32,8 +33,9 @@ class NatsServer:
 
     def start(self, *, empty: bool = False) -> None:
         store = self.store / uuid.uuid4().hex if empty else self.store / "js"
+        auth = ["--user", self.login[0], "--pass", self.login[1]] if self.login else []
         self.proc = subprocess.Popen(
-            [str(BINARY), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(store)],
+            [str(BINARY), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(store), *auth],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
