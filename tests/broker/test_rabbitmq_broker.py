@@ -139,11 +139,14 @@ def queue_outstanding(admin: aio_pika.abc.AbstractChannel, name: str) -> contrac
 
 
 async def test_unreachable_address_fails_fast_naming_it(unused_port: int) -> None:
-    broker = RabbitBroker(f"amqp://guest:s3cret@127.0.0.1:{unused_port}/")
-    started = time.monotonic()
-    with pytest.raises(BrokerError, match=f"127.0.0.1:{unused_port}") as caught:
-        await broker.connect()
-    assert time.monotonic() - started < 2.0
+    """A refused connection fails at once. With a connect timeout past WAIT, failing
+    within WAIT shows the broker gave up on the refusal rather than waiting out the
+    timeout or reconnecting (which it does once connected)."""
+    broker = RabbitBroker(
+        f"amqp://guest:s3cret@127.0.0.1:{unused_port}/", connect_timeout=10 * WAIT
+    )
+    with pytest.raises(BrokerError, match=f"127.0.0.1:{unused_port}/: (?!no answer)") as caught:
+        await asyncio.wait_for(broker.connect(), WAIT)
     assert "s3cret" not in str(caught.value)
 
 
@@ -153,10 +156,8 @@ async def test_silent_server_times_out() -> None:
         listener.listen()
         port = listener.getsockname()[1]
         broker = RabbitBroker(f"amqp://guest:guest@127.0.0.1:{port}/", connect_timeout=0.3)
-        started = time.monotonic()
         with pytest.raises(BrokerError, match=f"127.0.0.1:{port}.*no answer in 0.3 s"):
-            await broker.connect()
-        assert time.monotonic() - started < 1.5
+            await asyncio.wait_for(broker.connect(), WAIT)
 
 
 async def test_wrong_credentials_are_a_clear_error(rabbit: str) -> None:
@@ -268,10 +269,10 @@ async def test_killed_consumer_messages_go_to_another_at_once(
         await (await open_broker()).subscribe(topic, got.put, queue="workers")
         assert got.empty()
         holder.kill()
-        started = time.monotonic()
+        # A missed heartbeat (60 s, aiormq's and RabbitMQ's default) is far past WAIT:
+        # it comes back because the server saw the connection close, as it does at once.
         envelope = await asyncio.wait_for(got.get(), WAIT)
         assert (envelope.body, envelope.attempt) == (b"held", 2)  # counted on: redelivered
-        assert time.monotonic() - started < 2.0
 
 
 async def test_a_message_its_consumers_died_on_too_often_is_dead_lettered(

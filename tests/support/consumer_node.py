@@ -1,18 +1,22 @@
 """A consumer process for the at-least-once test: handles Int64Value messages of one
-topic in a queue group, PACE seconds each, and tells the test what it does.
+topic in a queue group and tells the test what it does.
 
-    python consumer_node.py BACKEND ADDRESS TOPIC QUEUE
+    python consumer_node.py BACKEND ADDRESS TOPIC QUEUE [HOLD_AFTER]
 
 On stdout: ``ready`` once subscribed; then per message ``+VALUE`` when its handler
 starts and ``VALUE ATTEMPT`` once it is handled, before the ack. Each line is one
 ``os.write`` to the pipe, so what was written before a ``kill -9`` is still there for
-the test to read. SIGTERM closes the broker (the handlers running finish and are
-acked, nothing more is taken) and exits 0.
+the test to read. With ``HOLD_AFTER``, the handlers started after the first
+``HOLD_AFTER`` never finish: the process ends up with every handler it may run at
+once blocked, a state that holds until the test kills it. SIGTERM closes the broker
+(the handlers running finish and are acked, nothing more is taken) and exits 0; a
+process holding handlers is only ever killed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import sys
@@ -22,23 +26,23 @@ from google.protobuf.wrappers_pb2 import Int64Value
 
 from micro.broker import EventContext, typed
 
-# Work per message: with the broker's 64 handlers at a time, at most 3 200 messages a
-# second, so 10 000 take three seconds or more and a kill after the first thousand
-# lands mid-stream, with handlers running.
-PACE = 0.02
-
 
 def report(line: str) -> None:
     os.write(1, line.encode() + b"\n")  # unbuffered: in the pipe before anything else
 
 
-async def main(backend: str, address: str, topic: str, queue: str) -> None:
+async def main(backend: str, address: str, topic: str, queue: str, hold_after: str = "") -> None:
     broker = make_broker(backend, address)
     await broker.connect()
+    starts = itertools.count(1)
+    limit = int(hold_after) if hold_after else None
+    never = asyncio.Event()
 
     async def handle(event: Int64Value, ctx: EventContext) -> None:
         report(f"+{event.value}")
-        await asyncio.sleep(PACE)  # the work itself
+        if limit is not None and next(starts) > limit:
+            await never.wait()
+        await asyncio.sleep(0)  # yields once, as real work would
         report(f"{event.value} {ctx.attempt}")
 
     stop = asyncio.Event()
@@ -50,4 +54,4 @@ async def main(backend: str, address: str, topic: str, queue: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:5]))
+    asyncio.run(main(*sys.argv[1:6]))

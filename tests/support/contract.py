@@ -239,9 +239,6 @@ async def test_malformed_dead_lettered(
     assert got.empty()  # and the bad message never reached the handler
 
 
-HOLD = 0.3  # seconds something that must not happen yet is given to happen anyway
-
-
 async def check_unsubscribe_drains(
     open_broker: OpenBroker, topic: str, outstanding: Outstanding | None = None
 ) -> None:
@@ -264,10 +261,13 @@ async def check_unsubscribe_drains(
     for i in range(3):
         await numbers.publish(Int64Value(value=i))
     assert sorted(await take(started, 3)) == [0, 1, 2]
+    # Nothing announces an early return. An unsubscribe that skipped the drain would
+    # have done what one with no handler running does, begun after it: once that
+    # returns, this one would have too.
+    idle = await broker.subscribe(dead_letter_topic(topic), typed(counter()[1]), queue="dlq")
     unsubscribing = asyncio.ensure_future(sub.unsubscribe())
-    # Nothing announces an early return: unsubscribe gets HOLD seconds to do it.
-    done, _ = await asyncio.wait({unsubscribing}, timeout=HOLD)
-    assert not done, "unsubscribe returned while its handlers were still running"
+    await asyncio.wait_for(asyncio.ensure_future(idle.unsubscribe()), WAIT)
+    assert not unsubscribing.done(), "unsubscribe returned while its handlers were still running"
     release.set()
     await asyncio.wait_for(unsubscribing, WAIT)
     assert sorted(finished) == [0, 1, 2]
@@ -288,9 +288,15 @@ async def check_unsubscribe_drains(
         await each.close()
 
 
-SLACK = 0.05  # seconds
+# grpc sends a call's timeout as grpc-timeout in the coarsest unit that keeps it to
+# at most 8 digits, rounded up: timeouts of 10-100 s in 100 ms units. The server's
+# deadline is its arrival time plus that, so up to one unit past the caller's own.
+CALL_TIMEOUT = 30.0  # over WAIT, so what the subscriber sees left is still positive
+WIRE_UNIT = 0.1  # grpc-timeout's unit for CALL_TIMEOUT
+# grpc core keeps times in whole milliseconds: converting a time to it and back (for
+# ``time_remaining``) moves it by under 1 ms each way.
+GRPC_CLOCK = 0.002
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-CALL_TIMEOUT = 30.0
 
 
 class _Relay(DeliveryHandler):
@@ -350,9 +356,11 @@ async def test_call_metadata_travels(open_broker: OpenBroker, topic: str) -> Non
             "tracestate": "vendor=1",
         }
         deadline = float(ctx.headers[DEADLINE])
-        # grpc sends the timeout rounded up (to its unit on the wire), and the clocks of
-        # time.time() and grpc's deadline are read apart: a few milliseconds of slack.
-        assert called + CALL_TIMEOUT - 1.0 < deadline <= answered + CALL_TIMEOUT + SLACK
+        # The caller's deadline is set after ``called``; the server's is the request's
+        # arrival (before ``answered``) plus the caller's time left, rounded up to
+        # WIRE_UNIT; either may move by GRPC_CLOCK.
+        early, late = called - GRPC_CLOCK, answered + WIRE_UNIT + GRPC_CLOCK
+        assert early + CALL_TIMEOUT <= deadline <= late + CALL_TIMEOUT
         remaining = ctx.time_remaining()
         assert remaining is not None
         assert CALL_TIMEOUT - WAIT < remaining <= deadline - answered
@@ -376,6 +384,7 @@ async def test_call_metadata_travels(open_broker: OpenBroker, topic: str) -> Non
 CONSUMER = Path(__file__).with_name("consumer_node.py")
 MESSAGES = 10_000
 KILL_AFTER = 1_000  # handled messages before the kill: some, well under MESSAGES
+CONCURRENCY = 64  # handlers a consumer runs at once: every backend's default limit
 SUMMARY = "at_least_once"  # the user property the tests record their figures under
 
 
@@ -392,9 +401,13 @@ class Consumer:
         self._reader: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(cls, backend: str, address: str, topic: str) -> Consumer:
+    async def start(
+        cls, backend: str, address: str, topic: str, hold_after: int | None = None
+    ) -> Consumer:
+        """``hold_after``: the handlers started after that many block for good."""
+        holding = () if hold_after is None else (str(hold_after),)
         process = await asyncio.create_subprocess_exec(
-            *(sys.executable, str(CONSUMER), backend, address, topic, "workers"),
+            *(sys.executable, str(CONSUMER), backend, address, topic, "workers", *holding),
             stdout=asyncio.subprocess.PIPE,
         )
         consumer = cls(process)
@@ -484,9 +497,10 @@ async def check_at_least_once(
     outstanding: Outstanding,
     window: int,
 ) -> str:
-    """10 000 messages waiting in queue ``workers``; its consumer process, handling
-    them a little at a time, is killed with SIGKILL once it has handled 1 000, and a
-    new one started: every message is handled at least once.
+    """10 000 messages waiting in queue ``workers``; its consumer process handles
+    1 000, then blocks every handler it starts; once all it may run at once
+    (``CONCURRENCY``) are running it is killed with SIGKILL, and a new one started:
+    every message is handled at least once.
 
     ``outstanding`` asks the server how many messages of the queue are undelivered or
     unacked (with a consumer running, RabbitMQ tells only the undelivered ones).
@@ -505,15 +519,20 @@ async def check_at_least_once(
     await (await broker.subscribe(topic, typed(counter()[1]), queue="workers")).unsubscribe()
     await publish_range(Publisher(broker, topic, Int64Value), 0, MESSAGES)
     everything = set(range(MESSAGES))
-    first = await Consumer.start(backend, address, topic)
+    first = await Consumer.start(backend, address, topic, hold_after=KILL_AFTER)
     try:
-        await first.until(lambda: len(first.handled) >= KILL_AFTER, "first consumer")
+        # Blocked handlers never finish, so this state lasts until the kill.
+        await first.until(
+            lambda: len(first.handled) == KILL_AFTER and len(first.running) == CONCURRENCY,
+            f"first consumer: {KILL_AFTER} handled, then {CONCURRENCY} handlers running",
+        )
     finally:
         await first.kill()
     before = first.values
     in_flight = first.running
-    assert KILL_AFTER <= len(before) < MESSAGES, "the kill did not land mid-stream"
-    assert in_flight, "no handler was running at the kill"
+    assert (len(before), len(in_flight)) == (KILL_AFTER, CONCURRENCY), (
+        "more ran between the state seen and the kill"
+    )
     assert all(attempt == 1 for _, attempt in first.handled)
     assert len(first.handled) == len(before), "the first consumer handled a message twice"
 
