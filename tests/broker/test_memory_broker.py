@@ -175,16 +175,20 @@ def test_handler_needs_a_message_annotation() -> None:
 async def test_service_subscribes_publishes_and_drains_on_stop() -> None:
     broker = MemoryBroker()
     svc = micro.Service("billing", registry=MemoryRegistry(), broker=broker)
-    started, finished = asyncio.Event(), asyncio.Event()
+    started, release, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     @svc.subscribe("user.created", queue="billing")
     async def on_created(event: StringValue, ctx: micro.EventContext) -> None:
         started.set()
-        await asyncio.sleep(0.2)  # a slow handler, still running when stop begins
+        await release.wait()
         finished.set()
 
     await svc.start()
     await svc.publisher("user.created", StringValue).publish(StringValue(value="42"))
     await asyncio.wait_for(started.wait(), 5)
-    await svc.stop(grace=0)
+    stopping = asyncio.ensure_future(svc.stop(grace=0))
+    await asyncio.sleep(0)  # a yield: stop begins while the handler is blocked
+    assert not finished.is_set()
+    release.set()
+    await asyncio.wait_for(stopping, 5)
     assert finished.is_set()  # stop waited for the handler before closing the subscription

@@ -274,12 +274,14 @@ async def test_in_flight_handlers_are_bounded(
     release = asyncio.Event()
     running: list[int] = []
     four = asyncio.Event()
+    done: asyncio.Queue[int] = asyncio.Queue()
 
     async def handle(event: Int64Value, ctx: EventContext) -> None:
         running.append(event.value)
         if len(running) == 4:
             four.set()
         await release.wait()
+        await done.put(event.value)
 
     sub = await broker.subscribe(topic, typed(handle), queue="bounded")
     numbers = Publisher(broker, topic, Int64Value)
@@ -289,10 +291,7 @@ async def test_in_flight_handlers_are_bounded(
     summary = await raw.xpending(f"micro:{topic}", "bounded")
     assert (len(running), summary["pending"]) == (4, 4)
     release.set()
-    deadline = time.monotonic() + WAIT
-    while len(running) < 20:
-        assert time.monotonic() < deadline, f"{len(running)} of 20 handled"
-        await asyncio.sleep(0.01)  # handlers append; nothing to await per message
+    assert sorted(await contract.take(done, 20)) == list(range(20))
     await sub.unsubscribe()
     assert sorted(running) == list(range(20))
     assert (await raw.xpending(f"micro:{topic}", "bounded"))["pending"] == 0
@@ -301,18 +300,23 @@ async def test_in_flight_handlers_are_bounded(
 async def test_unsubscribe_waits_for_handlers_then_acks(
     open_broker: OpenRedis, raw: Redis, topic: str
 ) -> None:
+    """The consumer goes once its handler is done and the entry acked."""
     broker = await open_broker()
-    started, finished = asyncio.Event(), asyncio.Event()
+    started, release, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def handle(event: Int64Value, ctx: EventContext) -> None:
         started.set()
-        await asyncio.sleep(0.3)  # the work unsubscribe must wait for
+        await release.wait()
         finished.set()
 
     sub = await broker.subscribe(topic, typed(handle), queue="graceful")
     await Publisher(broker, topic, Int64Value).publish(Int64Value(value=1))
     await asyncio.wait_for(started.wait(), WAIT)
-    await sub.unsubscribe()
+    unsubscribing = asyncio.ensure_future(sub.unsubscribe())
+    await asyncio.sleep(0)  # a yield: it begins while the handler is blocked
+    assert not finished.is_set()
+    release.set()
+    await asyncio.wait_for(unsubscribing, WAIT)
     assert finished.is_set()
     assert (await raw.xpending(f"micro:{topic}", "graceful"))["pending"] == 0
     assert await raw.xinfo_consumers(f"micro:{topic}", "graceful") == []
