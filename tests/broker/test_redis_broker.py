@@ -300,7 +300,9 @@ async def test_in_flight_handlers_are_bounded(
 async def test_unsubscribe_waits_for_handlers_then_acks(
     open_broker: OpenRedis, raw: Redis, topic: str
 ) -> None:
-    """The consumer goes once its handler is done and the entry acked."""
+    """Unsubscribing with a handler running: the handler finishes, its entry is acked
+    and the consumer leaves the group. (That unsubscribe returns only after the
+    handler: the contract's ``check_unsubscribe_drains``.)"""
     broker = await open_broker()
     started, release, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
@@ -340,7 +342,7 @@ async def test_close_interrupts_blocked_reads_and_frees_connections(
     # Woken, the reads end at once. Unwoken, they would end when their block does
     # (5 s broadcast, 2 WAIT group), or be cancelled after UNBLOCK_TRIES unblocks
     # 50 ms apart (2 s): closing in less shows the reads were woken.
-    assert time.monotonic() - started < UNBLOCK_TRIES * 0.05
+    assert time.monotonic() - started < UNBLOCK_TRIES * 0.05, "the reads were not woken"
     assert len(await raw.client_list()) == before
 
 

@@ -360,7 +360,10 @@ async def test_call_metadata_travels(open_broker: OpenBroker, topic: str) -> Non
         # arrival (before ``answered``) plus the caller's time left, rounded up to
         # WIRE_UNIT; either may move by GRPC_CLOCK.
         early, late = called - GRPC_CLOCK, answered + WIRE_UNIT + GRPC_CLOCK
-        assert early + CALL_TIMEOUT <= deadline <= late + CALL_TIMEOUT
+        assert early + CALL_TIMEOUT <= deadline <= late + CALL_TIMEOUT, (
+            f"deadline {deadline - called:.4f} s after the call began, "
+            f"answered {answered - called:.4f} s after"
+        )
         remaining = ctx.time_remaining()
         assert remaining is not None
         assert CALL_TIMEOUT - WAIT < remaining <= deadline - answered
