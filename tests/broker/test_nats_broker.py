@@ -124,7 +124,7 @@ def jetstream_outstanding(url: str, topic: str) -> contract.Outstanding:
             info = await nc.jsm().consumer_info(f"micro_{safe_name(topic)}", "workers")
         finally:
             await nc.close()
-        return info.num_pending + info.num_ack_pending
+        return int(info.num_pending) + int(info.num_ack_pending)
 
     return outstanding
 

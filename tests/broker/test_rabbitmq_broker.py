@@ -129,7 +129,8 @@ def queue_outstanding(admin: aio_pika.abc.AbstractChannel, name: str) -> contrac
 
     async def outstanding() -> int:
         queue = await admin.declare_queue(name, passive=True)
-        count: int = queue.declaration_result.message_count
+        count = queue.declaration_result.message_count
+        assert count is not None  # a passive declare's answer carries it
         return count
 
     return outstanding

@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import contract
 import pytest
@@ -17,6 +18,7 @@ import redis_fixture
 from contract import *  # noqa: F403  (the contract every backend passes, run here)
 from google.protobuf.wrappers_pb2 import Int64Value
 from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
 
 from micro.broker import (
     BrokerError,
@@ -113,6 +115,10 @@ def group_outstanding(raw: Redis, topic: str) -> contract.Outstanding:
 # Redis specifics.
 
 
+def text(entry_id: bytes | str) -> str:
+    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+
 def collector() -> tuple[asyncio.Queue[tuple[int, EventContext]], RawHandler]:
     got: asyncio.Queue[tuple[int, EventContext]] = asyncio.Queue()
 
@@ -164,21 +170,21 @@ async def test_foreign_entries_are_handled_or_dead_lettered(
     await broker.subscribe(dead_letter_topic(topic), dead_letters, queue="dlq")
     await broker.subscribe(topic, handle, queue="numbers")
     stream = f"micro:{topic}"
-    bad = {
+    bad: dict[str, dict[FieldT, EncodableT]] = {
         "no body": {"junk": b"\xff"},
         "bad headers": {"body": b"", "headers": b"[not json"},
         "bad id": {"body": b"", "id": b"\xff\xfe"},
         "bad timestamp": {"body": b"", "timestamp": b"noon"},
     }
     with caplog.at_level(logging.WARNING, logger="micro.broker"):
-        entries = {(await raw.xadd(stream, fields)).decode(): what for what, fields in bad.items()}
+        entries = {text(await raw.xadd(stream, fields)): what for what, fields in bad.items()}
         letters = [await asyncio.wait_for(dead.get(), WAIT) for _ in bad]
     reasons = {e.headers["micro-dead-reason"] for e in letters}
     for entry in entries:
         assert any(entry in reason for reason in reasons), f"{entries[entry]} not dead-lettered"
         assert any(entry in r.getMessage() and topic in r.getMessage() for r in caplog.records)
     sent = time.time()
-    bare = (await raw.xadd(stream, {"body": Int64Value(value=42).SerializeToString()})).decode()
+    bare = text(await raw.xadd(stream, {"body": Int64Value(value=42).SerializeToString()}))
     value, ctx = await asyncio.wait_for(got.get(), WAIT)
     assert (value, ctx.id, ctx.attempt) == (42, bare, 1)
     assert sent - 0.001 <= ctx.timestamp <= time.time()  # the entry id's milliseconds
@@ -220,7 +226,8 @@ async def test_entries_of_a_dead_consumer_are_claimed_counting_deliveries(
     numbers = Publisher(broker, topic, Int64Value)
     await numbers.publish(Int64Value(value=1))
     await numbers.publish(Int64Value(value=2))
-    taken = await raw.xreadgroup("workers", "dead", {stream: ">"}, count=2)  # then it "dies"
+    # [[stream, [(id, fields), ...]]]; then this consumer "dies"
+    taken: Any = await raw.xreadgroup("workers", "dead", {stream: ">"}, count=2)
     second = taken[0][1][1][0]
     await raw.xclaim(stream, "workers", "dead", 0, [second], retrycount=3, justid=True)
     seen: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
