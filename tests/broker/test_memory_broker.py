@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import contract
 import pytest
 from google.protobuf.wrappers_pb2 import Int64Value, StringValue
 
@@ -173,22 +174,28 @@ def test_handler_needs_a_message_annotation() -> None:
 
 
 async def test_service_subscribes_publishes_and_drains_on_stop() -> None:
-    broker = MemoryBroker()
-    svc = micro.Service("billing", registry=MemoryRegistry(), broker=broker)
-    started, release, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    """``Service.stop`` returns only once the handler it found running has finished."""
+    registry = MemoryRegistry()
+    svc = micro.Service("billing", registry=registry, broker=MemoryBroker())
+    idle = micro.Service("audit", registry=registry, broker=MemoryBroker())
+    started, release = asyncio.Event(), asyncio.Event()
+    finished: list[str] = []
 
     @svc.subscribe("user.created", queue="billing")
     async def on_created(event: StringValue, ctx: micro.EventContext) -> None:
         started.set()
         await release.wait()
-        finished.set()
+        finished.append(event.value)
+
+    @idle.subscribe("user.created", queue="audit")
+    async def on_audit(event: StringValue, ctx: micro.EventContext) -> None:
+        pass
 
     await svc.start()
     await svc.publisher("user.created", StringValue).publish(StringValue(value="42"))
     await asyncio.wait_for(started.wait(), 5)
-    stopping = asyncio.ensure_future(svc.stop(grace=0))
-    await asyncio.sleep(0)  # a yield: stop begins while the handler is blocked
-    assert not finished.is_set()
+    await idle.start()
+    stopping = await contract.not_returned_early(svc.stop(grace=0), idle.stop(grace=0), "stop")
     release.set()
     await asyncio.wait_for(stopping, 5)
-    assert finished.is_set()  # stop waited for the handler before closing the subscription
+    assert finished == ["42"]

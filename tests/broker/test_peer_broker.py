@@ -194,12 +194,7 @@ async def test_stop_waits_for_running_handlers(service: Callable[[str], micro.Se
     await pub.publisher("jobs", Int64Value).publish(Int64Value(value=1))
     await asyncio.wait_for(started.wait(), 5)
     await idle.start()
-    # Nothing announces an early return. A stop that did not wait for the handler
-    # would have done what the stop of a service with none running does, begun
-    # after it: once that returns, this one would have too.
-    stopping = asyncio.ensure_future(sub.stop(grace=0))
-    await asyncio.wait_for(asyncio.ensure_future(idle.stop(grace=0)), 5)
-    assert not stopping.done(), "stop returned while a handler was still running"
+    stopping = await contract.not_returned_early(sub.stop(grace=0), idle.stop(grace=0), "stop")
     release.set()
     await asyncio.wait_for(stopping, 5)
     assert finished == [1]

@@ -239,6 +239,19 @@ async def test_malformed_dead_lettered(
     assert got.empty()  # and the bad message never reached the handler
 
 
+async def not_returned_early(
+    call: Awaitable[None], idle: Awaitable[None], what: str
+) -> asyncio.Future[None]:
+    """Start ``call`` (an unsubscribe or stop that must wait for the handlers running),
+    then ``idle`` (the same with none running): once ``idle`` has returned, ``call``
+    must not have. Nothing else announces an early return, but one that skipped the
+    wait does what ``idle`` does, and began first. Returns ``call``, running."""
+    calling = asyncio.ensure_future(call)
+    await asyncio.wait_for(asyncio.ensure_future(idle), WAIT)
+    assert not calling.done(), f"{what} returned while its handlers were still running"
+    return calling
+
+
 async def check_unsubscribe_drains(
     open_broker: OpenBroker, topic: str, outstanding: Outstanding | None = None
 ) -> None:
@@ -261,13 +274,8 @@ async def check_unsubscribe_drains(
     for i in range(3):
         await numbers.publish(Int64Value(value=i))
     assert sorted(await take(started, 3)) == [0, 1, 2]
-    # Nothing announces an early return. An unsubscribe that skipped the drain would
-    # have done what one with no handler running does, begun after it: once that
-    # returns, this one would have too.
     idle = await broker.subscribe(dead_letter_topic(topic), typed(counter()[1]), queue="dlq")
-    unsubscribing = asyncio.ensure_future(sub.unsubscribe())
-    await asyncio.wait_for(asyncio.ensure_future(idle.unsubscribe()), WAIT)
-    assert not unsubscribing.done(), "unsubscribe returned while its handlers were still running"
+    unsubscribing = await not_returned_early(sub.unsubscribe(), idle.unsubscribe(), "unsubscribe")
     release.set()
     await asyncio.wait_for(unsubscribing, WAIT)
     assert sorted(finished) == [0, 1, 2]
