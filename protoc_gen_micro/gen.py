@@ -46,8 +46,8 @@ def generate(
 
     if package:
         _check_package(package, out)
-    files, roots = _expand(inputs)
-    include_dirs = [*includes] if includes else roots
+    files = _expand(inputs)
+    include_dirs = [*includes] if includes else list(dict.fromkeys(map(_root, files)))
     wkt = Path(protoc.__file__).parent / "_proto"
     with tempfile.TemporaryDirectory(prefix="micro-gen-") as scratch:
         tmp = Path(scratch) / "out"
@@ -87,11 +87,9 @@ def _check_package(package: str, out: str) -> None:
         )
 
 
-def _expand(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Input paths -> .proto files, and default include roots (each directory given,
-    else the current directory)."""
+def _expand(inputs: Sequence[str]) -> list[str]:
+    """Input paths -> .proto files (directories searched recursively)."""
     files: list[str] = []
-    roots: list[str] = []
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
@@ -99,14 +97,32 @@ def _expand(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
             if not found:
                 raise GenError(f"{raw}: no .proto files in this directory")
             files += found
-            roots.append(raw)
         elif path.is_file():
             files.append(raw)
-            if "." not in roots:
-                roots.append(".")
         else:
             raise GenError(f"{raw}: no such file or directory")
-    return files, roots
+    return files
+
+
+_PACKAGE = re.compile(r"^\s*package\s+([\w.]+)\s*;", re.MULTILINE)
+
+
+def _root(file: str) -> str:
+    """The import root of ``file`` without ``-I``: the directory its package's path
+    starts in (``proto/greeter/v1/greeter.proto`` of ``package greeter.v1`` → ``proto``),
+    as protoc's python output imports a module by its path from that root."""
+    path = Path(file)
+    found = _PACKAGE.search(path.read_text(errors="replace"))
+    package = found[1] if found else ""
+    parts = package.split(".") if package else []
+    parent = path.parent.parts
+    if parts and tuple(parent[-len(parts) :]) != tuple(parts):
+        raise GenError(
+            f"{file}: package {package} is not in a {'/'.join(parts)}/ directory, so its "
+            "import root is unclear: pass -I DIR, the directory its imports are relative to"
+        )
+    kept = parent[: len(parent) - len(parts)]
+    return str(Path(*kept)) if kept else "."
 
 
 def _launcher(scratch: str, name: str) -> str:

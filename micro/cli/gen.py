@@ -11,6 +11,7 @@ from protoc_gen_micro.gen import GenError, generate
 EXAMPLES = """\
 examples:
   micro gen proto/                       every .proto under proto/, output in .
+                                         (import root from each package: proto)
   micro gen -I proto --out gen proto/greeter/v1/greeter.proto
   micro gen --out src/app/api --package app.api proto/
 """
@@ -33,7 +34,8 @@ def add_parser(commands: Any) -> None:
         default=[],
         dest="includes",
         metavar="DIR",
-        help="import root (repeatable); default: each directory given, else .",
+        help="import root (repeatable); default: where each file's package path starts "
+        "(proto/greeter/v1/greeter.proto of package greeter.v1: proto)",
     )
     parser.add_argument("--out", default=".", help="output directory (default: .)")
     parser.add_argument(

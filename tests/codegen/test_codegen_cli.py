@@ -261,3 +261,33 @@ def test_package_must_name_the_out_directory(
     assert done.returncode == 1
     assert done.stderr == f"micro gen: {message.format(out=out)}\n"
     assert tree(out) == before
+
+
+# -- the import root without -I ----------------------------------------------------
+
+
+@pytest.mark.parametrize("given", ["proto/good/v1", "proto/good", "proto", "proto/good/v1/x.proto"])
+def test_import_root_comes_from_the_package(tmp_path: Path, given: str) -> None:
+    """Whatever part of proto/ is given, a module of package good.v1 is imported as
+    good.v1 (was: v1, or proto.good.v1, neither importable)."""
+    proto = tmp_path / "proto" / "good" / "v1"
+    proto.mkdir(parents=True)
+    (proto / "x.proto").write_text(GOOD.replace("package good;", "package good.v1;"))
+    done = micro_gen("--out", "gen", given, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    module = (tmp_path / "gen" / "good" / "v1" / "x_micro.py").read_text()
+    assert "\nfrom good.v1 import x_pb2 as " in module
+
+
+def test_unclear_import_root_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "protos").mkdir()
+    (tmp_path / "protos" / "x.proto").write_text(GOOD.replace("package good;", "package good.v1;"))
+    done = micro_gen("--out", "gen", "protos/x.proto", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr == (
+        "micro gen: protos/x.proto: package good.v1 is not in a good/v1/ directory, so its "
+        "import root is unclear: pass -I DIR, the directory its imports are relative to\n"
+    )
+    assert not (tmp_path / "gen").exists()
+    given = micro_gen("-I", "protos", "--out", "gen", "protos/x.proto", cwd=tmp_path)
+    assert given.returncode == 0, given.stderr
