@@ -83,6 +83,22 @@ def _address(text: str) -> str:
     return text
 
 
+def host_port(text: str) -> tuple[str, int | None]:
+    """``host`` or ``host:port`` split (IPv6 in brackets: ``[::1]:50051``); the port is
+    None when not given."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or (":" in host and not host.endswith("]")):
+        host, port = text, ""  # no port: an unbracketed ':' belongs to an IPv6 address
+    if not host or any(c in host for c in " /@") or (port and int(port) > 65535):
+        raise ValueError("expected host or host:port (IPv6 as [addr] or [addr]:port)")
+    return host, int(port) if port else None
+
+
+def _host(text: str) -> str:
+    host_port(text)
+    return text
+
+
 def _level(text: str) -> str:
     level = text.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -106,6 +122,7 @@ class Config:
     broker: str = "grpc"
     broker_address: tuple[str, ...] = ()
     server_address: str = "127.0.0.1:0"
+    server_advertise: str | None = None  # host[:port] registered instead of the bound one
     server_max_calls: int | None = None  # calls in progress beyond which one is refused
     client_retries: int = 3
     client_request_timeout: float | None = None
@@ -176,6 +193,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "broker": _one_of(*BROKERS),
     "broker_address": _addresses,
     "server_address": _address,
+    "server_advertise": _host,
     "server_max_calls": _number(int, 1, MAX_CALLS),
     "client_retries": _number(int, 0, MAX_RETRIES),
     "client_request_timeout": _seconds,

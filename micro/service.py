@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
 from google.protobuf.message import Message
@@ -29,7 +30,7 @@ from micro.broker import from_config as broker_from_config
 from micro.broker.events import EventHandler
 from micro.broker.peer import GrpcBroker
 from micro.client import Client
-from micro.config import Config
+from micro.config import Config, host_port
 from micro.registry import Endpoint, Node, ReadOnly, Registry, RegistryError
 from micro.registry import Service as Record
 from micro.registry import from_config as registry_from_config
@@ -51,7 +52,9 @@ class Service:
     await svc.start(); ...; await svc.stop()      # or svc.run(): blocks until a signal
 
     Arguments left out come from ``MICRO_*`` variables (``MICRO_REGISTRY``,
-    ``MICRO_SERVER_ADDRESS``, ``MICRO_REGISTER_TTL``, ``MICRO_REGISTER_INTERVAL``,
+    ``MICRO_SERVER_ADDRESS``, ``MICRO_SERVER_ADVERTISE`` (``advertise``: the host[:port]
+    registered, for a bind others cannot reach as it is), ``MICRO_REGISTER_TTL``,
+    ``MICRO_REGISTER_INTERVAL``,
     ``MICRO_SERVER_MAX_CALLS``: calls in progress beyond which more are refused at once,
     for clients to send elsewhere).
     """
@@ -63,6 +66,7 @@ class Service:
         version: str = "",
         metadata: Mapping[str, str] | None = None,
         address: str | None = None,
+        advertise: str | None = None,
         registry: Registry | None = None,
         broker: Broker | None = None,
         register_ttl: float | None = None,
@@ -76,6 +80,7 @@ class Service:
             raise ValueError("a service needs a name")
         self.config = (config or Config.from_env()).given(
             server_address=address,
+            server_advertise=advertise,
             register_ttl=register_ttl,
             register_interval=register_interval,
             server_max_calls=max_calls,
@@ -138,7 +143,7 @@ class Service:
 
     async def start(self) -> None:
         bound = await self.server.start()
-        self.address = _advertised(bound)
+        self.address = _advertised(bound, self.config.server_advertise)
         self._record = Record(
             name=self.name,
             version=self.version,
@@ -279,10 +284,53 @@ def _shown(part: object) -> str:
     return repr(part)
 
 
-def _advertised(bound: str) -> str:
-    """The address others reach a server on: a wildcard bind advertises this host's
-    own address."""
+def _advertised(bound: str, advertise: str | None) -> str:
+    """The address others reach a server on: ``advertise`` (its host, and its port if
+    it has one), else the bound address, where a wildcard bind gives a routable
+    address of this host."""
     host, _, port = bound.rpartition(":")
-    if host in ("0.0.0.0", "[::]", "::", ""):
-        host = socket.gethostbyname(socket.gethostname())
+    if advertise is not None:
+        host, given = host_port(advertise)
+        port = str(given) if given is not None else port
+    elif host in ("0.0.0.0", "[::]", "::", ""):
+        host = routable(_own_addresses()) or ""
+        if not host:
+            host = "127.0.0.1"
+            log.warning(
+                "no routable address found for the wildcard bind %s: advertising %s:%s;"
+                " set MICRO_SERVER_ADVERTISE",
+                bound,
+                host,
+                port,
+            )
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
     return f"{host}:{port}"
+
+
+def routable(addresses: Iterable[str]) -> str | None:
+    """The first of ``addresses`` another host can reach: not loopback, link-local,
+    unspecified or multicast, IPv4 before IPv6 (a ``[::]`` bind takes both)."""
+    usable = []
+    for text in addresses:
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            continue
+        if not (ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast):
+            usable.append(ip)
+    usable.sort(key=lambda ip: ip.version)  # stable: the order given within a family
+    return str(usable[0]) if usable else None
+
+
+def _own_addresses() -> list[str]:
+    """This host's addresses, the one its default route leaves from first (a UDP
+    socket's connect sends nothing; it only picks the outgoing interface)."""
+    found: list[str] = []
+    for family, probe in ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1")):
+        with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((probe, 9))  # documentation addresses (RFC 5737, RFC 3849)
+            found.append(s.getsockname()[0])
+    with contextlib.suppress(OSError):  # then what the host name resolves to
+        found += [str(a[4][0]) for a in socket.getaddrinfo(socket.gethostname(), None)]
+    return found

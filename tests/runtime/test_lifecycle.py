@@ -7,10 +7,11 @@ import asyncio
 import echo_micro
 import echo_pb2
 import grpc
+import pytest
 from echo_node import HOLD
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from runtime_support import Start
+from runtime_support import Echo, Start
 
 import micro
 from micro.registry import EventType, MemoryRegistry
@@ -98,3 +99,43 @@ async def test_reregisters_before_ttl(registry: MemoryRegistry) -> None:
     finally:
         await svc.stop(grace=0)
         await changes.aclose()
+
+
+def test_a_wildcard_bind_advertises_a_routable_address() -> None:
+    from micro.service import routable
+
+    # Documentation and private addresses stand for this host's own: nothing is bound
+    # or registered here, the choice alone is checked.
+    own = ["127.0.0.1", "::1", "fe80::1", "169.254.7.7", "2001:db8::5", "10.1.2.3", "192.0.2.9"]
+    assert routable(own) == "10.1.2.3"  # IPv4 first, in the order found
+    assert routable(["::1", "fe80::1", "2001:db8::5"]) == "2001:db8::5"
+    assert routable(["127.0.0.1", "127.0.1.1", "::1", "0.0.0.0", "224.0.0.251", "host"]) is None
+
+
+async def test_advertise_sets_the_registered_address(registry: MemoryRegistry) -> None:
+    config = micro.Config.from_env(
+        {"MICRO_REGISTRY": "memory", "MICRO_SERVER_ADDRESS": "0.0.0.0:0"},
+        register_ttl=30.0,
+    )
+    svc = micro.Service("advertised", registry=registry, config=config, advertise="127.0.0.2")
+    svc.handle(Echo(svc.id))
+    await svc.start()
+    try:
+        port = svc.server.address.rpartition(":")[2]
+        (entry,) = await registry.get_service("advertised")
+        assert [n.address for n in entry.nodes] == [f"127.0.0.2:{port}"]
+        async with micro.Client(registry) as client:  # reached at the advertised address
+            assert (await echo_micro.EchoClient("advertised", client).get(Req())).node == svc.id
+    finally:
+        await svc.stop(grace=0)
+    env = {"MICRO_REGISTRY": "memory", "MICRO_SERVER_ADVERTISE": "127.0.0.2:7000"}
+    svc = micro.Service("advertised", registry=registry, config=micro.Config.from_env(env))
+    await svc.start()
+    try:
+        assert [n.address for s in await registry.get_service("advertised") for n in s.nodes] == [
+            "127.0.0.2:7000"
+        ]
+    finally:
+        await svc.stop(grace=0)
+    with pytest.raises(micro.ConfigError, match=r"MICRO_SERVER_ADVERTISE='a b:1': expected host"):
+        micro.Config.from_env({"MICRO_SERVER_ADVERTISE": "a b:1"})
