@@ -17,12 +17,13 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # micro/options_pb2 and micro/delivery_* are committed (the runtime imports them);
-# examples/gen is not.
+# examples/gen is not, nor tests/gen (runtime_support generates the tests' echo.proto).
 gen: venv
 	$(BIN)/python -m grpc_tools.protoc -Iproto -I$(WKT) --python_out=. \
 	    --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --mypy_out=. proto/micro/options.proto
 	$(BIN)/micro gen -I proto --out . proto/micro/delivery.proto
 	$(BIN)/micro gen -I proto --out examples/gen proto/greeter
+	$(BIN)/python tests/support/runtime_support.py
 
 # After an intended change to the generated code: rewrite tests/golden, then review the diff.
 golden: venv
@@ -31,7 +32,7 @@ golden: venv
 lint: gen
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy micro protoc_gen_micro
+	$(BIN)/mypy micro protoc_gen_micro tests bench
 	cd examples/gen && ../../$(BIN)/mypy --strict --explicit-package-bases greeter
 	MYPYPATH=examples/gen $(BIN)/mypy --strict examples/demo.py examples/greeter_service.py
 

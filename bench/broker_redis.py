@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from types import ModuleType
+from typing import Any
 
 from google.protobuf.wrappers_pb2 import Int64Value
 from redis.asyncio import Redis
@@ -143,6 +144,7 @@ async def _raw(
     async def consume() -> None:
         nonlocal last
         while len(receipts.latencies) < count:
+            reply: Any  # RESP2: [[stream, [(id, fields), ...]]] or None
             if group:
                 reply = await reader.xreadgroup(
                     GROUP, "raw", {stream: ">"}, count=BATCH, block=1000

@@ -21,7 +21,7 @@ class Greeter(GreeterHandler):
     async def say_hello(self, request: HelloRequest, ctx: micro.Context) -> HelloReply:
         if not request.name:
             raise micro.errors.InvalidArgument("name is required")
-        return HelloReply(message=f"Hello, {request.name}! x{request.times}", node=self.node)
+        return HelloReply(message=f"Hello, {request.name}! x{request.times}", node=self.node)  # type: ignore[attr-defined]  # v2's field; mypy sees v1
 
 
 def create_service() -> micro.Service:

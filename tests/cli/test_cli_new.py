@@ -84,8 +84,9 @@ def test_fresh_scaffold_makes_its_own_venv(tmp_path: Path) -> None:
 
 def kind(document: str) -> str:
     """The ``kind:`` of a YAML document (top-level key, so at the start of a line)."""
-    (found,) = re.findall(r"^kind: (\w+)$", document, re.MULTILINE)
-    return found
+    found: list[str] = re.findall(r"^kind: (\w+)$", document, re.MULTILINE)
+    (value,) = found
+    return value
 
 
 def test_new_refuses_bad_names_and_existing_directories(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from cli_support import CLI, GEN_V2, Node, Running, micro, unique
+from cli_support import CLI, GEN, GEN_V2, Node, Running, micro, unique
 
 pytestmark = pytest.mark.backend
 
@@ -20,10 +20,10 @@ pytestmark = pytest.mark.backend
 def versions(multicast: None) -> Iterator[tuple[Node, Node]]:
     """Version 1.0.0 (proto/greeter) and 2.0.0 (tests/cli/v2) of one service."""
     name = unique("versions")
-    v2_path = os.pathsep.join([str(GEN_V2), str(CLI)])
     nodes = []
-    for module, env in (("greeter_node", {}), ("greeter_v2_node", {"PYTHONPATH": v2_path})):
-        running = Running("run", module, CLI_TEST_SERVICE=name, **env)
+    for module, gen in (("greeter_node", GEN), ("greeter_v2_node", GEN_V2)):
+        path = os.pathsep.join([str(gen), str(CLI)])
+        running = Running("run", module, CLI_TEST_SERVICE=name, PYTHONPATH=path)
         found = running.wait_for(r"serving on (\S+) as (\S+)")
         nodes.append(Node(name, found[1], found[2], running))
     try:

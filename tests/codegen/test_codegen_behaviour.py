@@ -8,7 +8,7 @@ import asyncio
 import importlib
 import inspect
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -272,7 +272,7 @@ async def test_deprecated_methods_warn_at_the_callers_line(
         stub, sync_stub = _stubs(corpus.options_micro, "Policies", client, address)
         legacy, sync_legacy = _stubs(corpus.options_micro, "Legacy", client, address)
 
-        calls = [
+        calls: list[tuple[str, Callable[[], Awaitable[Any]], Any]] = [
             ("Policies/OldRead", lambda: stub.old_read(key), value),
             ("Policies/OldWatch", lambda: collect(stub.old_watch(key)), [value]),
             ("Policies/OldUpload", lambda: stub.old_upload([value, value]), pb2.Key(id="v,v")),
@@ -286,14 +286,14 @@ async def test_deprecated_methods_warn_at_the_callers_line(
             assert [w.filename for w in caught] == [__file__]
 
         def blocking() -> None:
-            calls = [
+            sync_calls: list[tuple[str, Callable[[], Any], Any]] = [
                 ("Policies/OldRead", lambda: sync_stub.old_read(key), value),
                 ("Policies/OldWatch", lambda: list(sync_stub.old_watch(key)), [value]),
                 ("Policies/OldUpload", lambda: sync_stub.old_upload([value]), pb2.Key(id="v")),
                 ("Policies/OldSync", lambda: list(sync_stub.old_sync(iter([value]))), [value]),
                 ("Legacy/Ping", lambda: sync_legacy.ping(key), key),
             ]
-            for name, call, want in calls:
+            for name, call, want in sync_calls:
                 with pytest.warns(DeprecationWarning, match=deprecated(name)) as caught:
                     got = call()
                 assert got == want

@@ -81,7 +81,7 @@ def test_generated_module_uses_the_installed_pb2(health_micro: ModuleType) -> No
 
 
 async def test_calls_a_plain_grpc_health_server(health_micro: ModuleType) -> None:
-    servicer = health.aio.HealthServicer()
+    servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # not in the stubs
     server = grpc.aio.server()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -122,7 +122,7 @@ async def test_serves_health_through_micro(health_micro: ModuleType) -> None:
     ],
 )
 async def test_googleapis_services(tmp_path: Path, proto: str, service: str, methods: int) -> None:
-    import google.api  # noqa: F401  (the .proto files ship inside this package)
+    import google.api  # type: ignore[import-untyped]  # noqa: F401  (the .proto files ship inside this package)
 
     site = Path(sys.modules["google.api"].__path__[0]).parents[1]
     assert (site / proto).is_file()

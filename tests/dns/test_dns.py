@@ -8,6 +8,7 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import echo_micro
 import echo_pb2
@@ -216,7 +217,7 @@ class Observed(DnsRegistry):
     watch event when the consumer asks for the next, a lookup (the cache's resync
     after a failed watch) as soon as the caller has stored it."""
 
-    def __init__(self, address: str, **options: float) -> None:
+    def __init__(self, address: str, **options: Any) -> None:
         super().__init__(domain=DOMAIN, nameservers=[address], interval=INTERVAL, **options)
         self.applied: asyncio.Queue[object] = asyncio.Queue()
 

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 
-import aetcd
+import aetcd  # type: ignore[import-untyped]
 import pytest
 from etcd_support import EtcdServer, free_ports
 from registry_support import next_event, nodes_by_version, service, summary

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import pytest
 from registry_support import nodes_by_version, service
 
 from micro.registry import CachingRegistry, Event, MemoryRegistry, RegistryError, Service
 from micro.registry import cache as cache_module
+
+T = TypeVar("T")
 
 
 class Flaky:
@@ -105,7 +108,7 @@ async def cache(flaky: Flaky, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
     await cache.close()
 
 
-async def wait(queue: asyncio.Queue[object], timeout: float = 2.0) -> object:
+async def wait(queue: asyncio.Queue[T], timeout: float = 2.0) -> T:
     return await asyncio.wait_for(queue.get(), timeout)
 
 

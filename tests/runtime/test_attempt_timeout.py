@@ -45,7 +45,8 @@ class Clock:
 
 def plan(method: object, clock: Clock, deadline: float | None) -> Plan[NodeHealth]:
     nodes = [NodeHealth(f"127.0.0.1:{5000 + i}") for i in range(3)]
-    route = Route(nodes, selector.strategy("round_robin")())
+    round_robin: selector.StrategyFactory[NodeHealth] = selector.strategy("round_robin")
+    route = Route(nodes, round_robin())
     return Plan(route, RetryBudget(), method, deadline, 4, clock, attempt_timeout=LIMIT)  # type: ignore[arg-type]
 
 
@@ -261,7 +262,7 @@ def test_calls_in_flight_when_a_node_is_ejected_do_not_stretch_its_ejection() ->
     hung = NodeHealth("127.0.0.1:5000")
     route = Route([hung, NodeHealth("127.0.0.1:5001")], hung_first(hung.address)())  # type: ignore[arg-type]
     plans = [
-        Plan(route, RetryBudget(), GET, clock.now + 5, 4, clock, attempt_timeout=LIMIT)  # type: ignore[arg-type]
+        Plan(route, RetryBudget(), GET, clock.now + 5, 4, clock, attempt_timeout=LIMIT)
         for _ in range(12)
     ]
     assert {p.node for p in plans} == {hung}

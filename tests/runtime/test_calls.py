@@ -243,7 +243,7 @@ async def test_first_hop_deadline_bounds_the_last(cluster: Start, client: micro.
 async def test_garbage_request_gets_invalid_argument(cluster: Start, client: micro.Client) -> None:
     svc, _ = await cluster()
     async with grpc.aio.insecure_channel(svc.address) as channel:
-        raw = channel.unary_unary("/echo.v1.Echo/Get")
+        raw = channel.unary_unary("/echo.v1.Echo/Get", None, None)  # bytes in, bytes out
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await raw(b"\xff\xff\xff\xff garbage")
         assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
@@ -285,7 +285,7 @@ async def test_channel_closed_when_node_leaves(
     changes = registry.watch("echo")
     await leaving.stop(grace=0)
     await asyncio.wait_for(anext(changes), 5)
-    await changes.aclose()
+    await changes.aclose()  # type: ignore[attr-defined]
     assert {(await echo.get(Req())).node for _ in range(4)} == {staying.id}
     assert set(client._peers) == {staying.address}  # the departed node's channel is gone
 
@@ -307,7 +307,7 @@ async def test_invalid_metadata_is_refused_before_sending(
 ) -> None:
     _, handler = await cluster()
     echo = echo_micro.EchoClient("echo", client)
-    metadata = {"x-ok": "fine", key: value}
+    metadata: dict[str, str | bytes] = {"x-ok": "fine", key: value}
     named = rf"metadata (key )?{re.escape(repr(key))}"
     with pytest.raises(errors.InvalidArgument, match=named):
         await echo.get(Req(), metadata=metadata)
@@ -317,6 +317,6 @@ async def test_invalid_metadata_is_refused_before_sending(
     with pytest.raises(errors.InvalidArgument, match=named):
         await asyncio.to_thread(sync.get, Req(), metadata=metadata)
     assert handler.received == 0  # refused here: nothing reached the node
-    good = {"x-tenant": "acme corp", "x-id-bin": b"\xff\x00"}
+    good: dict[str, str | bytes] = {"x-tenant": "acme corp", "x-id-bin": b"\xff\x00"}
     assert (await echo.get(Req(), metadata=good)).metadata["x-tenant"] == "acme corp"
     client.close_sync()

@@ -149,7 +149,7 @@ async def test_sigterm_drains_50_calls_and_leaves_the_registry_first(spawn: Spaw
         "--name", name, "--version", "a", "--registry", "mdns", "--report", "--hold"
     )
     staying = await spawn("--name", name, "--version", "b", "--registry", "mdns")
-    changes = registry.watch(name)
+    changes: AsyncIterator[Event] = registry.watch(name)
     seen = {n.id for s in await registry.get_service(name) for n in s.nodes}
 
     async def both_seen() -> None:
@@ -185,5 +185,5 @@ async def test_sigterm_drains_50_calls_and_leaves_the_registry_first(spawn: Spaw
         replies = await asyncio.wait_for(asyncio.gather(*calls), 20)
         assert [r.node for r in replies] == [leaving.id] * 50
         assert await asyncio.wait_for(leaving.process.wait(), 20) == 0
-        await changes.aclose()
+        await changes.aclose()  # type: ignore[attr-defined]
     await registry.close()

@@ -77,7 +77,7 @@ async def test_stop_leaves_registry_then_drains_calls_in_flight(
     assert [r.node for r in replies] == [leaving.id] * 50  # every call in flight finished
     assert [r.text for r in replies] == [HOLD] * 50
     await asyncio.wait_for(stopping, 10)
-    await changes.aclose()
+    await changes.aclose()  # type: ignore[attr-defined]
 
 
 async def test_reregisters_before_ttl(registry: MemoryRegistry) -> None:
@@ -98,7 +98,7 @@ async def test_reregisters_before_ttl(registry: MemoryRegistry) -> None:
         ]
     finally:
         await svc.stop(grace=0)
-        await changes.aclose()
+        await changes.aclose()  # type: ignore[attr-defined]
 
 
 def test_a_wildcard_bind_advertises_a_routable_address() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+from typing import Any
 
 import echo_micro
 import grpc
@@ -29,18 +30,24 @@ class Clock:
         return self.now
 
 
+def strategy(name: str) -> selector.Strategy[NodeHealth]:
+    """A fresh ``name`` strategy over NodeHealth (a name alone does not say the node type)."""
+    factory: selector.StrategyFactory[NodeHealth] = selector.strategy(name)
+    return factory()
+
+
 def nodes(n: int) -> list[NodeHealth]:
     return [NodeHealth(f"127.0.0.1:{5000 + i}") for i in range(n)]
 
 
 def test_round_robin_is_exact() -> None:
-    pick = selector.strategy("round_robin")()
+    pick = strategy("round_robin")
     ns = nodes(3)
     assert collections.Counter(pick(ns).address for _ in range(300)) == {n.address: 100 for n in ns}
 
 
 def test_least_request_prefers_idle_nodes() -> None:
-    pick = selector.strategy("least_request")()
+    pick = strategy("least_request")
     busy, idle = nodes(2)
     busy.inflight = 5
     assert {pick([busy, idle]) for _ in range(50)} == {idle}
@@ -58,7 +65,10 @@ def test_filters_by_version_labels_and_endpoint() -> None:
         Service("echo", "v2", {}, (get,), (Node("b", "h:2", {"zone": "west"}),)),
         Service("echo", "v3", {}, (), (Node("c", "h:3"),)),  # publishes no endpoints
     ]
-    addresses = lambda **kw: [n.address for n in selector.matching_nodes(services, **kw)]  # noqa: E731
+
+    def addresses(**kw: Any) -> list[str]:
+        return [n.address for n in selector.matching_nodes(services, **kw)]
+
     assert addresses(version="v2") == ["h:2"]
     assert addresses(metadata={"zone": "east"}) == ["h:1"]
     assert addresses(metadata={"zone": "west"}) == ["h:2"]
@@ -69,7 +79,7 @@ def test_filters_by_version_labels_and_endpoint() -> None:
 def test_ejection_after_repeated_failures_and_never_all() -> None:
     clock = Clock()
     a, b = nodes(2)
-    route = Route([a, b], selector.strategy("round_robin")())
+    route = Route([a, b], strategy("round_robin"))
     a.failed(clock.now)
     assert a.ejected_until == 0  # one failure is not enough
     a.failed(clock.now)
@@ -94,7 +104,7 @@ def plan(
     budget: RetryBudget | None = None,
     clock: Clock | None = None,
 ) -> Plan[NodeHealth]:
-    route = Route(nodes(n), selector.strategy("round_robin")())
+    route = Route(nodes(n), strategy("round_robin"))
     return Plan(route, budget or RetryBudget(), method, deadline, attempts, clock or Clock())  # type: ignore[arg-type]
 
 

@@ -132,7 +132,7 @@ class Running:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(5)
-            raise AssertionError(f"{self.process.args} did not exit within {timeout} s") from None
+            raise AssertionError(f"{self.process.args!r} did not exit within {timeout} s") from None
         assert self.process.stdout is not None
         assert self.process.stderr is not None
         out = self.process.stdout.read()  # small outputs: the pipe never filled

@@ -164,12 +164,13 @@ def _fill(msg: Message, depth: int) -> None:
             setattr(msg, f.name, _scalar(f))
 
 
-def _scalar(f: FieldDescriptor) -> Any:
+def _scalar(f: Any) -> Any:  # a FieldDescriptor, of the Python or the upb kind
     if f.type == FieldDescriptor.TYPE_STRING:
         return f.name
     if f.type == FieldDescriptor.TYPE_BYTES:
         return f.name.encode()
     if f.type == FieldDescriptor.TYPE_ENUM:
+        assert f.enum_type is not None
         return f.enum_type.values[-1].number
     return _SCALARS.get(f.type, 7)
 
@@ -196,7 +197,8 @@ def echo_handler(svc: Generated, seen: Seen) -> micro.Handler:
     one reply, two replies, one reply after all requests, one reply per request."""
     namespace = {m.name: _ECHO[m.kind](m, seen) for m in svc.descriptor.methods}
     cls = type(f"Echo{svc.handler.__name__}", (svc.handler,), namespace)
-    return cls()
+    handler: micro.Handler = cls()
+    return handler
 
 
 def _unary_unary(method: micro.Method[Any, Any], seen: Seen) -> Any:

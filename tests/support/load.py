@@ -55,7 +55,8 @@ class Load:
     def strategy(self) -> selector.Strategy[Peer]:
         """The default strategy, noting each attempt's node (a strategy is called
         once per attempt, in the calling task)."""
-        pick = selector.strategy("least_request")()
+        factory: selector.StrategyFactory[Peer] = selector.strategy("least_request")
+        pick = factory()
 
         def record(nodes: Sequence[Peer]) -> Peer:
             node: Peer = pick(nodes)

@@ -43,5 +43,7 @@ from echo_node import Echo  # noqa: E402
 
 import micro  # noqa: E402
 
+__all__ = ["GEN", "HERE", "Echo", "Start"]
+
 Start = Callable[..., Awaitable[tuple[micro.Service, Echo]]]
 """``await start(name, version=..., metadata=...)``: one running node and its handler."""
