@@ -90,7 +90,8 @@ async def test_kill_9_under_load_loses_no_call(
     attempts: list[tuple[str, float]] = []  # each attempt's node address and start
 
     def recorded() -> selector.Strategy[Peer]:
-        pick = selector.strategy("least_request")()
+        factory: selector.StrategyFactory[Peer] = selector.strategy("least_request")
+        pick = factory()
 
         def record(nodes: Sequence[Peer]) -> Peer:
             node: Peer = pick(nodes)
