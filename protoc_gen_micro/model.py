@@ -15,6 +15,7 @@ from google.protobuf import descriptor_pb2 as pb
 from google.protobuf.compiler import plugin_pb2
 
 from protoc_gen_micro import naming
+from protoc_gen_micro.options import Options
 from protoc_gen_micro.resources import micro_options
 
 _OPTIONS = micro_options()
@@ -75,10 +76,13 @@ class Service:
 class Import:
     module: str
     alias: str
+    level: int = 0  # relative import: how many packages up (1: this one)
 
     @property
     def statement(self) -> str:
         package, _, name = self.module.rpartition(".")
+        if self.level:
+            return f"from {'.' * self.level}{package} import {name} as {self.alias}"
         if package:
             return f"from {package} import {name} as {self.alias}"
         return f"import {name} as {self.alias}"
@@ -98,15 +102,19 @@ def pb2_module(proto_path: str) -> str:
     return stem.replace("-", "_").replace("/", ".") + "_pb2"
 
 
-def build(request: plugin_pb2.CodeGeneratorRequest) -> list[File]:
+def build(request: plugin_pb2.CodeGeneratorRequest, options: Options | None = None) -> list[File]:
     """One File per requested .proto that declares services."""
     index = _TypeIndex(request.proto_file)
     by_name = {f.name: f for f in request.proto_file}
+    # With a package, modules generated in this run are imported relatively.
+    local = (
+        {pb2_module(n) for n in request.file_to_generate} if options and options.package else set()
+    )
     files = []
     for name in request.file_to_generate:
         proto = by_name[name]
         if proto.service:
-            files.append(_build_file(proto, index))
+            files.append(_build_file(proto, index, local))
     return files
 
 
@@ -130,7 +138,7 @@ class _TypeIndex:
         return self._types[full_name]
 
 
-def _build_file(proto: pb.FileDescriptorProto, index: _TypeIndex) -> File:
+def _build_file(proto: pb.FileDescriptorProto, index: _TypeIndex, local: set[str]) -> File:
     comments = _comments(proto)
     modules = sorted(
         {
@@ -140,7 +148,11 @@ def _build_file(proto: pb.FileDescriptorProto, index: _TypeIndex) -> File:
             for t in (m.input_type, m.output_type)
         }
     )
-    imports = tuple(Import(module, naming.module_alias(module)) for module in modules)
+    level = proto.name.count("/") + 1  # from this file's package up to the output root
+    imports = tuple(
+        Import(module, naming.module_alias(module), level if module in local else 0)
+        for module in modules
+    )
     aliases = {i.module: i.alias for i in imports}
 
     def type_expr(full_name: str, what: str) -> str:

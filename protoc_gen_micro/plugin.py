@@ -2,6 +2,8 @@
 
     protoc --plugin=protoc-gen-micro=$(which protoc-gen-micro) \\
            --python_out=out --micro_out=out greeter/v1/greeter.proto
+
+Options (``--micro_opt=package=app.gen``, or buf's ``opt:``) are in ``options.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from google.protobuf.compiler import plugin_pb2
 
 from protoc_gen_micro import model
 from protoc_gen_micro.naming import NamingError
+from protoc_gen_micro.options import Options, OptionsError
 from protoc_gen_micro.render import render
 
 _Response = plugin_pb2.CodeGeneratorResponse
@@ -25,12 +28,9 @@ def generate(request: plugin_pb2.CodeGeneratorRequest) -> _Response:
         minimum_edition=descriptor_pb2.EDITION_PROTO2,
         maximum_edition=descriptor_pb2.EDITION_2024,
     )
-    if request.parameter:
-        response.error = f"protoc-gen-micro takes no options, got {request.parameter!r}"
-        return response
     try:
-        files = model.build(request)
-    except NamingError as e:
+        files = model.build(request, Options.parse(request.parameter))
+    except (NamingError, OptionsError) as e:
         response.error = str(e)
         return response
     for file in files:

@@ -142,16 +142,63 @@ def test_plain_protoc_with_the_plugin(tmp_path: Path, corpus_out: Path) -> None:
         assert written[f"{stem}_micro.py"] == (corpus_out / f"{stem}_micro.py").read_bytes()
 
 
-def test_plugin_refuses_options(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("fast", "unknown option 'fast': protoc-gen-micro takes package=…"),
+        ("package", "option package needs a value: package=…"),
+        ("package=a.b,package=a.c", "option package given twice"),
+        ("package=app.class", "package=app.class: not a dotted Python module name"),
+    ],
+)
+def test_plugin_refuses_bad_options(tmp_path: Path, given: str, message: str) -> None:
     done = protoc(
         f"--plugin=protoc-gen-micro={script('protoc-gen-micro')}",
         f"-I{PROTOS}",
-        f"--micro_out=fast:{tmp_path}",
+        f"--micro_out={given}:{tmp_path}",
         str(PROTOS / "corpus/streaming.proto"),
     )
     assert done.returncode != 0
-    assert "protoc-gen-micro takes no options, got 'fast'" in done.stderr
+    assert f"--micro_out: {message}" in done.stderr
     assert tree(tmp_path) == {}
+
+
+def test_plugin_package_option_gives_an_importable_typed_package(tmp_path: Path) -> None:
+    """protoc's own python and pyi outputs beside ``--micro_opt=package=app.gen``: the
+    package imports by its dotted name and passes mypy --strict."""
+    out = tmp_path / "app" / "gen"
+    out.mkdir(parents=True)
+    done = protoc(
+        f"--plugin=protoc-gen-micro={script('protoc-gen-micro')}",
+        f"-I{ROOT / 'proto'}",
+        f"--python_out={out}",
+        f"--pyi_out={out}",
+        f"--micro_out={out}",
+        "--micro_opt=package=app.gen",
+        str(ROOT / "proto" / "greeter" / "v1" / "greeter.proto"),
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    module = (out / "greeter" / "v1" / "greeter_micro.py").read_text()
+    assert "\nfrom ...greeter.v1 import greeter_pb2 as " in module
+    use = tmp_path / "use.py"
+    use.write_text(
+        "import micro\n"
+        "from app.gen.greeter.v1.greeter_micro import GreeterHandler\n"
+        "from app.gen.greeter.v1.greeter_pb2 import HelloReply, HelloRequest\n\n\n"
+        "class Greeter(GreeterHandler):\n"
+        "    async def say_hello(self, request: HelloRequest, ctx: micro.Context) -> HelloReply:\n"
+        "        return HelloReply(message=request.name)\n\n\n"
+        "print(Greeter.__mro__[1].__name__)\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, str(use)], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert (ran.returncode, ran.stdout) == (0, "GreeterHandler\n"), ran.stderr
+    mypy = [script("mypy"), "--strict", "--namespace-packages", "--explicit-package-bases"]
+    typed = subprocess.run(
+        [*mypy, "use.py", "app"], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+    assert typed.returncode == 0, typed.stdout
 
 
 # -- bad input ------------------------------------------------------------------------
