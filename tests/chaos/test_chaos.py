@@ -7,9 +7,10 @@ What must hold in every scenario: every call started has an outcome; idempotent
 methods (Get, Watch) never fail. A non-idempotent one (Put) may fail only where it
 was running when the node was struck, with the status that says so: UNAVAILABLE for
 a killed node; DEADLINE_EXCEEDED for a hung one (it may yet run the Put: UNAVAILABLE
-would invite a retry); a graceful stop fails nothing. Puts take PUT_SLEEP in their
-handler and each node is struck once a fresh progress line shows Puts running on it,
-so that path is exercised.
+would invite a retry); a graceful stop fails nothing. Besides the load's own Puts,
+the test sends HELD Puts straight to the node it strikes, held in its handler until
+the test releases them: Puts are running there at the strike by arrangement, and
+their outcome is checked.
 """
 
 from __future__ import annotations
@@ -17,11 +18,22 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
+import echo_micro
+import echo_pb2
+import grpc.aio
 import pytest
 from chaos_support import IDEMPOTENT, Call, Instance, Loader, Processes, Report
+from echo_node import HOLD
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats_support import NatsServer
+
+import micro
+from micro import errors, selector
+from micro.client import Peer
+from micro.registry import MemoryRegistry
+from micro.registry.mdns import MdnsRegistry
 
 pytestmark = [pytest.mark.backend, pytest.mark.timeout(60)]  # each scenario < 60 s
 
@@ -34,6 +46,9 @@ ATTEMPT = 2.0  # each attempt's, seconds
 # A Put's handler time: at 50 Puts a second over three nodes, about five are running
 # on each node at any moment.
 PUT_SLEEP = 0.3
+HELD = 3  # Puts the test holds on the node it strikes
+TTL = 2.0  # instances' registration, seconds (renewed every quarter)
+Reply = echo_pb2.EchoReply
 LOAD = {
     "rate": RATE,
     "methods": "get,watch,get,put",  # a quarter of the calls may not run twice
@@ -49,7 +64,7 @@ async def start(
     registry: Mapping[str, str],
     seconds: float,
     sleep: float = 0.05,
-    ttl: float = 2.0,
+    ttl: float = TTL,
 ) -> tuple[list[Instance], Loader]:
     """Three instances (registered for ``ttl`` seconds) and a load of ``seconds`` at
     RATE, warm: every instance has answered calls, so each is known to the client.
@@ -85,15 +100,40 @@ def figures(scenario: str, report: Report, failed: Sequence[Call], **more: objec
     )
 
 
-async def busy(loader: Loader, address: str, puts: int = 2) -> None:
-    """Until a fresh progress line (under 50 ms old) shows ``puts`` Puts running on
-    the node at ``address``: strike right after."""
+@pytest.fixture
+async def direct() -> AsyncIterator[micro.Client]:
+    """The test's own client, for calls straight to a node's address."""
+    client = micro.Client(MemoryRegistry(), config=micro.Config(registry="memory"))
+    yield client
+    await client.close()
 
-    def ready(r: Report) -> bool:
-        running = r.get("in_flight", {}).get("put", {}).get(address, 0)
-        return bool(running >= puts and time.monotonic() - r["t"] < 0.05)
 
-    await loader.until(ready)
+async def hold_puts(client: micro.Client, instance: Instance) -> list[asyncio.Task[Reply]]:
+    """HELD Puts sent straight to ``instance`` and waiting in its handler (until
+    ``instance.release``): running there when it is struck, by arrangement."""
+    options = micro.CallOptions(address=instance.address)
+    echo = echo_micro.EchoClient("echo", client, options=options)
+    puts = [
+        asyncio.ensure_future(echo.put(echo_pb2.EchoRequest(text=HOLD), timeout=TIMEOUT))
+        for _ in range(HELD)
+    ]
+    await instance.held(HELD)
+    return puts
+
+
+async def failures(puts: Sequence[asyncio.Task[Reply]]) -> list[BaseException | Reply]:
+    return list(await asyncio.gather(*puts, return_exceptions=True))
+
+
+async def stop_begun(instance: Instance) -> None:
+    """Until the instance's health turns NOT_SERVING, the first step of its graceful
+    stop (grpc's health Watch streams each change)."""
+    async with grpc.aio.insecure_channel(instance.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        async for reply in health.Watch(health_pb2.HealthCheckRequest(service="")):
+            if reply.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                return
+    raise AssertionError("the health watch ended before the stop began")
 
 
 def running(calls: Sequence[Call], address: str, at: float) -> list[Call]:
@@ -110,74 +150,90 @@ def touched(calls: Sequence[Call], address: str, at: float) -> list[Call]:
     return [c for c in calls if address in c.tried and c.end >= at]
 
 
-def drained(
-    failed: Sequence[Call], calls: Sequence[Call], address: str, stopped: float
-) -> list[Call]:
-    """A graceful stop at ``stopped`` fails nothing: the Puts running on the node then
-    finish, and those sent to it until the client's cache has seen it leave are
-    served too (it serves until calls stop arriving). Returns the Puts running at
-    the stop."""
-    under_way = running(calls, address, stopped)
-    assert under_way  # the drain was exercised
-    assert failed == []
-    return under_way
+async def graceful(instance: Instance, held: Sequence[asyncio.Task[Reply]]) -> float:
+    """SIGTERM the instance while the held Puts run there; release them once its stop
+    has begun. They must all be answered there (drained, not dropped), and the
+    process exit cleanly. Returns when the stop began (monotonic)."""
+    instance.process.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    await asyncio.wait_for(stop_begun(instance), 20)
+    assert not any(p.done() for p in held)  # still running as the stop began
+    assert instance.process.returncode is None  # the stop waits for them
+    await instance.release()
+    replies = await asyncio.wait_for(asyncio.gather(*held), TIMEOUT)
+    assert [r.node for r in replies] == [instance.id] * HELD
+    assert await asyncio.wait_for(instance.process.wait(), 20) == 0
+    return stopped
 
 
-async def test_kill_9(processes: Processes, name: str) -> None:
+async def test_kill_9(processes: Processes, name: str, direct: micro.Client) -> None:
     instances, loader = await start(processes, name, MDNS, seconds=8)
     victim = instances[0]
-    await busy(loader, victim.address)
+    held = await hold_puts(direct, victim)
     victim.process.send_signal(signal.SIGKILL)
     killed = time.monotonic()
     before = loader.last["started"]
     report, calls = await loader.final()
 
+    # The held Puts were running on the node when it died: reported as such.
+    for outcome in await failures(held):
+        assert isinstance(outcome, errors.Unavailable), outcome
     failed = outcomes(report, calls)
     assert report["started"] - before > 3 * RATE  # seconds of load after the kill
     under_way = running(calls, victim.address, killed)
-    assert under_way  # Puts were running on the node when it died...
-    assert failed  # ...and those cut off were reported, not lost
     for call in failed:
         assert call.code == "UNAVAILABLE", call  # the node went away with it
         assert call in under_way, call  # running there at the kill, none started after
     last_attempt = report["attempts"][victim.address][1] - killed
-    assert last_attempt < 1.0  # out of rotation long before its registration expires
+    assert last_attempt < TTL  # out of rotation by its failures, not by the registry
     survivors = [report["nodes"].get(i.id, 0) for i in instances[1:]]
     assert min(survivors) > report["started"] / 4
     figures(
         "kill -9",
         report,
         failed,
-        puts_running_at_kill=len(under_way),
+        load_puts_running_at_kill=len(under_way),
         last_attempt_on_dead_node=f"{last_attempt * 1000:.0f}ms after the kill",
     )
 
 
-async def test_sigterm(processes: Processes, name: str) -> None:
+async def test_sigterm(processes: Processes, name: str, direct: micro.Client) -> None:
     instances, loader = await start(processes, name, MDNS, seconds=8)
     leaving = instances[0]
-    await busy(loader, leaving.address)
-    leaving.process.send_signal(signal.SIGTERM)
-    stopped = time.monotonic()
-    assert await asyncio.wait_for(leaving.process.wait(), 20) == 0
+    held = await hold_puts(direct, leaving)
+    stopped = await graceful(leaving, held)
     exited = time.monotonic()
     report, calls = await loader.final()
 
     failed = outcomes(report, calls)
-    under_way = drained(failed, calls, leaving.address, stopped)
+    assert failed == []  # those sent to it until the caches saw it leave were served
     last_attempt = report["attempts"][leaving.address][1] - stopped
     assert last_attempt < exited - stopped  # the client moved on before the server was gone
     figures(
         "SIGTERM",
         report,
         failed,
-        puts_running_at_sigterm=len(under_way),
+        load_puts_running_at_sigterm=len(running(calls, leaving.address, stopped)),
         exit=f"{(exited - stopped) * 1000:.0f}ms",
         last_attempt_on_leaving_node=f"{last_attempt * 1000:.0f}ms after SIGTERM",
     )
 
 
-async def test_sigstop_then_sigcont(processes: Processes, name: str) -> None:
+def hung_first(address: str, tried: list[str]) -> selector.StrategyFactory[Peer]:
+    """Pick the node at ``address`` whenever it is offered, noting each attempt's node."""
+
+    def factory() -> selector.Strategy[Peer]:
+        def pick(nodes: Sequence[Peer]) -> Peer:
+            node = next((n for n in nodes if n.address == address), nodes[0])
+            tried.append(node.address)
+            return node
+
+        return pick
+
+    return factory
+
+
+async def test_sigstop_then_sigcont(processes: Processes, name: str, direct: micro.Client) -> None:
     """A hung node (stopped, not dead: its connections stay open and silent) is
     escaped through the attempt timeout, ejected, and taken back once it answers."""
     # Longer calls: the least-request strategy sends a hung node calls until its
@@ -186,19 +242,38 @@ async def test_sigstop_then_sigcont(processes: Processes, name: str) -> None:
     # client's own health bookkeeping can tell.
     instances, loader = await start(processes, name, MDNS, seconds=15, sleep=0.15, ttl=20)
     hung = instances[0]
-    await busy(loader, hung.address)
+    held = await hold_puts(direct, hung)
+    registry = MdnsRegistry(interfaces=["127.0.0.1"])
+    await asyncio.wait_for(all_listed(registry, name, {i.id for i in instances}), 10)
+    tried: list[str] = []
+    strategy = hung_first(hung.address, tried)
+    escaping = micro.Client(registry, attempt_timeout=ATTEMPT, strategy=strategy)
+    echo = echo_micro.EchoClient(name, escaping)
+    await echo.get(echo_pb2.EchoRequest(), timeout=TIMEOUT)  # the node, found and answering
+    assert tried == [hung.address]
     hung.process.send_signal(signal.SIGSTOP)
     stopped = time.monotonic()
+    # A Get whose first attempt meets the hang: it must leave through the attempt
+    # timeout and be answered elsewhere, long before its deadline.
+    reply = await echo.get(echo_pb2.EchoRequest(), timeout=TIMEOUT)
+    escaped = time.monotonic() - stopped
+    assert tried[1:] == [hung.address, reply_address(instances, reply.node)]
+    assert reply.node != hung.id
+    assert ATTEMPT <= escaped < TIMEOUT
+    await escaping.close()
+    await registry.close()
     await loader.until(lambda r: r["t"] >= stopped + ATTEMPT + 1)  # past its calls' expiry
     hung.process.send_signal(signal.SIGCONT)
     resumed = time.monotonic()
     await loader.answered(hung.id, 1, within=15)  # back in rotation after its ejection
     report, calls = await loader.final()
 
+    # The held Puts were running there when it hung: they end DEADLINE_EXCEEDED (they
+    # may yet run: not UNAVAILABLE, which would invite a retry).
+    for outcome in await failures(held):
+        assert isinstance(outcome, errors.DeadlineExceeded), outcome
     failed = outcomes(report, calls)
     under_way = running(calls, hung.address, stopped)
-    assert under_way  # Puts were running on the node when it hung...
-    assert [c for c in failed if c in under_way]  # ...and those were reported failed
     # A hung node says nothing: its calls run out of their attempt timeout, so they
     # end DEADLINE_EXCEEDED. A Put may have run there (or will, when the node
     # resumes), so it is neither retried elsewhere nor reported UNAVAILABLE ("the
@@ -208,28 +283,41 @@ async def test_sigstop_then_sigcont(processes: Processes, name: str) -> None:
         assert call.code == "DEADLINE_EXCEEDED", call  # the attempt's, not the call's
         assert call.tried[-1] == hung.address, call
         assert call in under_way or stopped <= call.start <= resumed, call
-        assert call.end - call.start < 2 * ATTEMPT, call  # the attempt's time, not more
+        assert call.end - call.start < TIMEOUT, call  # the attempt's limit, not the deadline
     exposed = touched(calls, hung.address, stopped)
-    escaped = [c for c in exposed if c.code == "OK" and len(c.tried) > 1]
-    assert escaped  # the hang was met, and left through the attempt timeout
-    assert max(c.end - c.start for c in escaped) < TIMEOUT
+    escaped_load = [c for c in exposed if c.code == "OK" and len(c.tried) > 1]
     figures(
         "SIGSTOP/SIGCONT",
         report,
         failed,
-        puts_running_at_sigstop=len(under_way),
-        escaped_by_retry=len(escaped),
-        slowest_escape=f"{max(c.end - c.start for c in escaped) * 1000:.0f}ms",
+        load_puts_running_at_sigstop=len(under_way),
+        load_calls_escaped_by_retry=len(escaped_load),
+        arranged_escape=f"{escaped * 1000:.0f}ms",
     )
 
 
-async def test_restart_on_a_new_port(processes: Processes, name: str) -> None:
+async def all_listed(registry: MdnsRegistry, name: str, ids: set[str]) -> None:
+    """Until ``registry`` lists every node in ``ids`` under ``name``."""
+    changes = registry.watch(name)
+    try:
+        seen = {n.id for s in await registry.get_service(name) for n in s.nodes}
+        while not ids <= seen:
+            seen.add((await anext(changes)).service.nodes[0].id)
+    finally:
+        await changes.aclose()
+
+
+def reply_address(instances: Sequence[Instance], node: str) -> str:
+    """The address of the instance with node id ``node``."""
+    (address,) = [i.address for i in instances if i.id == node]
+    return address
+
+
+async def test_restart_on_a_new_port(processes: Processes, name: str, direct: micro.Client) -> None:
     instances, loader = await start(processes, name, MDNS, seconds=8)
     old = instances[0]
-    await busy(loader, old.address)
-    old.process.send_signal(signal.SIGTERM)
-    stopping = time.monotonic()
-    assert await asyncio.wait_for(old.process.wait(), 20) == 0
+    held = await hold_puts(direct, old)
+    stopping = await graceful(old, held)
     new = await processes.instance(name, MDNS)
     assert new.address != old.address
     restarted = time.monotonic()
@@ -238,12 +326,12 @@ async def test_restart_on_a_new_port(processes: Processes, name: str) -> None:
     report, calls = await loader.final()
 
     failed = outcomes(report, calls)
-    under_way = drained(failed, calls, old.address, stopping)
+    assert failed == []
     figures(
         "restart on a new port",
         report,
         failed,
-        puts_running_at_sigterm=len(under_way),
+        load_puts_running_at_sigterm=len(running(calls, old.address, stopping)),
         new_node_in_use=f"{found:.2f}s",
     )
 

@@ -28,6 +28,21 @@ class Instance:
     address: str
     id: str
 
+    async def held(self, count: int) -> None:
+        """Until ``count`` calls are held in its handler (started with ``hold``)."""
+        assert self.process.stdout is not None
+        while True:
+            line = await asyncio.wait_for(self.process.stdout.readline(), 30)
+            assert line, "the instance exited"
+            if json.loads(line).get("held", 0) >= count:
+                return
+
+    async def release(self) -> None:
+        """Let the calls held in its handler answer."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"release\n")
+        await self.process.stdin.drain()
+
 
 @dataclass
 class Call:
@@ -83,7 +98,11 @@ class Processes:
 
     async def _exec(self, *args: str, env: Mapping[str, str]) -> asyncio.subprocess.Process:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, *args, stdout=asyncio.subprocess.PIPE, env={**self.env, **env}
+            sys.executable,
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env={**self.env, **env},
         )
         self.children.append(process)
         return process
@@ -91,12 +110,14 @@ class Processes:
     async def instance(self, name: str, registry: Mapping[str, str], ttl: float = 2.0) -> Instance:
         """An Echo instance registered as ``name`` (for ``ttl`` seconds, renewed every
         quarter) in the registry ``registry`` names (``MICRO_REGISTRY`` /
-        ``MICRO_REGISTRY_ADDRESS``)."""
+        ``MICRO_REGISTRY_ADDRESS``). Calls with text HOLD wait in its handler until
+        ``Instance.release``."""
         process = await self._exec(
             str(HERE / "echo_node.py"),
             f"--name={name}",
             f"--registry={registry['MICRO_REGISTRY']}",
             f"--ttl={ttl}",
+            "--hold",
             env=registry,
         )
         assert process.stdout is not None

@@ -2,9 +2,10 @@
 
 python echo_node.py --name echo --version v1   # prints {"address": …, "id": …}
 
-A request whose text is HOLD waits in its handler until ``release`` is set (a
-process started with ``--hold`` sets it when a line arrives on its stdin), so a test
-can keep calls running across a stop or a kill for as long as it needs them.
+A request whose text is HOLD waits in its handler until ``release`` is set, so a
+test can keep calls running across a stop or a kill for as long as it needs them. A
+process started with ``--hold`` prints ``{"held": n}`` as the n-th starts waiting and
+sets ``release`` when a line arrives on its stdin.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class Echo(echo_micro.EchoHandler):
         self.arrived = asyncio.Condition()
         self.on_arrival: Callable[[int], None] | None = None
         self.release = asyncio.Event()  # lets calls with text HOLD answer
+        self.held = 0  # calls with text HOLD that have arrived
+        self.on_hold: Callable[[int], None] | None = None
 
     async def _answer(
         self, request: echo_pb2.EchoRequest, ctx: micro.Context
@@ -57,6 +60,9 @@ class Echo(echo_micro.EchoHandler):
                 )
             )
         if request.text == HOLD:
+            self.held += 1
+            if self.on_hold is not None:
+                self.on_hold(self.held)
             await self.release.wait()
         if request.sleep:
             await asyncio.sleep(request.sleep)
@@ -109,6 +115,7 @@ def main() -> None:
         svc.handle(handler)
         await svc.start()
         if args.hold:
+            handler.on_hold = lambda n: print(json.dumps({"held": n}), flush=True)
             loop = asyncio.get_running_loop()
 
             def release() -> None:  # on a daemon thread: never keeps the process alive
