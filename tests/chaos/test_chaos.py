@@ -34,6 +34,7 @@ from micro import errors, selector
 from micro.client import Peer
 from micro.registry import MemoryRegistry
 from micro.registry.mdns import MdnsRegistry
+from micro.service import QUIET
 
 pytestmark = [pytest.mark.backend, pytest.mark.timeout(60)]  # each scenario < 60 s
 
@@ -150,14 +151,24 @@ def touched(calls: Sequence[Call], address: str, at: float) -> list[Call]:
     return [c for c in calls if address in c.tried and c.end >= at]
 
 
-async def graceful(instance: Instance, held: Sequence[asyncio.Task[Reply]]) -> float:
+async def graceful(
+    instance: Instance, held: Sequence[asyncio.Task[Reply]], loader: Loader
+) -> float:
     """SIGTERM the instance while the held Puts run there; release them once its stop
-    has begun. They must all be answered there (drained, not dropped), and the
-    process exit cleanly. Returns when the stop began (monotonic)."""
+    has begun and the load has left it (no attempt there for twice the QUIET after
+    which a stopping node stops taking calls): from then on only the drain keeps
+    them. They must all be answered there, and the process exit cleanly. Returns when
+    the stop began (monotonic)."""
     instance.process.send_signal(signal.SIGTERM)
     stopped = time.monotonic()
     await asyncio.wait_for(stop_begun(instance), 20)
-    assert not any(p.done() for p in held)  # still running as the stop began
+
+    def left(r: Report) -> bool:
+        last = r.get("attempts", {}).get(instance.address, [0, stopped])[1]
+        return bool(r["t"] - max(last, stopped) > 2 * QUIET)
+
+    await loader.until(left, within=20)
+    assert not any(p.done() for p in held)  # still running as the stop went on
     assert instance.process.returncode is None  # the stop waits for them
     await instance.release()
     replies = await asyncio.wait_for(asyncio.gather(*held), TIMEOUT)
@@ -201,7 +212,7 @@ async def test_sigterm(processes: Processes, name: str, direct: micro.Client) ->
     instances, loader = await start(processes, name, MDNS, seconds=8)
     leaving = instances[0]
     held = await hold_puts(direct, leaving)
-    stopped = await graceful(leaving, held)
+    stopped = await graceful(leaving, held, loader)
     exited = time.monotonic()
     report, calls = await loader.final()
 
@@ -317,7 +328,7 @@ async def test_restart_on_a_new_port(processes: Processes, name: str, direct: mi
     instances, loader = await start(processes, name, MDNS, seconds=8)
     old = instances[0]
     held = await hold_puts(direct, old)
-    stopping = await graceful(old, held)
+    stopping = await graceful(old, held, loader)
     new = await processes.instance(name, MDNS)
     assert new.address != old.address
     restarted = time.monotonic()
