@@ -192,9 +192,14 @@ async def test_kill_9(processes: Processes, name: str, direct: micro.Client) -> 
     failed = outcomes(report, calls)
     assert report["started"] - before > 3 * RATE  # seconds of load after the kill
     under_way = running(calls, victim.address, killed)
+    # Lost with the node: sent to it before any call there had failed. (A Put sent
+    # just after the signal is lost too: the kernel resets the connections only as
+    # the killed process exits. One sent once its failure was known is not.)
+    noticed = min((c.end for c in failed), default=killed)
     for call in failed:
         assert call.code == "UNAVAILABLE", call  # the node went away with it
-        assert call in under_way, call  # running there at the kill, none started after
+        assert call.tried[-1] == victim.address, call
+        assert call.start <= noticed, call
     last_attempt = report["attempts"][victim.address][1] - killed
     assert last_attempt < TTL  # out of rotation by its failures, not by the registry
     survivors = [report["nodes"].get(i.id, 0) for i in instances[1:]]
