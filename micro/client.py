@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import math
 import re
 import threading
 import time
@@ -32,13 +33,14 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 import grpc.aio
+from grpc_health.v1 import health_pb2
 
 from micro import errors
 from micro.config import Config
 from micro.context import inbound
 from micro.method import Method, Resp
 from micro.plan import DEADLINE_EXCEEDED, UNAVAILABLE, Plan, RetryBudget
-from micro.registry import CachingRegistry, Registry, RegistryError, from_config
+from micro.registry import CachingRegistry, Registry, RegistryError, Service, from_config
 from micro.selector import NodeHealth, Route, StrategyFactory, matching_nodes, strategy
 from micro.server import MAX_MESSAGE_SIZE
 
@@ -47,6 +49,8 @@ _Pairs: TypeAlias = tuple[tuple[str, str | bytes], ...]
 T = TypeVar("T")
 
 CONNECT_TIMEOUT = 2.0  # seconds a call waits for a connection before trying elsewhere
+RELOOKUP = 1.0  # seconds between lookups of a service the cache lists no node of
+_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 READY = grpc.ChannelConnectivity.READY
 _SETTLED = (READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN)
 CANCELLED = grpc.StatusCode.CANCELLED
@@ -116,7 +120,16 @@ class Peer(NodeHealth):
     """One node address: its health, its channels (async and sync, made on first use)
     and their method callables."""
 
-    __slots__ = ("calls", "channel", "lock", "retired", "state", "sync_calls", "sync_channel")
+    __slots__ = (
+        "calls",
+        "channel",
+        "kept",
+        "lock",
+        "retired",
+        "state",
+        "sync_calls",
+        "sync_channel",
+    )
 
     def __init__(self, address: str) -> None:
         super().__init__(address)
@@ -127,6 +140,13 @@ class Peer(NodeHealth):
         self.lock = threading.Condition()  # sync bookkeeping and connectivity changes
         self.state: grpc.ChannelConnectivity | None = None  # sync channel, once followed
         self.retired = False
+        # Set while the node is kept after leaving the registry: told of a failure.
+        self.kept: Callable[[str], None] | None = None
+
+    def failed(self, now: float) -> None:
+        super().failed(now)
+        if self.kept is not None:
+            self.kept(self.address)
 
     def changed(self, state: grpc.ChannelConnectivity) -> None:
         """The sync channel's connectivity, from grpc's thread (``subscribe``)."""
@@ -189,7 +209,13 @@ class Client:
         self._peers: dict[str, Peer] = {}
         # (service, method path, options); a direct call's has no method path.
         self._routes: dict[tuple[str, str, CallOptions], Route[Peer]] = {}
-        self._listed: set[str] = set()  # node addresses of the routes' services
+        self._listed: dict[str, Service] = {}  # the routes' services' entries by address
+        # Entries gone from the registry whose nodes still answer (a goodbye is not
+        # proof: it may be forged or mistaken); dropped once a node stops answering.
+        self._kept: dict[str, Service] = {}
+        self._confirm = False  # whether removals need confirming (set with the cache)
+        self._looked: dict[str, float] = {}  # when each service was last looked up
+        self._checks: set[asyncio.Task[None]] = set()
         self._budgets: dict[str, RetryBudget] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._orphans: list[grpc.aio.Channel] = []
@@ -203,6 +229,7 @@ class Client:
             backend = self._registry or from_config(self.config)
             self._cache = backend if isinstance(backend, CachingRegistry) else None
             self._cache = self._cache or CachingRegistry(backend)
+            self._confirm = getattr(self._cache.backend, "removals_unverified", False)
         return self._cache
 
     # -- routing (no I/O) -------------------------------------------------------
@@ -221,6 +248,8 @@ class Client:
             services = cache.cached(service)
             if services is None:
                 raise LookupError(service)
+            if self._kept:
+                services = [*services, *(s for s in self._kept.values() if s.name == service)]
             nodes = matching_nodes(
                 services,
                 version=options.version,
@@ -228,10 +257,15 @@ class Client:
                 endpoint=method.path[1:].replace("/", "."),
             )
             if not nodes:
+                # The cache's view may be wrong (a missed announcement): ask again,
+                # once per RELOOKUP, not on every call.
+                if time.monotonic() - self._looked.get(service, -math.inf) >= RELOOKUP:
+                    raise LookupError(service)
                 raise errors.ServiceNotFound(_not_found(service, options, bool(services)))
             pick = strategy(options.strategy or self.strategy)()
             route = Route([self._peer(n.address) for n in nodes], pick, cache.generation)
             self._routes[key] = route
+            self._listed.update(_entries(cache, (service,)))  # so that their leaving is seen
         return route
 
     def _direct(self, service: str, address: str, options: CallOptions) -> Route[Peer]:
@@ -244,22 +278,77 @@ class Client:
         route = self._routes.get(key)
         if route is None:
             route = self._routes[key] = Route((self._peer(address),), _first)
-            if cache is not None and address in _addresses(cache, (service,)):
-                self._listed.add(address)  # so that its leaving is noticed
+            entry = _entries(cache, (service,)).get(address) if cache is not None else None
+            if entry is not None:
+                self._listed[address] = entry  # so that its leaving is noticed
         return route
 
     def _refresh(self, cache: CachingRegistry) -> None:
         """The registry changed: drop routes built on the old view, direct ones whose
         registry node just left it (a broker's subscriber, say), and the peers no
-        route uses any more."""
+        route uses any more. Where anyone may remove a node (mDNS goodbyes), a node
+        that left while this client is connected to it and hearing from it is kept
+        until a health check or a call says it is gone."""
         self._generation = cache.generation
         old = self._routes
-        listed = _addresses(cache, {k[0] for k in old})
-        gone, self._listed = self._listed - listed, listed
+        listed = _entries(cache, {k[0] for k in old}.union(s.name for s in self._kept.values()))
+        for address in [a for a in self._kept if a in listed]:
+            self._unkeep(address)  # back in the registry
+        if self._confirm:
+            for address, entry in self._listed.items():
+                if address not in listed and address not in self._kept:
+                    self._keep_if_answering(address, entry)
+        gone = self._listed.keys() - listed.keys() - self._kept.keys()
+        self._listed = listed
         self._routes = {k: r for k, r in old.items() if not k[1] and k[2].address not in gone}
-        live = listed.union(p.address for r in self._routes.values() for p in r.nodes)
+        live = listed.keys() | self._kept.keys()
+        live.update(p.address for r in self._routes.values() for p in r.nodes)
         for address in [a for a in self._peers if a not in live]:
             self._retire(self._peers.pop(address))
+
+    def _keep_if_answering(self, address: str, entry: Service) -> None:
+        """Keep ``entry`` if its node has a connection up and its last call answered,
+        and ask its health (async channels only: the check runs on their loop)."""
+        peer = self._peers.get(address)
+        channel = None if peer is None else peer.channel
+        if peer is None or channel is None or peer.failures or channel.get_state() is not READY:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a blocking caller's refresh
+            return
+        self._kept[address] = entry
+        peer.kept = self._forget
+        task = loop.create_task(self._check(peer, channel))
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _check(self, peer: Peer, channel: grpc.aio.Channel) -> None:
+        """Forget a kept node unless its server says it is serving (a stopping one
+        says NOT_SERVING before it leaves the registry)."""
+        check = channel.unary_unary(
+            _HEALTH_CHECK,
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
+        try:
+            reply = await check(health_pb2.HealthCheckRequest(), timeout=CONNECT_TIMEOUT)
+            serving = reply.status == health_pb2.HealthCheckResponse.SERVING
+        except grpc.RpcError:
+            serving = False
+        if not serving:
+            self._forget(peer.address)
+
+    def _forget(self, address: str) -> None:
+        """A kept node stopped answering: routes are rebuilt without it."""
+        if self._unkeep(address):
+            self._generation = -1
+
+    def _unkeep(self, address: str) -> bool:
+        peer = self._peers.get(address)
+        if peer is not None:
+            peer.kept = None
+        return self._kept.pop(address, None) is not None
 
     def _peer(self, address: str) -> Peer:
         peer = self._peers.get(address)
@@ -299,8 +388,9 @@ class Client:
         return Plan(route, budget, method, deadline, attempts, attempt_timeout=limit)
 
     async def _lookup(self, service: str) -> None:
+        self._looked[service] = time.monotonic()
         try:
-            await self.registry.get_service(service)
+            await self.registry.refresh(service)
         except RegistryError as e:
             raise errors.Unavailable(f"cannot look up service {service!r}: {e}") from None
 
@@ -369,8 +459,12 @@ class Client:
 
     async def close(self) -> None:
         """Close every channel and stop following the registry."""
+        checks, self._checks = list(self._checks), set()
+        for task in checks:
+            task.cancel()
+        await asyncio.gather(*checks, return_exceptions=True)
         peers, self._peers = list(self._peers.values()), {}
-        self._routes = {}
+        self._routes, self._kept = {}, {}
         channels = [p.channel for p in peers if p.channel is not None] + self._orphans
         self._orphans = []
         for peer in peers:
@@ -390,7 +484,7 @@ class Client:
     def close_sync(self) -> None:
         """``close`` for blocking users (no event loop of their own)."""
         peers, self._peers = list(self._peers.values()), {}
-        self._routes = {}
+        self._routes, self._kept = {}, {}
         self._close_sync(peers)
         if self._cache is not None:
             self._run(self._close_registry())
@@ -429,9 +523,14 @@ def _first(nodes: Sequence[Peer]) -> Peer:
     return nodes[0]
 
 
-def _addresses(cache: CachingRegistry, services: Iterable[str]) -> set[str]:
-    """Node addresses the cache lists for ``services``."""
-    return {n.address for name in services for s in cache.cached(name) or () for n in s.nodes}
+def _entries(cache: CachingRegistry, services: Iterable[str]) -> dict[str, Service]:
+    """The cache's entries for ``services`` by node address, one node each."""
+    return {
+        n.address: s.with_nodes((n,))
+        for name in services
+        for s in cache.cached(name) or ()
+        for n in s.nodes
+    }
 
 
 def _not_found(service: str, options: CallOptions, known: bool) -> str:

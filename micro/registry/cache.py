@@ -38,6 +38,11 @@ class CachingRegistry:
         hit = self._services.get(name)
         if hit is not None:
             return hit
+        return await self.refresh(name)
+
+    async def refresh(self, name: str) -> list[Service]:
+        """Ask the backend, whatever is cached: for a name the cache holds no node of,
+        which the watch may have missed (an mDNS goodbye forged, an answer lost)."""
         self._ensure_watch()
         services = await self.backend.get_service(name)
         self._store(name, services)

@@ -53,7 +53,7 @@ import weakref
 import zlib
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from zeroconf import Error as ZeroconfError
 from zeroconf import (
@@ -140,6 +140,10 @@ class MdnsRegistry:
     kept current, so lookups are table reads.
     """
 
+    # Anyone on the network may send a goodbye for any node: a client that is calling
+    # a node the registry dropped asks the node before it believes it (``Client``).
+    removals_unverified: ClassVar[bool] = True
+
     def __init__(
         self, *, interfaces: Sequence[str] = ("127.0.0.1",), domain: str = "local."
     ) -> None:
@@ -198,11 +202,16 @@ class MdnsRegistry:
     async def get_service(self, name: str) -> list[Service]:
         """On a cold registry, a name not found when the answers settled is waited for
         until ``ABSENT_WAIT`` after browsing began: on a busy machine its owner may
-        answer after the quiet period."""
+        answer after the quiet period. On a warm one, the network is asked again
+        (its answers come as watch events): an announcement may have been missed, or
+        a goodbye forged."""
         await self._warm()
         found = self._named(name)
         left = (self._began + ABSENT_WAIT * 1000 - current_time_millis()) / 1000
-        if found or left <= 0:
+        if found:
+            return found
+        if left <= 0:
+            await self._call(self._ask())
             return found
         events = self.watch(name)
         try:
@@ -552,6 +561,9 @@ class MdnsRegistry:
         if times:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_at(min(times) / 1000, self._tick)
+
+    async def _ask(self) -> None:
+        self._query([DNSQuestion(self._type, _TYPE_PTR, _CLASS_IN)])
 
     def _query(self, questions: list[DNSQuestion]) -> None:
         # A legacy unicast query carries an id (zeroconf writes it unless multicast);

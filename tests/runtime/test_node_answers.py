@@ -132,3 +132,47 @@ def test_a_cap_that_cannot_work_is_refused_naming_the_variable(text: str) -> Non
     with pytest.raises(ConfigError, match=rf"MICRO_SERVER_MAX_CALLS='{text}'"):
         Config.from_env({"MICRO_SERVER_MAX_CALLS": text})
     assert Config.from_env({"MICRO_SERVER_MAX_CALLS": "64"}).server_max_calls == 64
+
+
+async def settled(client: micro.Client, name: str, nodes: int) -> None:
+    """Until the client's cache lists ``nodes`` nodes of ``name`` and its health checks
+    of nodes that left have answered: no event of theirs to await (bounded poll)."""
+    deadline = time.monotonic() + 5
+    while sum(len(s.nodes) for s in client.registry.cached(name) or ()) != nodes or client._checks:
+        assert time.monotonic() < deadline, "the client never settled"
+        await asyncio.sleep(0.01)
+
+
+class Unverified(MemoryRegistry):
+    """A registry whose removals anyone may send, as mDNS goodbyes."""
+
+    removals_unverified = True
+
+
+@pytest.mark.parametrize(
+    ("registry", "serving", "kept"),
+    [
+        (Unverified(), True, True),
+        (Unverified(), False, False),
+        (MemoryRegistry(), True, False),
+    ],
+    ids=["unverified-serving", "unverified-not-serving", "authoritative"],
+)
+async def test_a_node_that_left_the_registry_is_kept_while_it_says_it_serves(
+    cluster: Start, registry: MemoryRegistry, client: micro.Client, serving: bool, kept: bool
+) -> None:
+    """A node a registry of unverified removals dropped (a goodbye forged or mistaken)
+    while this client is connected to it and hearing from it stays in use if its
+    health says SERVING; a stopping node says NOT_SERVING before it leaves, and is
+    dropped. Other registries' removals are final."""
+    (leaving, _), (staying, _) = await cluster("echo"), await cluster("echo")
+    echo = echo_micro.EchoClient("echo", client, options=ROUND_ROBIN)
+    assert {(await echo.put(Req(), timeout=5)).node for _ in range(4)} == {leaving.id, staying.id}
+    if not serving:
+        await leaving.server.not_serving()
+    await registry.deregister(leaving.record)
+    await settled(client, "echo", 1)
+    await echo.put(Req(), timeout=5)  # the client sees the change, asks the node's health
+    await settled(client, "echo", 1)
+    answered = {(await echo.put(Req(), timeout=5)).node for _ in range(10)}
+    assert answered == ({leaving.id, staying.id} if kept else {staying.id})
