@@ -18,7 +18,9 @@ import echo_pb2
 import pytest
 from registry_support import loopback_multicast, next_event, summary
 from runtime_support import Echo
-from zeroconf import DNSOutgoing, DNSText, Zeroconf, const
+from zeroconf import Zeroconf, const
+from zeroconf._dns import DNSText
+from zeroconf._protocol.outgoing import DNSOutgoing
 
 import micro
 from micro import errors
