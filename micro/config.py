@@ -30,6 +30,7 @@ class ConfigError(ValueError):
 MAX_SECONDS = 2**31 - 1
 MAX_RETRIES = 100
 MAX_CALLS = 1_000_000  # calls in progress on one server: far past what one process holds
+MAX_THREADS = 1024  # threads for def handlers: each holds a stack of its own
 
 
 def _number(
@@ -124,6 +125,7 @@ class Config:
     server_address: str = "127.0.0.1:0"
     server_advertise: str | None = None  # host[:port] registered instead of the bound one
     server_max_calls: int | None = None  # calls in progress beyond which one is refused
+    server_threads: int | None = None  # def handler calls at once (None: micro.workers')
     client_retries: int = 3
     client_request_timeout: float | None = None
     client_attempt_timeout: float | None = None
@@ -195,6 +197,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "server_address": _address,
     "server_advertise": _host,
     "server_max_calls": _number(int, 1, MAX_CALLS),
+    "server_threads": _number(int, 1, MAX_THREADS),
     "client_retries": _number(int, 0, MAX_RETRIES),
     "client_request_timeout": _seconds,
     "client_attempt_timeout": _seconds,

@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from micro import errors
 from micro.context import Context, inbound
 from micro.method import Method, ServiceDescriptor
+from micro.workers import Workers
 
 log = logging.getLogger("micro.server")
 
@@ -109,14 +110,20 @@ def mount(server: grpc.aio.Server, *handlers: Handler) -> None:
     server = grpc.aio.server()
     micro.mount(server, MyGreeter())
     """
-    _mount(server, handlers, _Arrivals())
+    _mount(server, handlers, _Arrivals(), Workers())
 
 
-def _mount(server: grpc.aio.Server, handlers: tuple[Handler, ...], arrivals: _Arrivals) -> None:
+def _mount(
+    server: grpc.aio.Server,
+    handlers: tuple[Handler, ...],
+    arrivals: _Arrivals,
+    workers: Workers,
+) -> None:
     for handler in handlers:
         service = handler.__service__
         methods = {
-            m.path.rsplit("/", 1)[1]: method_handler(handler, m, arrivals) for m in service.methods
+            m.path.rsplit("/", 1)[1]: method_handler(handler, m, arrivals, workers)
+            for m in service.methods
         }
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(service.name, methods),)
@@ -131,7 +138,7 @@ class Server:
     ``max_calls`` caps the handler calls in progress: one more is refused at once
     with RESOURCE_EXHAUSTED (marked, so clients try another node), which keeps the
     calls it takes fast instead of every call slow. Health and reflection are not
-    counted.
+    counted. ``threads``: how many ``def`` handler calls run at once (``micro.workers``).
 
     server = Server("127.0.0.1:0"); server.add(MyGreeter()); await server.start()
     """
@@ -144,6 +151,7 @@ class Server:
         health: bool = True,
         reflection: bool = True,
         max_calls: int | None = None,
+        threads: int | None = None,
         options: tuple[tuple[str, Any], ...] = (),
     ) -> None:
         self.requested_address = address
@@ -158,12 +166,18 @@ class Server:
         if max_calls is not None and max_calls < 1:
             raise ValueError(f"Server max_calls={max_calls}: must be at least 1")
         self._arrivals = _Arrivals(max_calls)
+        self._workers = Workers(threads)
         self.address = ""
 
     def add(self, *handlers: Handler) -> None:
         if self._server is not None:
             raise RuntimeError("add handlers before the server starts")
         self.handlers.extend(handlers)
+
+    @property
+    def threads(self) -> int:
+        """How many ``def`` handler calls run at once."""
+        return self._workers.size
 
     @property
     def services(self) -> tuple[ServiceDescriptor, ...]:
@@ -180,7 +194,7 @@ class Server:
                 *self._options,
             )
         )
-        _mount(server, tuple(self.handlers), self._arrivals)
+        _mount(server, tuple(self.handlers), self._arrivals, self._workers)
         names = [s.name for s in self.services]
         if self._health is not None:
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -217,12 +231,14 @@ class Server:
             await asyncio.sleep(wait)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Refuse new calls, give calls in flight ``grace`` seconds, cancel the rest."""
+        """Refuse new calls, give calls in flight ``grace`` seconds, cancel the rest
+        (a ``def`` handler's thread cannot be stopped: it is abandoned, and logged)."""
         if self._server is None:
             return
         await self.not_serving()
         server, self._server = self._server, None
         await server.stop(grace)
+        self._workers.abandon()
 
     async def wait(self) -> None:
         """Until the server stops."""
@@ -231,11 +247,11 @@ class Server:
 
 
 def method_handler(
-    handler: Handler, method: Method[Any, Any], arrivals: _Arrivals
+    handler: Handler, method: Method[Any, Any], arrivals: _Arrivals, workers: Workers
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """The grpc method handler that runs ``handler``'s implementation of ``method``."""
     impl = getattr(handler, method.name)
-    behaviour = _ADAPTERS[method.kind](impl, method, arrivals)
+    behaviour = _ADAPTERS[method.kind](impl, method, arrivals, workers)
     if arrivals.limit is not None:  # no cost per call without a cap
         behaviour = _CAPPED[method.server_streaming](behaviour, method, arrivals)
     make = getattr(grpc, f"{method.kind}_rpc_method_handler")
@@ -297,7 +313,7 @@ def _is_async(impl: Callable[..., Any]) -> bool:
 
 
 def _unary_response(
-    impl: Callable[..., Any], method: Method[Any, Any], arrivals: _Arrivals
+    impl: Callable[..., Any], method: Method[Any, Any], arrivals: _Arrivals, workers: Workers
 ) -> _Behaviour:
     run: Callable[[Any, Context], Awaitable[Any]]
     if _is_async(impl):
@@ -305,7 +321,7 @@ def _unary_response(
     else:
 
         def run(request: Any, ctx: Context) -> Awaitable[Any]:
-            return asyncio.to_thread(impl, request, ctx)
+            return workers.run(method.path, impl, request, ctx)
 
     streamed = method.client_streaming
 
@@ -328,7 +344,7 @@ def _unary_response(
 
 
 def _stream_response(
-    impl: Callable[..., Any], method: Method[Any, Any], arrivals: _Arrivals
+    impl: Callable[..., Any], method: Method[Any, Any], arrivals: _Arrivals, workers: Workers
 ) -> _Behaviour:
     agen = inspect.isasyncgenfunction(impl)
     streamed = method.client_streaming
@@ -345,13 +361,13 @@ def _stream_response(
             if agen:
                 replies = impl(request, ctx)
             else:
-                replies = await asyncio.to_thread(impl, request, ctx)
+                replies = await workers.run(method.path, impl, request, ctx)
             if isinstance(replies, AsyncIterable):
                 async for reply in replies:
                     yield reply
             else:
                 iterator = iter(replies)
-                while (reply := await asyncio.to_thread(next, iterator, _END)) is not _END:
+                while (reply := await workers.run(method.path, next, iterator, _END)) is not _END:
                     yield reply
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise

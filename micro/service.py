@@ -55,6 +55,7 @@ class Service:
     ``MICRO_SERVER_ADDRESS``, ``MICRO_SERVER_ADVERTISE`` (``advertise``: the host[:port]
     registered, for a bind others cannot reach as it is), ``MICRO_REGISTER_TTL``,
     ``MICRO_REGISTER_INTERVAL``,
+    ``MICRO_SERVER_THREADS`` (``threads``: ``def`` handler calls at once),
     ``MICRO_SERVER_MAX_CALLS``: calls in progress beyond which more are refused at once,
     for clients to send elsewhere).
     """
@@ -74,6 +75,7 @@ class Service:
         grace: float = 30.0,
         max_message_size: int = MAX_MESSAGE_SIZE,
         max_calls: int | None = None,
+        threads: int | None = None,
         config: Config | None = None,
     ) -> None:
         if not name:
@@ -84,6 +86,7 @@ class Service:
             register_ttl=register_ttl,
             register_interval=register_interval,
             server_max_calls=max_calls,
+            server_threads=threads,
         )
         self.name = name
         self.version = version
@@ -96,6 +99,7 @@ class Service:
             self.config.server_address,
             max_message_size=max_message_size,
             max_calls=self.config.server_max_calls,
+            threads=self.config.server_threads,
         )
         self.broker = broker or broker_from_config(self.config, self.registry)
         self._owns_broker = broker is None and self.config.broker != "memory"

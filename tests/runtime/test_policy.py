@@ -203,6 +203,7 @@ def test_config_errors_name_the_setting() -> None:
         ("MICRO_REGISTER_TTL", "inf", r"seconds in \(0, 2147483647\]"),
         ("MICRO_REGISTER_INTERVAL", "-inf", r"seconds in \(0, 2147483647\]"),
         ("MICRO_CLIENT_RETRIES", "100000", r"a whole number in \[0, 100\]"),
+        ("MICRO_SERVER_THREADS", "0", r"a whole number in \[1, 1024\]"),
     ],
 )
 def test_numbers_that_cannot_work_are_refused_with_the_range(
