@@ -31,7 +31,12 @@ async def test_hung_def_calls_leave_the_rest_of_the_pool_serving() -> None:
     handler = Blocking(svc.id)
     loop = asyncio.get_running_loop()
     all_hung = asyncio.Event()
-    handler.on_arrival = lambda n: n == hung and loop.call_soon_threadsafe(all_hung.set)
+
+    def arrived(n: int) -> None:  # in the handler's thread
+        if n == hung:
+            loop.call_soon_threadsafe(all_hung.set)
+
+    handler.on_arrival = arrived
     svc.handle(handler)
     await svc.start()
     try:
