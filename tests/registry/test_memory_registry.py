@@ -1,0 +1,27 @@
+"""MemoryRegistry: the registry contract, on a clock the tests move."""
+
+from __future__ import annotations
+
+import pytest
+from registry_contract import *  # noqa: F403  (the contract every backend passes, run here)
+from registry_contract import WAIT, Backend, FakeClock, watching
+from registry_support import next_event, service, summary
+
+from micro.registry import EventType, MemoryRegistry
+
+
+@pytest.fixture
+def backend() -> Backend:
+    clock = FakeClock()
+    memory = MemoryRegistry(clock=clock)
+    return Backend(lambda: memory, ttl=30.0, clock=clock)  # one store: the process's
+
+
+async def test_close_releases_nothing(backend: Backend, name: str) -> None:
+    """Services and clients of one process share the registry
+    (``MICRO_REGISTRY=memory``): one of them closing it ends nobody's watch."""
+    registry = backend.open()
+    events = await watching(registry, name)
+    await registry.close()
+    await registry.register(service(name, "n1"), 30)
+    assert summary(await next_event(events, WAIT)) == (EventType.CREATE, name, ("n1",))
