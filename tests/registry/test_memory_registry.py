@@ -25,3 +25,15 @@ async def test_close_releases_nothing(backend: Backend, name: str) -> None:
     await registry.close()
     await registry.register(service(name, "n1"), 30)
     assert summary(await next_event(events, WAIT)) == (EventType.CREATE, name, ("n1",))
+
+
+async def test_a_node_lives_exactly_its_ttl(backend: Backend, name: str) -> None:
+    """On the injected clock, to the instant (the contract can only see real time
+    pass on the networked backends)."""
+    assert backend.clock is not None
+    registry = backend.open()
+    await registry.register(service(name, "n1"), 30)
+    backend.clock.now += 29.999
+    assert [n.id for s in await registry.get_service(name) for n in s.nodes] == ["n1"]
+    backend.clock.now += 0.001
+    assert await registry.get_service(name) == []
