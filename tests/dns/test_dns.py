@@ -8,7 +8,6 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import echo_micro
 import echo_pb2
@@ -219,8 +218,8 @@ class Observed(DnsRegistry):
     once a change is made, at most one more resolve may begin before it is seen: a
     bound in resolves, not in seconds, which a busy machine cannot stretch."""
 
-    def __init__(self, address: str, **options: Any) -> None:
-        super().__init__(domain=DOMAIN, nameservers=[address], interval=INTERVAL, **options)
+    def __init__(self, address: str) -> None:
+        super().__init__(domain=DOMAIN, nameservers=[address], interval=INTERVAL)
         self.applied: asyncio.Queue[object] = asyncio.Queue()
         self.resolves = 0
 
