@@ -19,6 +19,7 @@ from registry_contract import (
     WAIT,
     Backend,
     check_close_ends_watches_and_later_calls_say_so,
+    check_garbage_entries_are_skipped,
     watching,
 )
 from registry_support import next_event, nodes_by_version, service, summary
@@ -100,29 +101,24 @@ async def test_garbage_entries_are_skipped(
     etcd_registry: Open, etcd_server: EtcdServer, name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     registry = etcd_registry()
-    await registry.register(service(name, "good"), 30)
-    events = registry.watch()
-    bad1, bad2 = f"/micro/registry/{name}/bad1", f"/micro/registry/{name}/bad2"
-    deep, big = f"/micro/registry/{name}/deep", f"/micro/registry/{name}/big"
-    with caplog.at_level(logging.WARNING):
-        async with aetcd.Client("127.0.0.1", etcd_server.port, timeout=2) as client:
-            await client.put(bad1.encode(), b"{not json")
-            await client.put(bad2.encode(), b'{"name": "x"}')
-            await client.put(b"/micro/registry/garbage", b"[]")
-            # The probe's value: 200 KB of "[" made the JSON parser recurse to death.
-            await client.put(deep.encode(), b"[" * 200_000)
-            await client.put(big.encode(), b" " * (MAX_SIZE + 1))
-        await registry.register(service(name, "good2"), 30)
-        assert summary(await next_event(events, WAIT)) == (C, name, ("good2",))
-        assert nodes_by_version(await registry.get_service(name)) == {"1.0": {"good", "good2"}}
-        assert {s.name for s in await registry.list_services()} == {name}
-    assert f"malformed entry {bad1!r}: not JSON" in caplog.text
-    assert f"malformed entry {bad2!r}: 'node' is missing" in caplog.text
-    assert (
-        f"malformed entry {deep!r}: not JSON: brackets unbalanced or nested more than 16 deep"
-        in caplog.text
-    )
-    assert f"malformed entry {big!r}: {MAX_SIZE + 1} bytes, more than" in caplog.text
+    prefix = f"/micro/registry/{name}/"
+    async with aetcd.Client("127.0.0.1", etcd_server.port, timeout=2) as client:
+
+        async def put(key: str, value: bytes) -> None:
+            await client.put(key.encode(), value)
+
+        await check_garbage_entries_are_skipped(
+            registry,
+            name,
+            caplog,
+            where=f"etcd registry at {etcd_server.endpoint}",
+            key=lambda node: prefix + node,
+            put=put,
+            more={
+                "/micro/registry/garbage": (b"[]", "not a JSON object"),
+                prefix + "big": (b" " * (MAX_SIZE + 1), f"{MAX_SIZE + 1} bytes, more than"),
+            },
+        )
 
 
 async def test_wrong_address_fails_fast_naming_it() -> None:

@@ -5,7 +5,6 @@ empty, watches released."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import subprocess
 import sys
 import time
@@ -16,7 +15,12 @@ import nats
 import pytest
 from nats_support import BINARY, NatsServer
 from registry_contract import *  # noqa: F403  (the contract every backend passes, run here)
-from registry_contract import WAIT, Backend, check_close_ends_watches_and_later_calls_say_so
+from registry_contract import (
+    WAIT,
+    Backend,
+    check_close_ends_watches_and_later_calls_say_so,
+    check_garbage_entries_are_skipped,
+)
 from registry_support import next_event, nodes_by_version, service, summary
 
 from micro.registry import EventType, RegistryError
@@ -37,37 +41,24 @@ async def test_garbage_entries_are_skipped(
     nats_registry: Open, name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     registry = nats_registry()
-    await registry.register(service(name, "good"), 30)
-    events = registry.watch()
-    bad1, bad2 = f"{_part(name)}.{_part('bad1')}", f"{_part(name)}.{_part('bad2')}"
-    deep = f"{_part(name)}.{_part('deep')}"
     nc = await nats.connect(registry.servers)
     try:
-        kv = await nc.jetstream().key_value(registry.bucket)
-        with caplog.at_level(logging.WARNING):
-            await kv.put(bad1, b"{not json")
-            await kv.put(bad2, b'{"name": "x"}')
-            await kv.put("garbage", b"[]")
-            # The probe's value: 200 KB of "[" made the JSON parser recurse to death.
-            await kv.put(deep, b"[" * 200_000)
-            await registry.register(service(name, "good2"), 30)
-            # The watch skipped the three and goes on; so do lookups and listings.
-            assert summary(await next_event(events, WAIT)) == (C, name, ("good2",))
-            assert nodes_by_version(await registry.get_service(name)) == {"1.0": {"good", "good2"}}
-            assert {s.name for s in await registry.list_services()} == {name}
+
+        async def put(key: str, value: bytes) -> None:  # once the check has registered
+            kv = await nc.jetstream().key_value(registry.bucket)
+            await kv.put(key, value)
+
+        await check_garbage_entries_are_skipped(
+            registry,
+            name,
+            caplog,
+            where="NATS registry",
+            key=lambda node: f"{_part(name)}.{_part(node)}",
+            put=put,
+            more={"garbage": (b"[]", "not a JSON object")},
+        )
     finally:
         await nc.close()
-    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert f"NATS registry: skipping malformed entry {bad1!r}: not JSON" in caplog.text
-    assert (
-        f"NATS registry: skipping malformed entry {bad2!r}: 'node' is missing or not an object"
-        in warned
-    )
-    assert "NATS registry: skipping malformed entry 'garbage': not a JSON object" in warned
-    assert (
-        f"NATS registry: skipping malformed entry {deep!r}: not JSON: brackets unbalanced or"
-        " nested more than 16 deep" in warned
-    )
 
 
 async def test_wrong_address_fails_fast_naming_it() -> None:

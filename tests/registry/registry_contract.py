@@ -16,9 +16,10 @@ the TTL tests let real time pass, since time passing is what they are about.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 
 import pytest
@@ -344,3 +345,43 @@ async def check_close_ends_watches_and_later_calls_say_so(registry: Registry, na
     with pytest.raises(RegistryError, match="closed"):
         await registry.register(service(name, "n1"), 30)
     await registry.close()  # again: nothing happens
+
+
+async def check_garbage_entries_are_skipped(
+    registry: Registry,
+    name: str,
+    caplog: pytest.LogCaptureFixture,
+    *,
+    where: str,
+    key: Callable[[str], str],
+    put: Callable[[str, bytes], Awaitable[None]],
+    more: Mapping[str, tuple[bytes, str]] = {},
+) -> None:
+    """For stores other programs write to (etcd, NATS KV): a value that is not an
+    entry is skipped with a warning naming ``where``, its key and what is wrong, and
+    the watch, lookups and listings go on past it. ``key(node)`` is where a node of
+    ``name`` is kept, ``put`` writes a raw value, ``more`` is the store's own garbage
+    (key: value and the reason warned)."""
+    garbage = {
+        key("bad1"): (b"{not json", "not JSON"),
+        key("bad2"): (b'{"name": "x"}', "'node' is missing or not an object"),
+        # The probe's value: 200 KB of "[" made the JSON parser recurse to death.
+        key("deep"): (
+            b"[" * 200_000,
+            "not JSON: brackets unbalanced or nested more than 16 deep",
+        ),
+        **more,
+    }
+    await registry.register(service(name, "good"), 30)
+    events = await watching(registry)
+    with caplog.at_level(logging.WARNING):
+        for garbage_key, (value, _) in garbage.items():
+            await put(garbage_key, value)
+        await registry.register(service(name, "good2"), 30)
+        assert summary(await next_event(events, WAIT)) == (C, name, ("good2",))
+        assert nodes_by_version(await registry.get_service(name)) == {"1.0": {"good", "good2"}}
+        assert {s.name for s in await registry.list_services()} == {name}
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    for garbage_key, (_, reason) in garbage.items():
+        expected = f"{where}: skipping malformed entry {garbage_key!r}: {reason}"
+        assert any(w.startswith(expected) for w in warned), (expected, warned)
