@@ -72,6 +72,7 @@ async def test_register_discover_and_watch(
     writer = open_registry(tls_etcd.url, ca_file=certs.ca)  # https://: TLS
     reader = open_registry(tls_etcd.endpoint, ca_file=str(certs.ca))  # a CA file: TLS too
     events = reader.watch(name)
+    await reader.list_services()  # the watch has read the store: it sees what follows
     await writer.register(service(name, "n1"), 30)
     assert summary(await next_event(events, 5)) == (C, name, ("n1",))
     assert nodes_by_version(await reader.get_service(name)) == {"1.0": {"n1"}}
