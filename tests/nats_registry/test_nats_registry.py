@@ -5,6 +5,7 @@ empty, watches released."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
 import time
