@@ -22,6 +22,9 @@ def etcd_server(tmp_path: Path) -> Iterator[EtcdServer]:
     server.stop()
 
 
+REQUEST_TIMEOUT = 10.0
+
+
 @pytest.fixture
 def name() -> str:
     return f"svc-{uuid.uuid4().hex[:12]}"
@@ -30,10 +33,13 @@ def name() -> str:
 @pytest.fixture
 async def etcd_registry(etcd_server: EtcdServer) -> AsyncIterator[Callable[..., EtcdRegistry]]:
     """Opens registries on the test's etcd (each as a separate process would) and
-    closes them after the test."""
+    closes them after the test. Requests may take up to ``REQUEST_TIMEOUT``: a
+    fresh etcd on a loaded machine has been seen to take more than the default
+    2 s, and these tests are not about that bound."""
     opened: list[EtcdRegistry] = []
 
     def open_registry(**options: object) -> EtcdRegistry:
+        options.setdefault("timeout", REQUEST_TIMEOUT)
         registry = EtcdRegistry([etcd_server.endpoint], **options)  # type: ignore[arg-type]
         opened.append(registry)
         return registry

@@ -22,6 +22,9 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     server.stop()
 
 
+REQUEST_TIMEOUT = 10.0
+
+
 @pytest.fixture
 def name() -> str:
     return f"svc-{uuid.uuid4().hex[:12]}"
@@ -31,9 +34,13 @@ def name() -> str:
 async def nats_registry(
     nats_server: NatsServer,
 ) -> AsyncIterator[Callable[..., NatsRegistry]]:
+    """Opens registries on the test's nats-server and closes them after the test.
+    Requests may take up to ``REQUEST_TIMEOUT`` (the default is 2 s): these tests
+    are not about that bound, and a loaded machine can stretch a request."""
     opened: list[NatsRegistry] = []
 
     def open_registry(**options: object) -> NatsRegistry:
+        options.setdefault("request_timeout", REQUEST_TIMEOUT)
         registry = NatsRegistry([nats_server.url], **options)  # type: ignore[arg-type]
         opened.append(registry)
         return registry

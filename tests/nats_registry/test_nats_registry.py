@@ -107,7 +107,8 @@ async def test_passwords_never_print(
 async def test_server_restarted_empty(
     nats_registry: Open, nats_server: NatsServer, name: str
 ) -> None:
-    registry = nats_registry()
+    # A register while the server is down waits for the reconnect until this runs out.
+    registry = nats_registry(request_timeout=2.0)
     await registry.register(service(name, "n1"), 30)
     events = registry.watch(name)
     await registry.register(service(name, "n2"), 30)
