@@ -35,6 +35,10 @@ def free_udp_port() -> int:
         return port
 
 
+class PortTaken(Exception):
+    """Another process bound dnsmasq's port first."""
+
+
 class Dnsmasq:
     """One dnsmasq process answering for ``svc.test`` (NXDOMAIN for unknown names)."""
 
@@ -43,10 +47,16 @@ class Dnsmasq:
     ) -> None:
         self.hosts_file = workdir / "hosts"
         self.write_hosts(hosts)
-        self.port = free_udp_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.process = self._spawn(srv)
-        self._await_read()  # the hosts file is read after the socket is bound
+        for _ in range(5):  # bounded: a port found free may be taken before dnsmasq binds it
+            self.port = free_udp_port()
+            self.address = f"127.0.0.1:{self.port}"
+            self.process = self._spawn(srv)
+            try:
+                self._await_read()  # the hosts file is read after the socket is bound
+                return
+            except PortTaken:
+                self.stop()
+        raise RuntimeError("dnsmasq found its port taken five times")
 
     def _spawn(self, srv: Sequence[str]) -> subprocess.Popen[str]:
         assert DNSMASQ is not None
@@ -94,12 +104,16 @@ class Dnsmasq:
 
     def _await_read(self) -> None:
         assert self.process.stderr is not None
+        said: list[str] = []
         for line in self.process.stderr:  # ends when dnsmasq exits
             if f"read {self.hosts_file}" in line:
                 return
+            said.append(line.strip())
             if "FAILED" in line or "illegal" in line:
                 break
-        raise RuntimeError(f"dnsmasq did not read {self.hosts_file}: exit {self.process.poll()}")
+        if any("Address already in use" in line for line in said):
+            raise PortTaken(self.address)
+        raise RuntimeError(f"dnsmasq did not read {self.hosts_file}: {said}")
 
     def stop(self) -> None:
         if self.process.poll() is None:
