@@ -44,7 +44,10 @@ class CachingRegistry:
         """Ask the backend, whatever is cached: for a name the cache holds no node of,
         which the watch may have missed (an mDNS goodbye forged, an answer lost)."""
         self._ensure_watch()
+        known = self._services.get(name)
         services = await self.backend.get_service(name)
+        if self._services.get(name) is not known:  # the watch told newer news meanwhile
+            return self._services[name]
         self._store(name, services)
         return services
 

@@ -245,3 +245,47 @@ async def test_a_backend_bug_does_not_end_the_watch(
     (record,) = [r for r in caplog.records if "a bug in the backend" in r.getMessage()]
     assert record.exc_info is not None  # logged with its traceback
     await cache.close()
+
+
+class Slow(Flaky):
+    """Answers lookups with what the backend held when asked (put on ``asked``), once
+    ``answer`` is set: an answer the watch may overtake."""
+
+    def __init__(self, inner: MemoryRegistry) -> None:
+        super().__init__(inner)
+        self.answer = asyncio.Event()
+        self.asked: asyncio.Queue[list[Service]] = asyncio.Queue()
+
+    async def get_service(self, name: str) -> list[Service]:
+        found = await self.inner.get_service(name)
+        self.asked.put_nowait(found)
+        await self.answer.wait()
+        return found
+
+
+async def test_refresh_asks_the_backend_and_keeps_the_newer_news(
+    inner: MemoryRegistry, name: str
+) -> None:
+    slow = Slow(inner)
+    cache = CachingRegistry(slow)
+    try:
+        slow.answer.set()
+        assert await cache.get_service(name) == []
+        await inner.register(service(name, "missed"), 30)  # as if the watch missed it
+        await wait(slow.handled)
+        assert nodes_by_version(await cache.refresh(name)) == {"1.0": {"missed"}}
+        await inner.deregister(service(name, "missed"))
+        await wait(slow.handled)
+        assert cache.cached(name) == []
+        slow.answer.clear()
+        while not slow.asked.empty():  # the earlier lookups' answers
+            slow.asked.get_nowait()
+        asking = asyncio.ensure_future(cache.refresh(name))
+        assert await wait(slow.asked) == []  # what the backend holds, held back
+        await inner.register(service(name, "n2"), 30)  # after the backend answered []
+        await wait(slow.handled)  # the watch applied the newer news
+        slow.answer.set()
+        assert nodes_by_version(await asking) == {"1.0": {"n2"}}
+        assert nodes_by_version(cache.cached(name) or []) == {"1.0": {"n2"}}
+    finally:
+        await cache.close()
