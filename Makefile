@@ -6,14 +6,33 @@ STAMP := $(VENV)/.installed-stamp
 EXTRAS := dev,etcd,nats,redis,rabbitmq,otel,prometheus
 WKT = $$($(BIN)/python -c 'import grpc_tools, os; print(os.path.dirname(grpc_tools.__file__))')/_proto
 
-.PHONY: venv backends gen golden lint test demo bench clean
+# The oldest and newest Python that requires-python admits: test-pythons runs the
+# runtime, codegen, CLI and registry tests on each, from its own .venv-X.Y.
+PYTHONS := 3.10 3.13
+VERSION_TESTS := tests/runtime tests/codegen tests/cli tests/registry tests/etcd_registry \
+    tests/nats_registry tests/dns
+
+.PHONY: venv backends gen golden lint test test-pythons demo bench clean
 
 venv: $(STAMP)
 
+# $(call setup,VENV,PYTHON): the project with every extra in VENV, made by PYTHON if
+# missing. A failed set-up removes VENV, so only a complete one gets its stamp.
+setup = $(2) -c '' || { echo "$(2) does not run: Python $(2) is needed"; exit 1; }; \
+    { test -x $(1)/bin/python || $(2) -m venv $(1); } && \
+    $(1)/bin/python -m pip install -q --upgrade pip && \
+    $(1)/bin/python -m pip install -q -e '.[$(EXTRAS)]' || { rm -rf $(1); exit 1; }
+
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	$(call setup,$(VENV),$(PY))
+	touch $@
+
+# Python X.Y: pyenv's if it has one (its pythonX.Y shim runs only the selected
+# versions), else pythonX.Y on PATH.
+python = $(lastword python$(1) $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1)))
+
+.venv-%/.installed-stamp: pyproject.toml
+	$(call setup,.venv-$*,$(call python,$*))
 	touch $@
 
 # micro/options_pb2 and micro/delivery_* are committed (the runtime imports them);
@@ -54,6 +73,9 @@ backends:
 test: lint backends
 	$(BIN)/pytest -q
 
+test-pythons: backends $(PYTHONS:%=.venv-%/.installed-stamp)
+	set -e; for v in $(PYTHONS); do echo "Python $$v:"; .venv-$$v/bin/pytest -q $(VERSION_TESTS); done
+
 demo: gen
 	$(BIN)/python examples/demo.py
 
@@ -61,4 +83,4 @@ bench: gen
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) examples/gen tests/gen .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(PYTHONS:%=.venv-%) examples/gen tests/gen .mypy_cache .ruff_cache .pytest_cache

@@ -85,10 +85,14 @@ class EtcdServer:
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 15
-        while not self.healthy():
-            assert self.proc.poll() is None, "etcd exited at start"
-            assert time.monotonic() < deadline, "etcd did not become healthy"
-            time.sleep(0.02)  # polling a port that has no event to await
+        try:
+            while not self.healthy():
+                assert self.proc.poll() is None, "etcd exited at start"
+                assert time.monotonic() < deadline, "etcd did not become healthy"
+                time.sleep(0.02)  # polling a port that has no event to await
+        except BaseException:
+            self.stop()  # a failed start leaves nothing running
+            raise
 
     def healthy(self) -> bool:
         context = None

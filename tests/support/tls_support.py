@@ -38,8 +38,10 @@ def make_certs(where: Path) -> Certs:
         )
         return cert, key
 
-    ca, ca_key = issue("ca")
-    other_ca, _ = issue("other-ca")
+    # keyUsage: Python 3.13's default context (VERIFY_X509_STRICT) refuses a CA without it.
+    authority = ["-addext", "keyUsage=critical,keyCertSign,cRLSign"]
+    ca, ca_key = issue("ca", *authority)
+    other_ca, _ = issue("other-ca", *authority)
     signed = ["-CA", str(ca), "-CAkey", str(ca_key), "-addext", "basicConstraints=CA:FALSE"]
     # clientAuth too: under --client-cert-auth etcd's HTTP gateway dials etcd with it.
     server = issue(
