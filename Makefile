@@ -18,7 +18,7 @@ venv: $(STAMP)
 
 # $(call setup,VENV,PYTHON): the project with every extra in VENV, made by PYTHON if
 # missing. A failed set-up removes VENV, so only a complete one gets its stamp.
-setup = $(2) -c '' || { echo "$(2) does not run: Python $(2) is needed"; exit 1; }; \
+setup = $(2) -c '' || { echo "cannot run $(2): install that Python first"; exit 1; }; \
     { test -x $(1)/bin/python || $(2) -m venv $(1); } && \
     $(1)/bin/python -m pip install -q --upgrade pip && \
     $(1)/bin/python -m pip install -q -e '.[$(EXTRAS)]' || { rm -rf $(1); exit 1; }
