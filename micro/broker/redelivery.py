@@ -25,6 +25,7 @@ from micro.broker.base import (
     Undeliverable,
     dead_letter_topic,
 )
+from micro.logs import Throttle
 
 log = logging.getLogger("micro.broker")
 
@@ -38,6 +39,8 @@ class Redelivery:
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.max_backoff = max_backoff
+        # A sender can make every message fail (garbage, say): bounded lines about them.
+        self._failures = Throttle(log, "failed deliveries")
 
     async def run(
         self,
@@ -64,7 +67,8 @@ class Redelivery:
                     break
                 except Exception as e:
                     reason = f"{type(e).__name__}: {e}"
-                    log.warning(
+                    self._failures.log(
+                        logging.WARNING,
                         "handler of %s failed on message %s (attempt %d of %d): %s",
                         envelope.topic,
                         envelope.id,
@@ -79,9 +83,21 @@ class Redelivery:
                 attempt += 1
                 envelope = replace(envelope, attempt=attempt)
         if envelope.topic.endswith(DEAD_LETTER_SUFFIX):  # no dead letters of dead letters
-            log.error("dropping dead letter %s of %s: %s", envelope.id, envelope.topic, reason)
+            self._failures.log(
+                logging.ERROR,
+                "dropping dead letter %s of %s: %s",
+                envelope.id,
+                envelope.topic,
+                reason,
+            )
             return
-        log.warning("dead-lettering message %s of %s: %s", envelope.id, envelope.topic, reason)
+        self._failures.log(
+            logging.WARNING,
+            "dead-lettering message %s of %s: %s",
+            envelope.id,
+            envelope.topic,
+            reason,
+        )
         await dead_letter(
             replace(
                 envelope,

@@ -69,6 +69,7 @@ from zeroconf._dns import DNSQuestion, DNSText
 from zeroconf._protocol.incoming import DNSIncoming
 from zeroconf._protocol.outgoing import DNSOutgoing
 
+from micro.logs import Throttle
 from micro.registry.base import Event, EventType, RegistryError, Service
 from micro.registry.entry import MAX_SIZE, Malformed, document, from_document, parse
 from micro.registry.entry import text as string_field
@@ -175,7 +176,8 @@ class MdnsRegistry:
         self._settled_future: asyncio.Future[None] | None = None
         self._began = 0.0
         self._last_new = 0.0
-        self._warned: set[tuple[str, bytes]] = set()
+        self._warned: dict[str, bytes] = {}  # malformed entries: name → text last seen
+        self._malformed = Throttle(log, "malformed mDNS entries")
         self._query_id = random.randint(1, 0xFFFF)
 
     def __repr__(self) -> str:
@@ -633,12 +635,19 @@ class MdnsRegistry:
             self._watchers.remove(watcher)
 
     def _warn(self, name: str, text: bytes, reason: str) -> None:
-        if (name, text) in self._warned:
+        """Once per entry (a changed text of it at DEBUG; each is re-announced for as
+        long as its sender likes), and throttled across entries."""
+        seen = self._warned.get(name)
+        if seen == text:
             return
         if len(self._warned) > 1000:
             self._warned.clear()
-        self._warned.add((name, text))
-        log.warning("mDNS: skipping malformed entry %s: %s", name, reason)
+        self._warned[name] = text
+        message = "mDNS: skipping malformed entry %s: %s"
+        if seen is None:
+            self._malformed.log(logging.WARNING, message, name, reason)
+        else:
+            log.debug(message, name, reason)
 
 
 class _Watch:

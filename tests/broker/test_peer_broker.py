@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -19,6 +20,7 @@ from micro.broker.peer import GrpcBroker, entry_name
 from micro.delivery_micro import DeliveryClient
 from micro.delivery_pb2 import Delivered
 from micro.delivery_pb2 import Envelope as WireEnvelope
+from micro.logs import BURST
 from micro.registry import MemoryRegistry
 
 CONFIG = micro.Config(registry="memory", broker="grpc", register_ttl=30, register_interval=10)
@@ -271,3 +273,31 @@ async def test_a_node_without_the_subscription_refuses_it(
     assert await delivery.deliver(wire, options=micro.CallOptions(address=node.address)) == (
         Delivered()
     )
+
+
+async def test_a_flood_of_garbage_leaves_a_bounded_log(
+    service: Callable[[str], micro.Service], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Envelopes that cannot be decoded, sent straight to a subscriber's delivery
+    endpoint, are each dead-lettered; the log says so for a burst, then at DEBUG."""
+    node, pub = service("node"), service("pub")
+    counting(node, "numbers")
+    dead: asyncio.Queue[str] = asyncio.Queue()
+
+    @node.subscribe(dead_letter_topic("numbers"))
+    async def bury(envelope: Envelope, ctx: micro.EventContext) -> None:
+        await dead.put(envelope.id)
+
+    await node.start()
+    await pub.start()
+    caplog.set_level(logging.WARNING, "micro.broker")
+    delivery = DeliveryClient(entry_name("numbers"), pub.client)
+    sent = 20 * BURST
+    for i in range(sent):
+        garbage = WireEnvelope(id=f"g{i}", topic="numbers", body=b"\xff\xff\xff")
+        await delivery.deliver(garbage, options=micro.CallOptions(address=node.address))
+    assert len({await asyncio.wait_for(dead.get(), 5) for _ in range(sent)}) == sent
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == BURST + 1, said
+    assert said[0].startswith("dead-lettering message g0 of numbers: ")
+    assert re.fullmatch(r"further failed deliveries are logged at DEBUG for \d+ s", said[-1])

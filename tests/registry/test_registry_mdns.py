@@ -28,6 +28,7 @@ from registry_contract import WAIT, Backend, check_close_ends_watches_and_later_
 from registry_support import next_event, service, summary
 from zeroconf import ServiceInfo, Zeroconf
 
+from micro.logs import BURST
 from micro.registry import Endpoint, EventType, MdnsRegistry, RegistryError
 
 pytestmark = pytest.mark.backend
@@ -206,6 +207,50 @@ async def test_malformed_entries_are_skipped_with_a_warning(
         # Once by each registry (both saw it), however often it was announced.
         assert len(about) == 2, (kind, warnings)
     assert any(f"garbage-deep-{tag}" in w and "nested more than 16 deep" in w for w in warnings)
+
+
+async def test_a_flood_of_malformed_entries_leaves_a_bounded_log(
+    mdns: Open, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each malformed entry is warned about once (a changed text of it at DEBUG), and
+    past a burst of them the rest go to DEBUG: many bad entries, a few lines."""
+    caplog.set_level(logging.DEBUG, "micro.registry")
+    reader, writer = mdns(), mdns()
+    watch = reader.watch(name)
+    await reader.list_services()
+    tag = uuid.uuid4().hex[:8]
+    count = 2 * BURST
+
+    def garbage(i: int, version: bytes) -> ServiceInfo:
+        return ServiceInfo(
+            "_micro._tcp.local.",
+            f"garbage-{i}-{tag}._micro._tcp.local.",
+            port=9,
+            properties=txt(b"micro=1", b"enc=json", b"d0={not json " + version),
+            server=f"garbage-{tag}.local.",
+            parsed_addresses=["127.0.0.1"],
+        )
+
+    raw = await asyncio.to_thread(Zeroconf, interfaces=["127.0.0.1"])
+    try:
+        announcing = [
+            asyncio.to_thread(raw.register_service, garbage(i, b"1"), cooperating_responders=True)
+            for i in range(count)
+        ]
+        await asyncio.gather(*announcing)
+        await asyncio.to_thread(raw.update_service, garbage(0, b"2"))  # the first, changed
+        valid = service(name, "good-1")
+        await writer.register(valid, 30)  # announced after every piece of garbage
+        assert summary(await next_event(watch, 1.0)) == (C, name, ("good-1",))
+    finally:
+        await asyncio.to_thread(raw.close)
+    about = [r for r in caplog.records if f"-{tag}._micro" in r.getMessage()]
+    loud = [r.getMessage() for r in about if r.levelno == logging.WARNING]
+    quiet = [r.getMessage() for r in about if r.levelno == logging.DEBUG]
+    assert len(loud) == 2 * BURST, loud  # a burst by each registry (both heard them all)
+    assert any(m.startswith(f"mDNS: skipping malformed entry garbage-0-{tag}") for m in quiet)
+    further = [r for r in caplog.records if r.getMessage().startswith("further malformed mDNS")]
+    assert len(further) == 2, further
 
 
 async def test_a_stale_copy_does_not_bring_back_a_withdrawn_node(mdns: Open, name: str) -> None:
