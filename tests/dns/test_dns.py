@@ -1,4 +1,6 @@
-"""DnsRegistry against a real DNS server (dnsmasq), and a real call found through it."""
+"""DnsRegistry against a real DNS server (dnsmasq), and a real call found through it.
+Of the registry contract (registry_contract) a read-only registry shares the
+lookups; what it watches is DNS's own, below."""
 
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ from collections.abc import AsyncIterator
 import echo_micro
 import echo_pb2
 import pytest
-from dns_support import DOMAIN, Start, free_udp_port  # conftest put echo on the path
+from dns_support import DOMAIN, Start, free_udp_port
 from echo_node import Echo
+from registry_contract import check_lookups_answer_for_the_name_asked
 
 import micro
 from micro.registry import MemoryRegistry
@@ -62,8 +65,9 @@ async def test_without_srv_a_and_aaaa_records_get_the_default_port(dns_server: S
 
 
 async def test_unknown_name_is_no_service(dns_server: Start) -> None:
-    server = dns_server(hosts={"echo": ["127.0.0.3"]})
-    assert await registry_for(server.address).get_service("nope") == []
+    server = dns_server(hosts={"echo": ["127.0.0.3"], "echo-other": ["127.0.0.4", "::1"]})
+    published = {"echo": {"127.0.0.3:50051"}, "echo-other": {"127.0.0.4:50051", "[::1]:50051"}}
+    await check_lookups_answer_for_the_name_asked(registry_for(server.address), published)
 
 
 async def test_srv_target_without_address_gives_no_node(dns_server: Start) -> None:
