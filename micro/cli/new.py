@@ -86,16 +86,21 @@ def _what_is_wrong(name: str) -> str:
 def micro_grpc_requirement() -> str:
     """What ``pip install`` needs to get this very micro-grpc, as the scaffold's
     Makefile passes it: micro-grpc is not on every index, so a project installs it
-    from where it came from here (PEP 610 ``direct_url.json``): a checkout (editable
-    stays editable), a wheel or directory, a URL, or else the index."""
+    from where it came from here."""
     try:
         dist = importlib.metadata.distribution("micro-grpc")
     except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
         return f"-e {shlex.quote(str(Path(__file__).resolve().parents[2]))}"
-    direct = dist.read_text("direct_url.json")
-    if not direct:
-        return f"micro-grpc=={dist.version}"
-    origin = json.loads(direct)
+    return requirement(dist.read_text("direct_url.json"), dist.version)
+
+
+def requirement(direct_url: str | None, version: str) -> str:
+    """pip arguments for an installation described by PEP 610's ``direct_url.json``:
+    a checkout (editable stays editable), a wheel or directory, a URL, or else (no
+    such file: installed from an index) that version from the index."""
+    if not direct_url:
+        return f"micro-grpc=={version}"
+    origin = json.loads(direct_url)
     url = urlparse(origin["url"])
     if url.scheme != "file":
         return shlex.quote(f"micro-grpc @ {origin['url']}")

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from cli_support import micro
 
+from micro.cli.new import requirement
+
 EXPECTED = {
     "default": ["Makefile", "README.md", "Dockerfile", ".dockerignore", "k8s.yaml",
                 "pyproject.toml", ".gitignore", "proto/shop_api/v1/shop_api.proto",
@@ -80,6 +82,26 @@ def test_fresh_scaffold_makes_its_own_venv(tmp_path: Path) -> None:
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert Path(origin.stdout.strip()).parent == Path(__file__).resolve().parents[2] / "micro"
+
+
+@pytest.mark.parametrize(
+    ("direct_url", "expected"),
+    [
+        (None, "micro-grpc==1.2.3"),  # from an index
+        ('{"url": "file:///src/micro%20grpc", "dir_info": {"editable": true}}',
+         "-e '/src/micro grpc'"),
+        ('{"url": "file:///src/micro-grpc", "dir_info": {}}', "/src/micro-grpc"),
+        ('{"url": "file:///w/micro_grpc-1.2.3-py3-none-any.whl", "archive_info": {}}',
+         "/w/micro_grpc-1.2.3-py3-none-any.whl"),
+        ('{"url": "https://example.org/micro_grpc-1.2.3.tar.gz", "archive_info": {}}',
+         "'micro-grpc @ https://example.org/micro_grpc-1.2.3.tar.gz'"),
+    ],
+)  # fmt: skip
+def test_requirement_follows_where_micro_grpc_came_from(
+    direct_url: str | None, expected: str
+) -> None:
+    """PEP 610's direct_url.json as pip writes it, to the Makefile's MICRO_GRPC."""
+    assert requirement(direct_url, "1.2.3") == expected
 
 
 def kind(document: str) -> str:
