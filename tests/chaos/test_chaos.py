@@ -260,24 +260,26 @@ async def test_sigstop_then_sigcont(processes: Processes, name: str, direct: mic
     hung = instances[0]
     held = await hold_puts(direct, hung)
     registry = MdnsRegistry(interfaces=["127.0.0.1"])
-    await asyncio.wait_for(all_listed(registry, name, {i.id for i in instances}), 10)
     tried: list[str] = []
     strategy = hung_first(hung.address, tried)
     escaping = micro.Client(registry, attempt_timeout=ATTEMPT, strategy=strategy)
-    echo = echo_micro.EchoClient(name, escaping)
-    await echo.get(echo_pb2.EchoRequest(), timeout=TIMEOUT)  # the node, found and answering
-    assert tried == [hung.address]
-    hung.process.send_signal(signal.SIGSTOP)
-    stopped = time.monotonic()
-    # A Get whose first attempt meets the hang: it must leave through the attempt
-    # timeout and be answered elsewhere, long before its deadline.
-    reply = await echo.get(echo_pb2.EchoRequest(), timeout=TIMEOUT)
-    escaped = time.monotonic() - stopped
-    assert tried[1:] == [hung.address, reply_address(instances, reply.node)]
-    assert reply.node != hung.id
-    assert ATTEMPT <= escaped < TIMEOUT
-    await escaping.close()
-    await registry.close()
+    try:
+        await asyncio.wait_for(all_listed(registry, name, {i.id for i in instances}), 10)
+        echo = echo_micro.EchoClient(name, escaping)
+        await echo.get(echo_pb2.EchoRequest(), timeout=TIMEOUT)  # found and answering
+        assert tried == [hung.address]
+        hung.process.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        # A Get whose first attempt meets the hang: it must leave through the attempt
+        # timeout and be answered elsewhere, long before its deadline.
+        reply = await echo.get(echo_pb2.EchoRequest(), timeout=TIMEOUT)
+        escaped = time.monotonic() - stopped
+        assert tried[1:] == [hung.address, reply_address(instances, reply.node)]
+        assert reply.node != hung.id
+        assert ATTEMPT <= escaped < TIMEOUT
+    finally:
+        await escaping.close()
+        await registry.close()
     await loader.until(lambda r: r["t"] >= stopped + ATTEMPT + 1)  # past its calls' expiry
     hung.process.send_signal(signal.SIGCONT)
     resumed = time.monotonic()
