@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -26,7 +27,11 @@ def test_run_prints_a_line_at_start_and_at_stop(tmp_path: Path) -> None:
     ) as process:
         try:
             assert process.stderr is not None
-            started = process.stderr.readline()  # written once it serves: then stop it
+            # The line comes once it serves (a memory registry: no waiting on anything);
+            # 60 s bounds a start on a loaded machine, so a missing line fails, not hangs.
+            readable, _, _ = select.select([process.stderr], [], [], 60)
+            assert readable, "Service.run() printed nothing at start"
+            started = process.stderr.readline()
             process.send_signal(signal.SIGTERM)
             rest = process.stderr.read()
             assert process.wait(timeout=60) == 0
