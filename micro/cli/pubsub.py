@@ -13,6 +13,8 @@ import argparse
 import asyncio
 import base64
 import importlib
+import logging
+import os
 import signal
 from typing import Any
 
@@ -157,6 +159,10 @@ async def _publish(args: argparse.Namespace) -> int:
     headers = dict(common.pairs(args.header, "-H"))
     kind = await Types(config, args.proto_module, args.source).find(args.type)
     event = reflect.fill(kind, data, "the message argument")
+    if not os.environ.get("MICRO_LOG_LEVEL"):
+        # What the broker says of the delivery (no subscriber found, one unreachable)
+        # is the command's outcome: shown on stderr like its notes.
+        logging.getLogger("micro.broker").setLevel(logging.WARNING)
     async with common.opened(config) as registry:
         broker = broker_from_config(config, registry)
         await broker.connect()

@@ -61,6 +61,17 @@ def test_subscribe_with_a_type_from_a_proto_module(multicast: None) -> None:
     assert out == f'{topic} greeter.v1.HelloRequest {sent} a=b, k=v\n{{\n  "name": "Bo"\n}}\n'
 
 
+def test_publish_says_when_no_subscriber_was_found(multicast: None) -> None:
+    topic = unique("nobody")
+    done = micro("publish", topic, '"x"', "--type", "google.protobuf.StringValue", "--json")
+    assert done.returncode == 0, done.stderr
+    sent = json.loads(done.stdout)["id"]
+    assert done.stderr.splitlines() == [
+        f"no subscriber of {topic} found: message {sent} not delivered "
+        "(nor later ones until one subscribes)"
+    ]
+
+
 def test_publish_unknown_type_is_one_line(multicast: None) -> None:
     done = micro("publish", "t", "{}", "--type", "nope.Missing")
     assert done.returncode == 1
