@@ -593,35 +593,43 @@ def _unreachable(service: str, peer: Peer) -> errors.Unavailable:
     return errors.Unavailable(f"cannot connect to service {service!r} at {peer.address}")
 
 
-def _failure(e: grpc.RpcError, draining: bool) -> tuple[grpc.StatusCode, bool]:
+def _failure(
+    e: grpc.RpcError, peer: Peer, draining: Callable[[Peer], bool]
+) -> tuple[grpc.StatusCode, bool]:
     """A failed attempt as the retry policy sees it: (status, whether it may have run).
 
     A call this client cancels raises CancelledError, not this error; grpc's server
     answers CANCELLED to calls it drops unrun, as its stop begins or when it is
-    overloaded. From a node known to be ``draining`` (it left the registry, or its
-    connection is closing) that is the node going away, UNAVAILABLE; otherwise the
-    node is busy, not gone. (Closing a blocking client under a running call is the
-    other source: that call may then retry, on a retired peer that closes after it.)
-    RESOURCE_EXHAUSTED marked as refused never ran (load shedding).
+    overloaded. From a node known to be ``draining`` (it said it is stopping, it left
+    the registry, or its connection is closing) that is the node going away,
+    UNAVAILABLE; otherwise the node is busy, not gone. (Closing a blocking client under
+    a running call is the other source: that call may then retry, on a retired peer
+    that closes after it.) A status marked as refused never ran (a stopping server,
+    load shedding).
     """
     code: grpc.StatusCode = e.code()
     if code is CANCELLED:
-        return (UNAVAILABLE if draining else code), True
-    if code is RESOURCE_EXHAUSTED:
+        return (UNAVAILABLE if draining(peer) else code), True
+    if code is RESOURCE_EXHAUSTED or code is UNAVAILABLE:
         trailers: Any = e.trailing_metadata() or ()  # pairs, sync or aio
-        return code, not any(k == errors.REFUSED_KEY for k, _ in trailers)
+        refused = next((v for k, v in trailers if k == errors.REFUSED_KEY), None)
+        if refused == errors.STOPPING:
+            peer.stopping = True
+        return code, refused is None
     return code, True
 
 
 def _draining(peer: Peer) -> bool:
     """Whether the node is known to be going away (async channel)."""
     channel = peer.channel
-    return peer.retired or (channel is not None and channel.get_state() is not READY)
+    return (
+        peer.retired or peer.stopping or (channel is not None and channel.get_state() is not READY)
+    )
 
 
 def _draining_sync(peer: Peer) -> bool:
     """Whether the node is known to be going away (blocking channel, when watched)."""
-    return peer.retired or peer.state not in (None, READY)
+    return peer.retired or peer.stopping or peer.state not in (None, READY)
 
 
 def _error(
@@ -798,7 +806,7 @@ class Stub:
                     plan.succeeded()
                     return response
             except grpc.RpcError as e:
-                code, ran = _failure(e, _draining(peer))
+                code, ran = _failure(e, peer, _draining)
                 if method.client_streaming or not plan.retry(code, ran):
                     raise _error(e, peer, code, self._service, _draining(peer)) from None
             finally:
@@ -849,7 +857,7 @@ class Stub:
                     plan.succeeded()
                     return
             except grpc.RpcError as e:
-                code, ran = _failure(e, _draining(peer))
+                code, ran = _failure(e, peer, _draining)
                 if received or method.client_streaming or not plan.retry(code, ran):
                     raise _error(e, peer, code, self._service, _draining(peer)) from None
             except asyncio.TimeoutError:  # no first reply within the attempt timeout
@@ -927,7 +935,7 @@ class SyncStub:
                     plan.succeeded()
                     return response
             except grpc.RpcError as e:
-                code, ran = _failure(e, _draining_sync(peer))
+                code, ran = _failure(e, peer, _draining_sync)
                 with client._lock:
                     if method.client_streaming or not plan.retry(code, ran):
                         raise _error(e, peer, code, self._service, _draining_sync(peer)) from None
@@ -984,7 +992,7 @@ class SyncStub:
             except grpc.RpcError as e:
                 expired = watchdog is not None and watchdog.fired
                 code, ran = (
-                    (DEADLINE_EXCEEDED, True) if expired else _failure(e, _draining_sync(peer))
+                    (DEADLINE_EXCEEDED, True) if expired else _failure(e, peer, _draining_sync)
                 )
                 with client._lock:
                     retry = not (received or method.client_streaming) and plan.retry(code, ran)

@@ -36,9 +36,11 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
 
 DETAILS_KEY = "grpc-status-details-bin"
-# The trailer of a call a server refused before running it (load shedding): the
-# caller may send it to another node, whether or not it may run twice.
+# The trailer of a call a server refused before running it (load shedding, or a
+# stopping server): the caller may send it to another node, whether or not it may
+# run twice. Its value says why; STOPPING also tells the caller the node is going.
 REFUSED_KEY = "micro-refused"
+STOPPING = "stopping"
 
 M = TypeVar("M", bound=Message)
 

@@ -10,9 +10,11 @@ graceful stop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import math
+import sys
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any, ClassVar, Generic, NoReturn, TypeVar
@@ -93,15 +95,30 @@ class Handler:
 
 
 class _Arrivals:
-    """When the last call arrived: a stopping server serves until its callers have
-    moved on to other nodes. With a ``limit``, also how many calls are in progress."""
+    """What the server knows of its handler calls: when the last one arrived (a
+    stopping server serves until its callers have moved on to other nodes), how many
+    are in progress, and how many it takes (``limit``: the cap, 0 once stopping)."""
 
-    __slots__ = ("calls", "last", "limit")
+    __slots__ = ("calls", "idle", "last", "limit")
 
     def __init__(self, limit: int | None = None) -> None:
         self.last = -math.inf
-        self.limit = limit
+        self.limit = sys.maxsize if limit is None else limit
         self.calls = 0
+        self.idle: asyncio.Event | None = None  # set once stopping and no call is left
+
+    def stop(self) -> asyncio.Event:
+        """Take no more calls; the event is set once those in progress have ended."""
+        self.limit = 0
+        self.idle = asyncio.Event()
+        if not self.calls:
+            self.idle.set()
+        return self.idle
+
+    def ended(self) -> None:
+        self.calls -= 1
+        if self.idle is not None and not self.calls:
+            self.idle.set()
 
 
 def mount(server: grpc.aio.Server, *handlers: Handler) -> None:
@@ -232,12 +249,21 @@ class Server:
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, give calls in flight ``grace`` seconds, cancel the rest
-        (a ``def`` handler's thread cannot be stopped: it is abandoned, and logged)."""
+        (a ``def`` handler's thread cannot be stopped: it is abandoned, and logged).
+
+        New calls are refused by micro, not grpc: UNAVAILABLE marked as refused, so
+        callers know the call never ran and that this node is stopping (grpc's own
+        refusal, once its stop has begun, is a bare CANCELLED, as for an overload)."""
         if self._server is None:
             return
+        begun = time.monotonic()
         await self.not_serving()
         server, self._server = self._server, None
-        await server.stop(grace)
+        idle = self._arrivals.stop()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(idle.wait(), grace)
+        left = None if grace is None else max(0.0, grace - (time.monotonic() - begun))
+        await server.stop(left)
         self._workers.abandon()
 
     async def wait(self) -> None:
@@ -252,8 +278,6 @@ def method_handler(
     """The grpc method handler that runs ``handler``'s implementation of ``method``."""
     impl = getattr(handler, method.name)
     behaviour = _ADAPTERS[method.kind](impl, method, arrivals, workers)
-    if arrivals.limit is not None:  # no cost per call without a cap
-        behaviour = _CAPPED[method.server_streaming](behaviour, method, arrivals)
     make = getattr(grpc, f"{method.kind}_rpc_method_handler")
     handler_: grpc.RpcMethodHandler[Any, Any] = make(
         behaviour,
@@ -327,18 +351,23 @@ def _unary_response(
 
     async def behaviour(request: Any, gctx: _GrpcContext) -> Any:
         arrivals.last = time.monotonic()
-        if streamed:
-            request = Requests(request, asyncio.get_running_loop())
-        elif type(request) is _Malformed:
-            await _reject(gctx, method, request)
-        ctx = Context(gctx, method)
-        inbound.set(ctx)  # each call runs in its own task: nothing to reset
+        if arrivals.calls >= arrivals.limit:
+            await _refuse(gctx, method, arrivals)
+        arrivals.calls += 1
         try:
+            if streamed:
+                request = Requests(request, asyncio.get_running_loop())
+            elif type(request) is _Malformed:
+                await _reject(gctx, method, request)
+            ctx = Context(gctx, method)
+            inbound.set(ctx)  # each call runs in its own task: nothing to reset
             return await run(request, ctx)
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
         except Exception as e:
             await _fail(gctx, method, e)
+        finally:
+            arrivals.ended()
 
     return behaviour
 
@@ -351,13 +380,16 @@ def _stream_response(
 
     async def behaviour(request: Any, gctx: _GrpcContext) -> AsyncIterator[Any]:
         arrivals.last = time.monotonic()
-        if streamed:
-            request = Requests(request, asyncio.get_running_loop())
-        elif type(request) is _Malformed:
-            await _reject(gctx, method, request)
-        ctx = Context(gctx, method)
-        inbound.set(ctx)
+        if arrivals.calls >= arrivals.limit:
+            await _refuse(gctx, method, arrivals)
+        arrivals.calls += 1
         try:
+            if streamed:
+                request = Requests(request, asyncio.get_running_loop())
+            elif type(request) is _Malformed:
+                await _reject(gctx, method, request)
+            ctx = Context(gctx, method)
+            inbound.set(ctx)
             if agen:
                 replies = impl(request, ctx)
             else:
@@ -373,6 +405,8 @@ def _stream_response(
             raise
         except Exception as e:
             await _fail(gctx, method, e)
+        finally:
+            arrivals.ended()
 
     return behaviour
 
@@ -380,52 +414,20 @@ def _stream_response(
 _END = object()
 
 
-async def _refuse(gctx: _GrpcContext, method: Method[Any, Any], limit: int) -> NoReturn:
+async def _refuse(gctx: _GrpcContext, method: Method[Any, Any], arrivals: _Arrivals) -> NoReturn:
+    """Answer a call that will not run, marked so the caller may send it elsewhere:
+    UNAVAILABLE from a stopping server, RESOURCE_EXHAUSTED beyond the cap."""
+    if arrivals.idle is not None:
+        await gctx.abort(
+            grpc.StatusCode.UNAVAILABLE,
+            f"{method.path}: refused, the server is stopping",
+            ((errors.REFUSED_KEY, errors.STOPPING),),
+        )
     await gctx.abort(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
-        f"{method.path}: refused, {limit} calls in progress",
+        f"{method.path}: refused, {arrivals.limit} calls in progress",
         ((errors.REFUSED_KEY, "overloaded"),),
     )
-
-
-def _capped_unary(
-    behaviour: _Behaviour, method: Method[Any, Any], arrivals: _Arrivals
-) -> _Behaviour:
-    limit = arrivals.limit
-    assert limit is not None
-
-    async def capped(request: Any, gctx: _GrpcContext) -> Any:
-        if arrivals.calls >= limit:
-            await _refuse(gctx, method, limit)
-        arrivals.calls += 1
-        try:
-            return await behaviour(request, gctx)
-        finally:
-            arrivals.calls -= 1
-
-    return capped
-
-
-def _capped_stream(
-    behaviour: _Behaviour, method: Method[Any, Any], arrivals: _Arrivals
-) -> _Behaviour:
-    limit = arrivals.limit
-    assert limit is not None
-
-    async def capped(request: Any, gctx: _GrpcContext) -> AsyncIterator[Any]:
-        if arrivals.calls >= limit:
-            await _refuse(gctx, method, limit)
-        arrivals.calls += 1
-        try:
-            async for reply in behaviour(request, gctx):
-                yield reply
-        finally:
-            arrivals.calls -= 1
-
-    return capped
-
-
-_CAPPED = {False: _capped_unary, True: _capped_stream}
 
 
 _ADAPTERS = {

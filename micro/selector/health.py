@@ -20,7 +20,7 @@ MAX_EJECTION = 60.0
 class NodeHealth:
     """What the selector knows about one node address."""
 
-    __slots__ = ("address", "ejected_until", "ejections", "failures", "inflight")
+    __slots__ = ("address", "ejected_until", "ejections", "failures", "inflight", "stopping")
 
     epoch: ClassVar[int] = 0  # ejections so far, of any node: routes count again when it moves
 
@@ -30,10 +30,12 @@ class NodeHealth:
         self.failures = 0
         self.ejections = 0
         self.ejected_until = 0.0
+        self.stopping = False  # it said so: its CANCELLED answers mean it is going
 
     def succeeded(self) -> None:
         self.failures = 0
         self.ejections = 0
+        self.stopping = False
 
     def failed(self, now: float) -> None:
         """Count a failure that says the node itself is unwell (cannot connect,

@@ -1,5 +1,5 @@
 """What a node's answer says about the node: one that is not the service, one too
-busy to run a call, one that sheds load beyond its cap."""
+busy to run a call, one that sheds load beyond its cap, one that is stopping."""
 
 from __future__ import annotations
 
@@ -124,6 +124,42 @@ async def test_a_node_at_its_cap_refuses_at_once_and_the_call_runs_elsewhere(
     finally:
         held.release.set()
         for svc in (capped, free):
+            await svc.stop(grace=0)
+
+
+async def test_a_stopping_node_refuses_new_calls_unrun_and_says_it_is_going(
+    registry: MemoryRegistry, client: micro.Client
+) -> None:
+    """Once its stop begins a node refuses new calls itself, UNAVAILABLE marked as
+    refused (grpc's own refusal is a bare CANCELLED, as an overload's): a Put, which
+    must not run twice, is sent to another node, and the node's later CANCELLED
+    answers read as "stopping". The call it holds drains meanwhile."""
+    stopping = micro.Service("echo", registry=registry, config=CONFIG)
+    staying = micro.Service("echo", registry=registry, config=CONFIG)
+    held, other = Holding(stopping.id), Echo(staying.id)
+    stopping.handle(held)
+    staying.handle(other)
+    for svc in (stopping, staying):
+        await svc.start()
+    try:
+        echo = echo_micro.EchoClient("echo", client, options=ROUND_ROBIN)
+        pinned = micro.CallOptions(address=stopping.address, retries=0)
+        holding = asyncio.ensure_future(echo.put(Req(text="hold"), timeout=30, options=pinned))
+        await asyncio.wait_for(held.wait_received(1), 10)
+        stop = asyncio.ensure_future(stopping.server.stop(grace=30))  # drains the held Put
+        with pytest.raises(errors.Unavailable, match="refused, the server is stopping"):
+            await echo.put(Req(), timeout=5, options=pinned)
+        assert client._peers[stopping.address].stopping
+        for _ in range(4):  # the listing still names it: refused there, run on the other
+            assert (await echo.put(Req(), timeout=5)).node == staying.id
+        assert held.received == 1
+        assert not stop.done()
+        held.release.set()
+        assert (await holding).node == stopping.id
+        await asyncio.wait_for(stop, 10)
+    finally:
+        held.release.set()
+        for svc in (stopping, staying):
             await svc.stop(grace=0)
 
 
