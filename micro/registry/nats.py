@@ -202,17 +202,25 @@ class NatsRegistry:
         subject = ">" if name is None else f"{_part(name)}.*"
         found: list[Service] = []
         try:
-            watcher = await kv.watch(subject, ignore_deletes=True)
+            watcher = await kv.watch(subject)
             try:
-                while True:
+                # nats-py marks the end of a watch's initial values with None, but may
+                # put it before values the server has sent and it has not yet read (its
+                # count is of values read); the server's own count is exact: all it has
+                # delivered so far and all it still holds. Deletions count, then drop.
+                assert watcher._sub is not None  # set by watch()
+                info = await watcher._sub.consumer_info()
+                left = info.num_pending + info.delivered.consumer_seq
+                while left:
                     entry = await watcher.updates(timeout=self._request_timeout)  # type: ignore[no-untyped-call]
                     if entry is None:
-                        break
+                        continue
+                    left -= 1
+                    if entry.operation is not None:  # a deletion or purge
+                        continue
                     one = decode_entry(entry.key, entry.value, _WHERE)
                     if one is not None and (name is None or one.name == name):
                         found.append(one)
-                    if entry.delta == 0:
-                        break
             finally:
                 await watcher.stop()  # type: ignore[no-untyped-call]
         except (nats.js.errors.NotFoundError, nats.js.errors.NoStreamResponseError):

@@ -206,7 +206,10 @@ def test_document_runs_as_written(path: Path, tmp_path: Path, etcd: EtcdServer) 
     root = tmp_path / "user"
     root.mkdir()
     bin_dir = str(Path(sys.executable).parent)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MICRO_", "PYTHON"))}
+    # A user's shell, not this run's: no MICRO_ settings, and no make of ours around
+    # it (MAKELEVEL would make the scaffold's make print "Entering directory").
+    outer = ("MICRO_", "PYTHON", "MAKE", "MFLAGS")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(outer)}
     env.update(
         PATH=os.pathsep.join([bin_dir, env.get("PATH", "")]),
         MICRO_REGISTRY="etcd",
