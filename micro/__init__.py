@@ -18,23 +18,41 @@ from micro.method import (
     UnaryStream,
     UnaryUnary,
 )
+from micro.middleware import (
+    ClientAttempt,
+    ClientCall,
+    Ending,
+    Incoming,
+    Middleware,
+    Outcome,
+    Outgoing,
+    ServerCall,
+)
 from micro.server import Handler, Requests, Server, mount
 from micro.service import Service
 
 __all__ = [
     "CallOptions",
     "Client",
+    "ClientAttempt",
+    "ClientCall",
     "Config",
     "ConfigError",
     "Context",
+    "Ending",
     "EventContext",
     "Handler",
     "Idempotency",
+    "Incoming",
     "Metadata",
     "Method",
+    "Middleware",
+    "Outcome",
+    "Outgoing",
     "Publisher",
     "Requests",
     "Server",
+    "ServerCall",
     "Service",
     "ServiceDescriptor",
     "StreamStream",
