@@ -55,7 +55,7 @@ ACK_WAIT = 5.0  # NatsBroker's default
 
 def _support() -> ModuleType:
     """The test suite's nats-server helper (loopback, free port, stopped by PID)."""
-    path = ROOT / "tests" / "nats_registry" / "nats_support.py"
+    path = ROOT / "tests" / "support" / "nats_support.py"
     spec = importlib.util.spec_from_file_location("nats_support", path)
     assert spec is not None
     assert spec.loader is not None

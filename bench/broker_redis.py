@@ -43,7 +43,7 @@ HEADERS = json.dumps({"micro-type": Int64Value.DESCRIPTOR.full_name}, separators
 
 def _fixture() -> ModuleType:
     """The test suite's throwaway redis-server (loopback, free port, no persistence)."""
-    path = ROOT / "tests" / "broker" / "redis_fixture.py"
+    path = ROOT / "tests" / "support" / "redis_fixture.py"
     spec = importlib.util.spec_from_file_location("redis_fixture", path)
     assert spec is not None
     assert spec.loader is not None
