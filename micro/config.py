@@ -100,6 +100,13 @@ def _host(text: str) -> str:
     return text
 
 
+def _flag(text: str) -> bool:
+    word = text.lower()
+    if word not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise ValueError("expected 1 or 0 (true/false, yes/no, on/off)")
+    return word in ("1", "true", "yes", "on")
+
+
 def _level(text: str) -> str:
     level = text.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -133,6 +140,12 @@ class Config:
     register_interval: float = 10.0
     mdns_interfaces: tuple[str, ...] = ("127.0.0.1",)
     log_level: str | None = None
+    # TLS from PEM files (micro.tls): this process's chain and key, and trusted roots;
+    # with a CA, mutual TLS. Read again when they change.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    reflection: bool = True  # serve grpc reflection (lists every service to any caller)
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -205,4 +218,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "register_interval": _seconds,
     "mdns_interfaces": _ipv4_addresses,
     "log_level": _level,
+    "tls_cert": str,
+    "tls_key": str,
+    "tls_ca": str,
+    "reflection": _flag,
 }

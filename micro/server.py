@@ -30,6 +30,7 @@ from grpc_reflection.v1alpha import reflection
 from micro import errors
 from micro.context import Context, inbound
 from micro.method import Method, ServiceDescriptor
+from micro.tls import Tls
 from micro.workers import Workers
 
 log = logging.getLogger("micro.server")
@@ -156,6 +157,8 @@ class Server:
     with RESOURCE_EXHAUSTED (marked, so clients try another node), which keeps the
     calls it takes fast instead of every call slow. Health and reflection are not
     counted. ``threads``: how many ``def`` handler calls run at once (``micro.workers``).
+    ``tls``: serve TLS only, with client certificates required if it has a CA
+    (``micro.tls``). ``reflection=False``: do not list the services to anyone who asks.
 
     server = Server("127.0.0.1:0"); server.add(MyGreeter()); await server.start()
     """
@@ -170,8 +173,12 @@ class Server:
         max_calls: int | None = None,
         threads: int | None = None,
         options: tuple[tuple[str, Any], ...] = (),
+        tls: Tls | None = None,
     ) -> None:
         self.requested_address = address
+        if tls is not None and not tls.serves:
+            raise ValueError("Server tls: a TLS server needs a certificate and key")
+        self.tls = tls
         self.max_message_size = max_message_size
         self.handlers: list[Handler] = []
         self._options = options
@@ -222,7 +229,10 @@ class Server:
             reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
         host = self.requested_address.rpartition(":")[0]
         try:
-            port = server.add_insecure_port(self.requested_address)
+            if self.tls is None:
+                port = server.add_insecure_port(self.requested_address)
+            else:
+                port = server.add_secure_port(self.requested_address, self.tls.server_credentials())
         except RuntimeError as e:
             raise OSError(f"cannot bind gRPC server to {self.requested_address}: {e}") from None
         await server.start()

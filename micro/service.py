@@ -35,6 +35,7 @@ from micro.registry import Endpoint, Node, ReadOnly, Registry, RegistryError
 from micro.registry import Service as Record
 from micro.registry import from_config as registry_from_config
 from micro.server import MAX_MESSAGE_SIZE, Handler, Server
+from micro.tls import TLS_KEY, Tls, TlsError
 
 log = logging.getLogger("micro.service")
 
@@ -57,7 +58,8 @@ class Service:
     ``MICRO_REGISTER_INTERVAL``,
     ``MICRO_SERVER_THREADS`` (``threads``: ``def`` handler calls at once),
     ``MICRO_SERVER_MAX_CALLS``: calls in progress beyond which more are refused at once,
-    for clients to send elsewhere).
+    for clients to send elsewhere), ``MICRO_TLS_CERT``/``_KEY``/``_CA`` (TLS, mutual with
+    a CA; the certificate must name the service), ``MICRO_REFLECTION=0`` (no reflection).
     """
 
     def __init__(
@@ -94,12 +96,23 @@ class Service:
         self.grace = grace
         self.id = f"{name}-{uuid.uuid4().hex}"
         self._owns_registry = registry is None
+        self.tls = Tls.from_config(self.config)
+        if self.tls is not None:
+            if not self.tls.serves:
+                raise TlsError(
+                    f"service {name!r}: MICRO_TLS_CA is set but not MICRO_TLS_CERT and "
+                    "MICRO_TLS_KEY; its callers verify it against that CA, so it needs a "
+                    "certificate naming it"
+                )
+            self.tls.check_name(name)
         self.registry = registry or registry_from_config(self.config)
         self.server = Server(
             self.config.server_address,
             max_message_size=max_message_size,
             max_calls=self.config.server_max_calls,
             threads=self.config.server_threads,
+            reflection=self.config.reflection,
+            tls=self.tls,
         )
         self.broker = broker or broker_from_config(self.config, self.registry)
         self._owns_broker = broker is None and self.config.broker != "memory"
@@ -162,7 +175,7 @@ class Service:
                 for handler in self.handlers
                 for m in handler.__service__.methods
             ),
-            nodes=(Node(self.id, self.address, {**self.metadata, "protocol": "grpc"}),),
+            nodes=(Node(self.id, self.address, self._node_metadata()),),
         )
         try:
             await self._register()
@@ -178,6 +191,14 @@ class Service:
         if self._registered:
             self._heartbeat = asyncio.get_running_loop().create_task(self._reregister())
         log.info("%s %s serving on %s as %s", self.name, self.version, self.address, self.id)
+
+    def _node_metadata(self) -> dict[str, str]:
+        """The node's labels, its protocol, and whether it speaks TLS only (so clients
+        never try it in plaintext), naming what its certificate names."""
+        labels = {**self.metadata, "protocol": "grpc"}
+        if self.tls is not None:
+            labels[TLS_KEY] = self.name
+        return labels
 
     async def _register(self) -> None:
         try:
