@@ -75,6 +75,8 @@ from micro.broker.base import (
     Envelope,
     NotConnected,
     RawHandler,
+    check_positive,
+    needs_timestamp,
     new_id,
 )
 from micro.broker.redelivery import Redelivery, start
@@ -87,7 +89,6 @@ CONTENT_TYPE_HEADER = "Content-Type"
 TIMESTAMP_HEADER = "Micro-Timestamp"
 _OURS = {CONTENT_TYPE_HEADER.lower(), TIMESTAMP_HEADER.lower()}
 
-FRESH = 1.0  # seconds: a message JetStream stores within them is timestamped by the stream
 _PULL_EXPIRES = 5.0  # seconds a pull request waits on the server for messages
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # what NATS allows in a header name
 _SAFE = re.compile(r"[A-Za-z0-9-]")
@@ -126,7 +127,7 @@ def _user_header(key: str) -> bool:
 def _headers(envelope: Envelope, stored: bool) -> dict[str, str]:
     """The NATS headers of ``envelope``; ``stored``: JetStream timestamps it."""
     headers = {ID_HEADER: envelope.id}
-    if not stored or time.time() - envelope.timestamp > FRESH:  # a dead letter keeps its own
+    if not stored or needs_timestamp(envelope):
         headers[TIMESTAMP_HEADER] = repr(envelope.timestamp)
     if envelope.content_type != codec.PROTOBUF:  # the default needs no header
         headers[CONTENT_TYPE_HEADER] = envelope.content_type
@@ -229,12 +230,9 @@ class NatsBroker:
         self.servers = [s.strip() for s in servers if s.strip()]
         if not self.servers:
             raise ValueError("NatsBroker needs at least one server URL")
-        if concurrency < 1:
-            raise ValueError(f"concurrency={concurrency}: must be >= 1")
+        check_positive(concurrency=concurrency, ack_wait=ack_wait)
         if not stream_prefix or safe_name(stream_prefix) != stream_prefix:
             raise ValueError(f"stream_prefix={stream_prefix!r}: use letters, digits and '-'")
-        if not ack_wait > 0:
-            raise ValueError(f"ack_wait={ack_wait}: must be > 0 seconds")
         self.jetstream = jetstream
         self.stream_prefix = stream_prefix
         self.redelivery = Redelivery(max_attempts, backoff, max_backoff)

@@ -83,7 +83,14 @@ except ImportError:  # pragma: no cover - depends on the installed extras
     ) from None
 
 from micro import codec
-from micro.broker.base import BrokerError, Envelope, NotConnected, RawHandler, new_id
+from micro.broker.base import (
+    BrokerError,
+    Envelope,
+    NotConnected,
+    RawHandler,
+    check_positive,
+    new_id,
+)
 from micro.broker.redelivery import Redelivery
 from micro.urls import masked
 
@@ -154,8 +161,7 @@ class RabbitBroker:
         if self._url.scheme not in ("amqp", "amqps") or not self._url.host:
             raise ValueError(f"{masked(url)!r} is not an AMQP URL (amqp://user:pass@host:port/)")
         self.address = masked(url)
-        if prefetch < 1:
-            raise ValueError(f"prefetch={prefetch}: must be >= 1")
+        check_positive(prefetch=prefetch)
         self.exchange = exchange
         self.redelivery = Redelivery(max_attempts, backoff, max_backoff)
         self.prefetch = prefetch

@@ -23,6 +23,7 @@ from micro.broker.base import (
     Envelope,
     RawHandler,
     Undeliverable,
+    check_positive,
     dead_letter_topic,
 )
 from micro.logs import Throttle
@@ -34,8 +35,7 @@ class Redelivery:
     """``max_attempts`` deliveries at most, ``backoff`` doubling (with jitter) between."""
 
     def __init__(self, max_attempts: int = 5, backoff: float = 0.05, max_backoff: float = 2.0):
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts={max_attempts}: must be >= 1")
+        check_positive(max_attempts=max_attempts)
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.max_backoff = max_backoff
