@@ -9,7 +9,9 @@ nothing else, so ``authorization`` and ``cookie`` stay behind (a credential unde
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc.aio
@@ -21,18 +23,34 @@ PROPAGATED_KEYS = frozenset({"traceparent", "tracestate", "baggage"})
 _Pairs = tuple[tuple[str, str | bytes], ...]
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Who called: the token's ``subject`` and ``scopes`` (None and () without a
+    verified token) and its ``claims``; ``names``, the DNS names of the client
+    certificate the TLS handshake verified (() without one)."""
+
+    subject: str | None = None
+    scopes: tuple[str, ...] = ()
+    claims: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    names: tuple[str, ...] = ()
+
+    def with_names(self, names: tuple[str, ...]) -> Identity:
+        return replace(self, names=names)
+
+
 class Context:
     """What a handler knows about the call it serves: method, metadata, deadline, peer.
 
     ``async def say_hello(self, request, ctx): ctx.metadata.get("x-user")``
     """
 
-    __slots__ = ("_grpc", "_metadata", "_propagated", "method")
+    __slots__ = ("_grpc", "_identity", "_metadata", "_propagated", "method")
 
     def __init__(self, grpc_context: grpc.aio.ServicerContext[Any, Any], method: Method[Any, Any]):
         self._grpc = grpc_context
         self._metadata: dict[str, str | bytes] | None = None
         self._propagated: _Pairs | None = None
+        self._identity: Identity | None = None
         self.method = method
 
     @property
@@ -61,8 +79,29 @@ class Context:
     def peer(self) -> str:
         return self._grpc.peer()
 
+    @property
+    def identity(self) -> Identity:
+        """Who called: the verified client certificate's names, and the subject and
+        scopes of the caller's token once auth middleware has verified it."""
+        if self._identity is None:
+            self._identity = Identity(names=_names(self._grpc.auth_context()))
+        return self._identity
+
+    @identity.setter
+    def identity(self, identity: Identity) -> None:
+        self._identity = identity
+
     def set_trailing_metadata(self, metadata: _Pairs) -> None:
         self._grpc.set_trailing_metadata(metadata)
+
+
+def _names(auth_context: Mapping[str, Any]) -> tuple[str, ...]:
+    """A TLS peer's verified certificate names from grpc's auth context: its DNS
+    subject alternative names, else its common name."""
+    names = auth_context.get("x509_subject_alternative_name") or auth_context.get(
+        "x509_common_name", ()
+    )
+    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
 
 
 inbound: ContextVar[Context | None] = ContextVar("micro_inbound", default=None)
