@@ -25,6 +25,8 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from micro.config import Config
+
 log = logging.getLogger("micro.tls")
 
 TLS_KEY = "tls"
@@ -75,7 +77,7 @@ class Tls:
         self._served = self._material  # what the server credentials last handed grpc
 
     @classmethod
-    def from_config(cls, config: Any) -> Tls | None:
+    def from_config(cls, config: Config) -> Tls | None:
         """The TLS a ``Config`` asks for, None for plaintext."""
         if config.tls_cert is None and config.tls_key is None and config.tls_ca is None:
             return None

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from micro import errors
+from micro.config import Config
 from micro.context import Identity, current
 from micro.middleware.base import ClientCall, Ending, Middleware, ServerCall
 
@@ -179,10 +180,8 @@ class Auth(Middleware):
         self._forward = tuple(forward)
 
     @classmethod
-    def from_config(cls, config: Any) -> Auth | None:
-        """The auth ``MICRO_AUTH_*`` asks for, None when nothing is set."""
-        if config.auth_public_key is None and config.auth_token is None:
-            return None
+    def from_config(cls, config: Config) -> Auth:
+        """The auth ``MICRO_AUTH_*`` asks for."""
         rules = load_rules(config.auth_rules) if config.auth_rules else ()
         return cls(
             config.auth_public_key,
@@ -194,26 +193,36 @@ class Auth(Middleware):
         )
 
     def handle(self, call: ServerCall) -> Ending | None:
+        if self._verifier is not None:
+            identity = self.check(call.method, call.ctx.metadata)
+            if identity is not None:
+                call.ctx.identity = identity.with_names(call.ctx.identity.names)
+        return None
+
+    def check(self, method: str, metadata: Mapping[str, str | bytes]) -> Identity | None:
+        """The caller of ``method`` (``/pkg.Service/Method``) by its metadata, if the
+        rules admit it: None for one without a token that a public rule admits. Raises
+        ``errors.Unauthenticated`` (no token, or a bad one) or
+        ``errors.PermissionDenied`` (a valid token the rules do not admit)."""
         if self._verifier is None:
             return None
-        resource = call.method.lstrip("/")
-        credentials = call.ctx.metadata.get("authorization")
+        credentials = metadata.get("authorization")
         identity = None
         if credentials is not None:
             scheme, _, token = str(credentials).partition(" ")
             if scheme.lower() != "bearer" or not token:
-                raise errors.Unauthenticated(f"{call.method}: authorization is not a bearer token")
-            identity = self._verifier.verify(token).with_names(call.ctx.identity.names)
-            call.ctx.identity = identity
+                raise errors.Unauthenticated(f"{method}: authorization is not a bearer token")
+            identity = self._verifier.verify(token)
+        resource = method.lstrip("/")
         for rule in self.rules:
             if fnmatch.fnmatchcase(resource, rule.resource) and rule.admits(identity):
                 if rule.access == "grant":
-                    return None
+                    return identity
                 break
         if identity is None:
-            raise errors.Unauthenticated(f"{call.method}: a bearer token is required")
+            raise errors.Unauthenticated(f"{method}: a bearer token is required")
         raise errors.PermissionDenied(
-            f"{call.method}: {identity.subject or 'the caller'} may not call it"
+            f"{method}: {identity.subject or 'the caller'} may not call it"
         )
 
     def call(self, call: ClientCall) -> Ending | None:
