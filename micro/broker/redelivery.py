@@ -108,6 +108,60 @@ class Redelivery:
         )
 
 
+class Running:
+    """The deliveries of one subscription under way, for every backend: its
+    ``unsubscribe`` returns once they have finished (``drain``), and one that bounds
+    its handlers waits for ``room``."""
+
+    __slots__ = ("tasks",)
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def add(self, task: asyncio.Task[Any] | None) -> None:
+        """Count ``task`` until it is done; None (a delivery that ``start`` finished at
+        once) counts for nothing."""
+        if task is not None:
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def room(self, limit: int) -> None:
+        """Wait while ``limit`` deliveries are under way."""
+        while len(self.tasks) >= limit:
+            await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+
+    async def drain(self) -> None:
+        """Wait until the deliveries under way, and any added meanwhile, are done."""
+        while self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+class Listener:
+    """A subscription of a broker that hands each message to its handler in this
+    process as a task of its own (memory, grpc peer). ``unsubscribe`` takes it off its
+    broker (``remove``) and then waits for the deliveries under way."""
+
+    def __init__(
+        self,
+        topic: str,
+        handler: RawHandler,
+        queue: str | None,
+        remove: Callable[[Listener], Awaitable[None]],
+    ) -> None:
+        self.topic = topic
+        self.queue = queue
+        self.handler = handler
+        self.running = Running()
+        self._remove = remove
+
+    async def unsubscribe(self) -> None:
+        await self._remove(self)
+        await self.running.drain()
+
+
 def start(
     work: Coroutine[Any, Any, None], context: contextvars.Context | None = None
 ) -> asyncio.Task[None] | None:

@@ -68,7 +68,7 @@ from micro.broker.base import (
     check_positive,
     needs_timestamp,
 )
-from micro.broker.redelivery import Redelivery, start
+from micro.broker.redelivery import Redelivery, Running, start
 from micro.urls import masked
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,8 @@ class _Subscription:
         self._last_id: bytes | str = "0-0"  # broadcast: the last entry seen
         self._cursor: bytes | str = "0-0"  # group: where the pending-entry scan goes on
         self._next_claim = 0.0
-        self._inflight: dict[bytes, asyncio.Task[None] | None] = {}  # None: not waiting yet
+        self._inflight: set[bytes] = set()  # entries being handled
+        self._running = Running()  # their deliveries that had to wait
         self._room = asyncio.Event()
         self._room.set()
         self._stop = asyncio.Event()
@@ -213,9 +214,7 @@ class _Subscription:
         self._stop.set()
         self._room.set()
         await self._interrupt_reader()
-        if self._inflight:
-            running = [task for task in self._inflight.values() if task is not None]
-            await asyncio.gather(*running, return_exceptions=True)
+        await self._running.drain()
         self._ack_wanted.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.queue is not None:
@@ -372,10 +371,8 @@ class _Subscription:
         return [(entry, fields, delivered.get(entry, 2)) for entry, fields in entries]
 
     def _dispatch(self, entry: bytes, fields: Fields, attempt: int) -> None:
-        self._inflight[entry] = None  # handling: ``_handle`` removes it when done
-        task = start(self._handle(entry, fields, attempt))  # most finish at once
-        if task is not None:
-            self._inflight[entry] = task
+        self._inflight.add(entry)  # ``_handle`` removes it when done
+        self._running.add(start(self._handle(entry, fields, attempt)))  # most finish at once
         if len(self._inflight) >= self.broker.concurrency:
             self._room.clear()
 
@@ -383,7 +380,7 @@ class _Subscription:
         try:
             await self._deliver(entry, fields, attempt)
         finally:
-            del self._inflight[entry]
+            self._inflight.discard(entry)
             self._room.set()
 
     async def _deliver(self, entry: bytes, fields: Fields, attempt: int) -> None:
