@@ -45,15 +45,32 @@ STOPPING = "stopping"
 M = TypeVar("M", bound=Message)
 
 
+Pairs = tuple[tuple[str, str | bytes], ...]
+
+
 class Error(Exception):
-    """A gRPC status as an exception: ``code``, ``message`` and packed ``details``."""
+    """A gRPC status as an exception: ``code``, ``message`` and packed ``details``.
+
+    An error a call raised also carries what the server sent besides the status:
+    ``initial_metadata`` (response headers) and ``trailing_metadata`` (trailers),
+    as (key, value) pairs, repeated keys kept.
+    """
 
     code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
 
-    def __init__(self, message: str = "", *, details: Iterable[Message] = ()) -> None:
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        details: Iterable[Message] = (),
+        initial_metadata: Pairs = (),
+        trailing_metadata: Pairs = (),
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details: tuple[any_pb2.Any, ...] = tuple(_pack(d) for d in details)
+        self.initial_metadata = initial_metadata
+        self.trailing_metadata = trailing_metadata
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
@@ -66,8 +83,8 @@ class Error(Exception):
                 return found
         return None
 
-    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
-        """Trailers that carry the details to the caller (empty without details)."""
+    def status_trailers(self) -> tuple[tuple[str, bytes], ...]:
+        """The trailers a server sends to carry the details (empty without details)."""
         if not self.details:
             return ()
         status = status_pb2.Status(
@@ -163,17 +180,32 @@ _BY_CODE[grpc.StatusCode.UNKNOWN] = Unknown
 def for_code(
     code: grpc.StatusCode, message: str = "", details: Sequence[any_pb2.Any] = ()
 ) -> Error:
-    """The typed error for a status code (``Unknown`` for codes outside the tree)."""
+    """The typed error for a status code: each of the 16 codes other than OK has its
+    class (``Unknown`` for anything else)."""
     return _BY_CODE.get(code, Unknown)(message, details=details)
 
 
 def from_rpc_error(error: grpc.RpcError) -> Error:
-    """Translate grpcio's error (sync or aio) to the typed tree, keeping details."""
-    return for_code(error.code(), error.details() or "", _details(error.trailing_metadata()))
+    """Translate grpcio's error (sync or aio) to the typed tree, keeping details and
+    the metadata the server sent."""
+    trailers = pairs(error.trailing_metadata())
+    initial = getattr(error, "initial_metadata", None)  # both grpc's errors have it; stubs not
+    return _BY_CODE.get(error.code(), Unknown)(
+        error.details() or "",
+        details=_details(trailers),
+        initial_metadata=pairs(initial() if initial is not None else ()),
+        trailing_metadata=trailers,
+    )
 
 
-def _details(trailers: Iterable[Any] | None) -> tuple[any_pb2.Any, ...]:
-    for key, value in trailers or ():
+def pairs(metadata: Iterable[Any] | None) -> Pairs:
+    """grpc's metadata (sync tuples of ``_Metadatum``, or aio ``Metadata``) as plain
+    (key, value) pairs."""
+    return tuple((k, v) for k, v in metadata or ())
+
+
+def _details(trailers: Pairs) -> tuple[any_pb2.Any, ...]:
+    for key, value in trailers:
         if key == DETAILS_KEY and isinstance(value, bytes):
             try:
                 return tuple(status_pb2.Status.FromString(value).details)

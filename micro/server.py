@@ -25,8 +25,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
-from grpc_reflection.v1alpha import _async as reflection_aio
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from micro import errors
 from micro.context import Context, inbound
@@ -159,9 +158,10 @@ class Server:
     calls it takes fast instead of every call slow. Health and reflection are not
     counted. ``threads``: how many ``def`` handler calls run at once (``micro.workers``).
     ``tls``: serve TLS only, with client certificates required if it has a CA
-    (``micro.tls``). ``reflection=False``: do not list the services to anyone who asks;
-    ``guard(method, metadata)``, raising a ``micro.errors`` error to refuse, admits the
-    callers of reflection (auth's ``check``: handlers have middleware, reflection not).
+    (``micro.tls``). ``reflection=False``: do not list the services to anyone who asks.
+    ``compression``: how replies are compressed unless a handler says otherwise
+    (``ctx.set_compression``); ``options``: any grpc server option, e.g.
+    ``("grpc.keepalive_time_ms", 20000)``.
 
     server = Server("127.0.0.1:0"); server.add(MyGreeter()); await server.start()
     """
@@ -175,15 +175,15 @@ class Server:
         reflection: bool = True,
         max_calls: int | None = None,
         threads: int | None = None,
+        compression: grpc.Compression | None = None,
         options: tuple[tuple[str, Any], ...] = (),
         tls: Tls | None = None,
-        guard: Guard | None = None,
     ) -> None:
         self.requested_address = address
         if tls is not None and not tls.serves:
             raise ValueError("Server tls: a TLS server needs a certificate and key")
         self.tls = tls
-        self.guard = guard
+        self.compression = compression
         self.max_message_size = max_message_size
         self.handlers: list[Handler] = []
         self._options = options
@@ -221,7 +221,8 @@ class Server:
                 ("grpc.max_send_message_length", limit),
                 ("grpc.so_reuseport", 0),
                 *self._options,
-            )
+            ),
+            compression=self.compression,
         )
         _mount(server, tuple(self.handlers), self._arrivals, self._workers)
         names = [s.name for s in self.services]
@@ -231,12 +232,7 @@ class Server:
                 await self._health.set(name, _SERVING)
             names.append(grpc_health.SERVICE_NAME)
         if self._reflection:
-            listed = (*names, reflection.SERVICE_NAME)
-            if self.guard is None:
-                reflection.enable_server_reflection(listed, server)
-            else:
-                servicer = _GuardedReflection(listed, guard=self.guard)
-                reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+            reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
         host = self.requested_address.rpartition(":")[0]
         try:
             if self.tls is None:
@@ -338,18 +334,28 @@ async def _reject(gctx: _GrpcContext, method: Method[Any, Any], request: _Malfor
     )
 
 
-async def _fail(gctx: _GrpcContext, method: Method[Any, Any], exc: Exception) -> NoReturn:
-    """Map what a handler raised to a status: the server's single error boundary."""
+async def _fail(
+    gctx: _GrpcContext, method: Method[Any, Any], exc: Exception, ctx: Context
+) -> NoReturn:
+    """Map what a handler raised to a status: the server's single error boundary.
+    Headers and trailers the handler set go with it."""
+    if ctx._initial is not None:
+        await _send_initial(gctx, ctx)
     if isinstance(exc, errors.ServiceNotFound):
         # The handler's own call found no node: for its caller, whose call was found,
         # a dependency is unavailable (a NOT_FOUND would say the caller's call was not).
         exc = errors.Unavailable(f"{method.path} could not reach a dependency: {exc.message}")
     if isinstance(exc, errors.Error):
-        await gctx.abort(exc.code, exc.message, exc.trailing_metadata())
+        await gctx.abort(exc.code, exc.message, ctx.trailers + exc.status_trailers())
     # An unexpected exception is a bug in the handler: log it here, and tell the
     # caller only that it happened (a traceback may hold secrets).
     log.exception("unhandled error in %s", method.path)
     await gctx.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.path}")
+
+
+async def _send_initial(gctx: _GrpcContext, ctx: Context) -> None:
+    headers, ctx._initial = ctx._initial, None
+    await gctx.send_initial_metadata(headers or ())
 
 
 def _is_async(impl: Callable[..., Any]) -> bool:
@@ -374,18 +380,24 @@ def _unary_response(
         if arrivals.calls >= arrivals.limit:
             await _refuse(gctx, method, arrivals)
         arrivals.calls += 1
+        ctx = Context(gctx, method)
         try:
             if streamed:
                 request = Requests(request, asyncio.get_running_loop())
             elif type(request) is _Malformed:
                 await _reject(gctx, method, request)
-            ctx = Context(gctx, method)
             inbound.set(ctx)  # each call runs in its own task: nothing to reset
-            return await run(request, ctx)
-        except (grpc.aio.AbortError, asyncio.CancelledError):
+            reply = await run(request, ctx)
+            if ctx._initial is not None:
+                await _send_initial(gctx, ctx)
+            return reply
+        except grpc.aio.AbortError:
+            raise
+        except asyncio.CancelledError:
+            ctx._cancel()
             raise
         except Exception as e:
-            await _fail(gctx, method, e)
+            await _fail(gctx, method, e, ctx)
         finally:
             arrivals.ended()
 
@@ -403,12 +415,12 @@ def _stream_response(
         if arrivals.calls >= arrivals.limit:
             await _refuse(gctx, method, arrivals)
         arrivals.calls += 1
+        ctx = Context(gctx, method)
         try:
             if streamed:
                 request = Requests(request, asyncio.get_running_loop())
             elif type(request) is _Malformed:
                 await _reject(gctx, method, request)
-            ctx = Context(gctx, method)
             inbound.set(ctx)
             if agen:
                 replies = impl(request, ctx)
@@ -416,15 +428,24 @@ def _stream_response(
                 replies = await workers.run(method.path, impl, request, ctx)
             if isinstance(replies, AsyncIterable):
                 async for reply in replies:
+                    if ctx._initial is not None:
+                        await _send_initial(gctx, ctx)
                     yield reply
             else:
                 iterator = iter(replies)
                 while (reply := await workers.run(method.path, next, iterator, _END)) is not _END:
+                    if ctx._initial is not None:
+                        await _send_initial(gctx, ctx)
                     yield reply
-        except (grpc.aio.AbortError, asyncio.CancelledError):
+            if ctx._initial is not None:  # no reply: the headers go before the status
+                await _send_initial(gctx, ctx)
+        except grpc.aio.AbortError:
+            raise
+        except asyncio.CancelledError:
+            ctx._cancel()
             raise
         except Exception as e:
-            await _fail(gctx, method, e)
+            await _fail(gctx, method, e, ctx)
         finally:
             arrivals.ended()
 
@@ -449,29 +470,6 @@ async def _refuse(gctx: _GrpcContext, method: Method[Any, Any], arrivals: _Arriv
         ((errors.REFUSED_KEY, "overloaded"),),
     )
 
-
-Guard = Callable[[str, dict[str, str | bytes]], object]
-
-
-class _GuardedReflection(reflection_aio.ReflectionServicer):  # type: ignore[misc]
-    """Reflection answering only the callers ``guard`` admits."""
-
-    def __init__(self, names: tuple[str, ...], *, guard: Guard) -> None:
-        super().__init__(names)
-        self._guard = guard
-
-    async def ServerReflectionInfo(  # grpc's name
-        self, requests: AsyncIterable[Any], gctx: _GrpcContext
-    ) -> AsyncIterator[Any]:
-        try:
-            self._guard(_REFLECTION_INFO, dict(gctx.invocation_metadata() or ()))
-        except errors.Error as e:
-            await gctx.abort(e.code, e.message)
-        async for reply in super().ServerReflectionInfo(requests, gctx):
-            yield reply
-
-
-_REFLECTION_INFO = f"/{reflection.SERVICE_NAME}/ServerReflectionInfo"
 
 _ADAPTERS = {
     "unary_unary": _unary_response,

@@ -24,7 +24,7 @@ from collections.abc import Awaitable
 
 from micro import errors
 from micro.broker.base import BrokerError, Envelope, NotConnected, RawHandler
-from micro.broker.redelivery import Listener, Redelivery, start
+from micro.broker.redelivery import Redelivery, start
 from micro.client import CallOptions, Client
 from micro.context import Context
 from micro.delivery_micro import DeliveryClient, DeliveryHandler
@@ -40,6 +40,20 @@ REMEMBERED_IDS = 10_000  # recent message ids a receiver keeps to drop duplicate
 
 def entry_name(topic: str) -> str:
     return f"micro.broker.{topic}"
+
+
+class _Subscription:
+    def __init__(self, broker: GrpcBroker, topic: str, handler: RawHandler, queue: str | None):
+        self.broker = broker
+        self.topic = topic
+        self.queue = queue
+        self.handler = handler
+        self.running: set[asyncio.Task[None]] = set()
+
+    async def unsubscribe(self) -> None:
+        await self.broker._remove(self)
+        if self.running:
+            await asyncio.gather(*self.running, return_exceptions=True)
 
 
 class _Receiver(DeliveryHandler):
@@ -75,7 +89,7 @@ class GrpcBroker:
         self._owns_client = False
         self._address: str | None = None
         self._node_id = ""
-        self._subscriptions: dict[str, list[Listener]] = collections.defaultdict(list)
+        self._subscriptions: dict[str, list[_Subscription]] = collections.defaultdict(list)
         self._turns: dict[tuple[str, str], itertools.count[int]] = {}
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._heartbeat: asyncio.Task[None] | None = None
@@ -154,13 +168,13 @@ class GrpcBroker:
 
     async def subscribe(
         self, topic: str, handler: RawHandler, queue: str | None = None
-    ) -> Listener:
+    ) -> _Subscription:
         if self._address is None:
             raise BrokerError(
                 "the grpc broker receives on a service's own server: subscribe through "
                 "micro.Service (or choose another broker with MICRO_BROKER)"
             )
-        sub = Listener(topic, handler, queue, self._remove)
+        sub = _Subscription(self, topic, handler, queue)
         self._subscriptions[topic].append(sub)
         await self.registry.register(self._entry(topic, queue), self.register_ttl)
         if self._heartbeat is None:
@@ -183,7 +197,7 @@ class GrpcBroker:
                 except RegistryError as e:
                     log.warning("subscription to %s not re-registered, will retry: %s", topic, e)
 
-    async def _remove(self, sub: Listener) -> None:
+    async def _remove(self, sub: _Subscription) -> None:
         subs = self._subscriptions.get(sub.topic, [])
         if sub not in subs:
             return
@@ -216,7 +230,10 @@ class GrpcBroker:
             # calls do not inherit that call's deadline and metadata (the publisher's
             # travel in the headers).
             work = self.redelivery.run(sub.handler, envelope, self.publish)
-            sub.running.add(start(work, contextvars.Context()))
+            task = start(work, contextvars.Context())
+            if task is not None:
+                sub.running.add(task)
+                task.add_done_callback(sub.running.discard)
         return True
 
     def _ready(self) -> Client:

@@ -1,1 +1,0 @@
-"""Auth tests: token issuers made per test (token_support.Issuer)."""
