@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-EXTRAS := dev,etcd,nats,redis,rabbitmq,otel,prometheus
+EXTRAS := dev,etcd,nats,redis,rabbitmq,otel,prometheus,auth
 WKT = $$($(BIN)/python -c 'import grpc_tools, os; print(os.path.dirname(grpc_tools.__file__))')/_proto
 
 # The oldest and newest Python that requires-python admits: test-pythons runs the

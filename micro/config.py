@@ -146,6 +146,15 @@ class Config:
     tls_key: str | None = None
     tls_ca: str | None = None
     reflection: bool = True  # serve grpc reflection (lists every service to any caller)
+    # Bearer tokens (micro.middleware.auth): the key verifying callers' tokens (a PEM
+    # public key or a JWKS file), what they must say, rules (a JSON file), and this
+    # service's own token for its outgoing calls.
+    auth_public_key: str | None = None
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
+    auth_rules: str | None = None
+    auth_token: str | None = field(default=None, repr=False)
+    auth_allow_hs256: bool = False
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -164,7 +173,8 @@ class Config:
             )
 
     def __repr__(self) -> str:
-        """Addresses with their passwords masked (the registry password is left out)."""
+        """Addresses with their passwords masked (the registry password and the auth
+        token are left out)."""
         shown = []
         for f in fields(self):
             value = getattr(self, f.name)
@@ -222,4 +232,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "tls_key": str,
     "tls_ca": str,
     "reflection": _flag,
+    "auth_public_key": str,
+    "auth_issuer": str,
+    "auth_audience": str,
+    "auth_rules": str,
+    "auth_token": str,
+    "auth_allow_hs256": _flag,
 }

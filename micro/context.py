@@ -9,9 +9,9 @@ nothing else, so ``authorization`` and ``cookie`` stay behind (a credential unde
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
@@ -25,13 +25,26 @@ _Pairs = tuple[tuple[str, str | bytes], ...]
 
 
 @dataclass(frozen=True)
+class Identity:
+    """Who called: the token's ``subject`` and ``scopes`` (None and () without a
+    verified token) and its ``claims``; ``names``, the DNS names of the client
+    certificate the TLS handshake verified (() without one)."""
+
+    subject: str | None = None
+    scopes: tuple[str, ...] = ()
+    claims: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    names: tuple[str, ...] = ()
+
+    def with_names(self, names: tuple[str, ...]) -> Identity:
+        return replace(self, names=names)
+
+
+@dataclass(frozen=True)
 class Peer:
-    """Who called: ``address`` (``127.0.0.1:50312``, ``[::1]:50312``, or grpc's own
-    form for other transports) and ``identity``, the names a client certificate
-    proves on a mutual-TLS connection (``micro.tls.identity``; () otherwise)."""
+    """Where the call came from: ``address`` (``127.0.0.1:50312``, ``[::1]:50312``,
+    or grpc's own form for other transports). Who it is: ``Context.identity``."""
 
     address: str
-    identity: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, peer: str) -> Peer:
@@ -51,6 +64,7 @@ class Context:
     __slots__ = (
         "_cancelled",
         "_grpc",
+        "_identity",
         "_initial",
         "_metadata",
         "_on_cancel",
@@ -63,6 +77,7 @@ class Context:
         self._grpc = grpc_context
         self._metadata: dict[str, str | bytes] | None = None
         self._propagated: _Pairs | None = None
+        self._identity: Identity | None = None
         self._trailers: _Pairs = ()
         self._cancelled = False
         self._on_cancel: list[Callable[[], object]] = []
@@ -100,8 +115,20 @@ class Context:
 
     @property
     def peer(self) -> Peer:
-        """The caller's address (and, over TLS, identity)."""
+        """The caller's address."""
         return Peer.parse(self._grpc.peer())
+
+    @property
+    def identity(self) -> Identity:
+        """Who called: the verified client certificate's names, and the subject and
+        scopes of the caller's token once auth middleware has verified it."""
+        if self._identity is None:
+            self._identity = Identity(names=_names(self._grpc.auth_context()))
+        return self._identity
+
+    @identity.setter
+    def identity(self, identity: Identity) -> None:
+        self._identity = identity
 
     @property
     def cancelled(self) -> bool:
@@ -150,6 +177,15 @@ class Context:
             # grpc.aio applies it only with headers sent explicitly (else a unary
             # reply goes uncompressed): so the server sends them, empty if need be.
             self._initial = ()
+
+
+def _names(auth_context: Mapping[str, Any]) -> tuple[str, ...]:
+    """A TLS peer's verified certificate names from grpc's auth context: its DNS
+    subject alternative names, else its common name."""
+    names = auth_context.get("x509_subject_alternative_name") or auth_context.get(
+        "x509_common_name", ()
+    )
+    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
 
 
 inbound: ContextVar[Context | None] = ContextVar("micro_inbound", default=None)

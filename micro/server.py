@@ -25,7 +25,8 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import _async as reflection_aio
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from micro import errors
 from micro.context import Context, inbound
@@ -158,7 +159,9 @@ class Server:
     calls it takes fast instead of every call slow. Health and reflection are not
     counted. ``threads``: how many ``def`` handler calls run at once (``micro.workers``).
     ``tls``: serve TLS only, with client certificates required if it has a CA
-    (``micro.tls``). ``reflection=False``: do not list the services to anyone who asks.
+    (``micro.tls``). ``reflection=False``: do not list the services to anyone who asks;
+    ``guard(method, metadata)``, raising a ``micro.errors`` error to refuse, admits the
+    callers of reflection (auth's ``check``: handlers have middleware, reflection not).
     ``compression``: how replies are compressed unless a handler says otherwise
     (``ctx.set_compression``); ``options``: any grpc server option, e.g.
     ``("grpc.keepalive_time_ms", 20000)``.
@@ -178,11 +181,13 @@ class Server:
         compression: grpc.Compression | None = None,
         options: tuple[tuple[str, Any], ...] = (),
         tls: Tls | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.requested_address = address
         if tls is not None and not tls.serves:
             raise ValueError("Server tls: a TLS server needs a certificate and key")
         self.tls = tls
+        self.guard = guard
         self.compression = compression
         self.max_message_size = max_message_size
         self.handlers: list[Handler] = []
@@ -232,7 +237,12 @@ class Server:
                 await self._health.set(name, _SERVING)
             names.append(grpc_health.SERVICE_NAME)
         if self._reflection:
-            reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
+            listed = (*names, reflection.SERVICE_NAME)
+            if self.guard is None:
+                reflection.enable_server_reflection(listed, server)
+            else:
+                servicer = _GuardedReflection(listed, guard=self.guard)
+                reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
         host = self.requested_address.rpartition(":")[0]
         try:
             if self.tls is None:
@@ -470,6 +480,29 @@ async def _refuse(gctx: _GrpcContext, method: Method[Any, Any], arrivals: _Arriv
         ((errors.REFUSED_KEY, "overloaded"),),
     )
 
+
+Guard = Callable[[str, dict[str, str | bytes]], object]
+
+
+class _GuardedReflection(reflection_aio.ReflectionServicer):  # type: ignore[misc]
+    """Reflection answering only the callers ``guard`` admits."""
+
+    def __init__(self, names: tuple[str, ...], *, guard: Guard) -> None:
+        super().__init__(names)
+        self._guard = guard
+
+    async def ServerReflectionInfo(  # grpc's name
+        self, requests: AsyncIterable[Any], gctx: _GrpcContext
+    ) -> AsyncIterator[Any]:
+        try:
+            self._guard(_REFLECTION_INFO, dict(gctx.invocation_metadata() or ()))
+        except errors.Error as e:
+            await gctx.abort(e.code, e.message)
+        async for reply in super().ServerReflectionInfo(requests, gctx):
+            yield reply
+
+
+_REFLECTION_INFO = f"/{reflection.SERVICE_NAME}/ServerReflectionInfo"
 
 _ADAPTERS = {
     "unary_unary": _unary_response,

@@ -21,7 +21,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from google.protobuf.message import Message
 
@@ -36,6 +36,9 @@ from micro.registry import Service as Record
 from micro.registry import from_config as registry_from_config
 from micro.server import MAX_MESSAGE_SIZE, Handler, Server
 from micro.tls import TLS_KEY, Tls, TlsError
+
+if TYPE_CHECKING:
+    from micro.middleware.auth import Auth
 
 log = logging.getLogger("micro.service")
 
@@ -105,6 +108,7 @@ class Service:
                     "certificate naming it"
                 )
             self.tls.check_name(name)
+        self.auth = _auth(self.config)
         self.registry = registry or registry_from_config(self.config)
         self.server = Server(
             self.config.server_address,
@@ -113,6 +117,7 @@ class Service:
             threads=self.config.server_threads,
             reflection=self.config.reflection,
             tls=self.tls,
+            guard=None if self.auth is None else self.auth.check,
         )
         self.broker = broker or broker_from_config(self.config, self.registry)
         self._owns_broker = broker is None and self.config.broker != "memory"
@@ -295,6 +300,15 @@ class Service:
         if self.config.log_level and not logging.getLogger().handlers:
             logging.basicConfig(level=self.config.log_level)
         asyncio.run(self.serve(announce=True))
+
+
+def _auth(config: Config) -> Auth | None:
+    """The auth ``MICRO_AUTH_*`` asks for (imported only then: PyJWT is an extra)."""
+    if config.auth_public_key is None and config.auth_token is None:
+        return None
+    from micro.middleware.auth import Auth
+
+    return Auth.from_config(config)
 
 
 def _say(line: str) -> None:

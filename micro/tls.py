@@ -17,13 +17,15 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
+from micro.config import Config
 
 log = logging.getLogger("micro.tls")
 
@@ -75,7 +77,7 @@ class Tls:
         self._served = self._material  # what the server credentials last handed grpc
 
     @classmethod
-    def from_config(cls, config: Any) -> Tls | None:
+    def from_config(cls, config: Config) -> Tls | None:
         """The TLS a ``Config`` asks for, None for plaintext."""
         if config.tls_cert is None and config.tls_key is None and config.tls_ca is None:
             return None
@@ -157,19 +159,49 @@ class Tls:
         )
 
 
-def channel_options(name: str) -> tuple[tuple[str, str], ...]:
-    """grpc channel options making a TLS channel verify the server's certificate
-    against ``name`` (and send it as the authority), whatever address it dials."""
+def uses_tls(tls: Tls | None, node_metadata: Mapping[str, str]) -> bool:
+    """Whether a channel to a node is TLS: always when this process trusts a CA (a
+    registry entry, forged or not, cannot talk it into plaintext), and for any node
+    whose entry says it serves TLS (verified against the system's roots without a CA)."""
+    return (tls is not None and tls.mutual) or TLS_KEY in node_metadata
+
+
+def aio_channel(
+    address: str,
+    name: str,
+    tls: Tls | None,
+    secure: bool,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.aio.Channel:
+    """A grpc.aio channel to the node at ``address`` of service ``name``: with
+    ``secure``, TLS checking the certificate names ``name`` (what the registry said of
+    the address is not trusted); else plaintext."""
+    if not secure:
+        return grpc.aio.insecure_channel(address, options=options)
+    return grpc.aio.secure_channel(address, _credentials(tls), (*options, *_verifying(name)))
+
+
+def blocking_channel(
+    address: str,
+    name: str,
+    tls: Tls | None,
+    secure: bool,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.Channel:
+    """``aio_channel`` for blocking calls."""
+    if not secure:
+        return grpc.insecure_channel(address, options=options)
+    return grpc.secure_channel(address, _credentials(tls), (*options, *_verifying(name)))
+
+
+def _credentials(tls: Tls | None) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials() if tls is None else tls.channel_credentials()
+
+
+def _verifying(name: str) -> tuple[tuple[str, str], ...]:
+    """Options making a TLS channel verify the server's certificate against ``name``
+    (and send it as the authority), whatever address it dials."""
     return (("grpc.ssl_target_name_override", name), ("grpc.default_authority", name))
-
-
-def identity(auth_context: Mapping[str, list[bytes]]) -> tuple[str, ...]:
-    """A caller's verified certificate names from grpc's auth context: its DNS
-    subject alternative names, else its common name; () without a client certificate."""
-    names = auth_context.get("x509_subject_alternative_name") or auth_context.get(
-        "x509_common_name", []
-    )
-    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
 
 
 def _server_configuration(material: _Material) -> Any:

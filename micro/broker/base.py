@@ -40,6 +40,10 @@ class Undeliverable(BrokerError):
 
 DEAD_LETTER_SUFFIX = ".dlq"
 
+# Seconds: a message its backend stores within them of its publish is timestamped by
+# the store (JetStream, a Redis entry id), so its own timestamp need not travel.
+FRESH = 1.0
+
 # Message ids: 128 random bits from a generator seeded once per process from
 # os.urandom, and again in a forked child (which would otherwise repeat its parent's
 # ids). uuid4 reads os.urandom for every id, about 15 times the cost; only someone
@@ -56,6 +60,19 @@ def new_id() -> str:
 
 def dead_letter_topic(topic: str) -> str:
     return topic + DEAD_LETTER_SUFFIX
+
+
+def needs_timestamp(envelope: Envelope) -> bool:
+    """Whether the time a store gives a message cannot stand for ``envelope``'s own:
+    it was published more than ``FRESH`` seconds ago (a dead letter keeps its original's)."""
+    return time.time() - envelope.timestamp > FRESH
+
+
+def check_positive(**options: float) -> None:
+    """A backend's numeric options: ``ValueError`` naming the first that is not > 0."""
+    for name, value in options.items():
+        if not value > 0:
+            raise ValueError(f"{name}={value!r}: must be > 0")
 
 
 @dataclass(slots=True)

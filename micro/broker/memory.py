@@ -14,21 +14,7 @@ import threading
 from collections import defaultdict
 
 from micro.broker.base import Envelope, RawHandler
-from micro.broker.redelivery import Redelivery
-
-
-class _Subscription:
-    def __init__(self, broker: MemoryBroker, topic: str, handler: RawHandler, queue: str | None):
-        self.broker = broker
-        self.topic = topic
-        self.queue = queue
-        self.handler = handler
-        self.running: set[asyncio.Task[None]] = set()
-
-    async def unsubscribe(self) -> None:
-        self.broker._remove(self)
-        if self.running:
-            await asyncio.gather(*self.running, return_exceptions=True)
+from micro.broker.redelivery import Listener, Redelivery
 
 
 class MemoryBroker:
@@ -38,14 +24,15 @@ class MemoryBroker:
         self, *, max_attempts: int = 5, backoff: float = 0.05, max_backoff: float = 2.0
     ) -> None:
         self.redelivery = Redelivery(max_attempts, backoff, max_backoff)
-        self._subscriptions: dict[str, list[_Subscription]] = defaultdict(list)
+        self._subscriptions: dict[str, list[Listener]] = defaultdict(list)
         self._turns: dict[tuple[str, str], itertools.count[int]] = {}
 
     async def connect(self) -> None:
         pass
 
     async def publish(self, envelope: Envelope) -> None:
-        groups: dict[str | None, list[_Subscription]] = defaultdict(list)
+        loop = asyncio.get_running_loop()
+        groups: dict[str | None, list[Listener]] = defaultdict(list)
         for sub in self._subscriptions.get(envelope.topic, ()):
             groups[sub.queue].append(sub)
         for queue, subs in groups.items():
@@ -55,14 +42,12 @@ class MemoryBroker:
                 turn = self._turns.setdefault((envelope.topic, queue), itertools.count())
                 chosen = [subs[next(turn) % len(subs)]]
             for sub in chosen:
-                task = asyncio.get_running_loop().create_task(self._deliver(sub, envelope))
-                sub.running.add(task)
-                task.add_done_callback(sub.running.discard)
+                sub.running.add(loop.create_task(self._deliver(sub, envelope)))
 
     async def subscribe(
         self, topic: str, handler: RawHandler, queue: str | None = None
-    ) -> _Subscription:
-        sub = _Subscription(self, topic, handler, queue)
+    ) -> Listener:
+        sub = Listener(topic, handler, queue, self._remove)
         self._subscriptions[topic].append(sub)
         return sub
 
@@ -71,12 +56,12 @@ class MemoryBroker:
         for sub in subs:
             await sub.unsubscribe()
 
-    def _remove(self, sub: _Subscription) -> None:
+    async def _remove(self, sub: Listener) -> None:
         group = self._subscriptions.get(sub.topic, [])
         if sub in group:
             group.remove(sub)
 
-    async def _deliver(self, sub: _Subscription, envelope: Envelope) -> None:
+    async def _deliver(self, sub: Listener, envelope: Envelope) -> None:
         await self.redelivery.run(sub.handler, envelope, self.publish)
 
 

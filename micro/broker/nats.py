@@ -46,7 +46,6 @@ only for as many messages as it has free handlers.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import json
@@ -54,7 +53,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 try:
@@ -75,9 +74,12 @@ from micro.broker.base import (
     Envelope,
     NotConnected,
     RawHandler,
+    check_positive,
+    needs_timestamp,
     new_id,
 )
-from micro.broker.redelivery import Redelivery, start
+from micro.broker.credit import PullCredit
+from micro.broker.redelivery import Redelivery, Running, start
 from micro.urls import masked_all
 
 log = logging.getLogger("micro.broker")
@@ -87,8 +89,6 @@ CONTENT_TYPE_HEADER = "Content-Type"
 TIMESTAMP_HEADER = "Micro-Timestamp"
 _OURS = {CONTENT_TYPE_HEADER.lower(), TIMESTAMP_HEADER.lower()}
 
-FRESH = 1.0  # seconds: a message JetStream stores within them is timestamped by the stream
-_PULL_EXPIRES = 5.0  # seconds a pull request waits on the server for messages
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # what NATS allows in a header name
 _SAFE = re.compile(r"[A-Za-z0-9-]")
 _BAD_SUBJECT = re.compile(r"\s")
@@ -126,7 +126,7 @@ def _user_header(key: str) -> bool:
 def _headers(envelope: Envelope, stored: bool) -> dict[str, str]:
     """The NATS headers of ``envelope``; ``stored``: JetStream timestamps it."""
     headers = {ID_HEADER: envelope.id}
-    if not stored or time.time() - envelope.timestamp > FRESH:  # a dead letter keeps its own
+    if not stored or needs_timestamp(envelope):
         headers[TIMESTAMP_HEADER] = repr(envelope.timestamp)
     if envelope.content_type != codec.PROTOBUF:  # the default needs no header
         headers[CONTENT_TYPE_HEADER] = envelope.content_type
@@ -229,12 +229,9 @@ class NatsBroker:
         self.servers = [s.strip() for s in servers if s.strip()]
         if not self.servers:
             raise ValueError("NatsBroker needs at least one server URL")
-        if concurrency < 1:
-            raise ValueError(f"concurrency={concurrency}: must be >= 1")
+        check_positive(concurrency=concurrency, ack_wait=ack_wait)
         if not stream_prefix or safe_name(stream_prefix) != stream_prefix:
             raise ValueError(f"stream_prefix={stream_prefix!r}: use letters, digits and '-'")
-        if not ack_wait > 0:
-            raise ValueError(f"ack_wait={ack_wait}: must be > 0 seconds")
         self.jetstream = jetstream
         self.stream_prefix = stream_prefix
         self.redelivery = Redelivery(max_attempts, backoff, max_backoff)
@@ -471,30 +468,18 @@ class NatsBroker:
 
 
 class _Subscription:
-    """What both modes share: handlers bounded by a semaphore, drain on unsubscribe."""
+    """What both modes share: handlers bounded, drained on unsubscribe."""
 
     def __init__(self, broker: NatsBroker, topic: str, handler: RawHandler, queue: str | None):
         self.broker = broker
         self.topic = topic
         self.queue = queue
         self.handler = handler
-        self._running: set[asyncio.Task[None]] = set()  # deliveries that had to wait
+        # Deliveries that had to wait: most finish at once (``start``), taking no room.
+        # While ``concurrency`` are under way, later messages wait in the client's buffer.
+        self._running = Running()
         self._sub: _NatsSubscription | None = None
         self._stopping = False
-
-    async def _room(self) -> None:
-        """Wait while ``concurrency`` deliveries are under way (callers check that
-        first: most messages find room); later messages wait in the client's buffer
-        meanwhile. A delivery that finished at once took no room: only those that
-        became tasks count."""
-        while len(self._running) >= self.broker.concurrency:
-            await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
-
-    def _spawn(self, work: Coroutine[None, None, None]) -> None:
-        task = start(work)  # most deliveries finish at once, without a task
-        if task is not None:
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
 
     async def _stop_receiving(self) -> None:
         """Stop taking messages; those already here are still handled. Returns once
@@ -516,10 +501,6 @@ class _Subscription:
         with contextlib.suppress(nats.errors.Error):
             await sub.unsubscribe()
 
-    async def _wait_running(self) -> None:
-        while self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
-
 
 class _CoreSubscription(_Subscription):
     async def start(self, nc: _Nats) -> None:
@@ -527,9 +508,9 @@ class _CoreSubscription(_Subscription):
         await settle(nc, self.broker.request_timeout)  # the server has it before we return
 
     async def _on_message(self, msg: Msg) -> None:
-        if len(self._running) >= self.broker.concurrency:
-            await self._room()
-        self._spawn(self._handle(msg))
+        if len(self._running) >= self.broker.concurrency:  # most messages find room
+            await self._running.room(self.broker.concurrency)
+        self._running.add(start(self._handle(msg)))
 
     async def _handle(self, msg: Msg) -> None:
         try:
@@ -541,7 +522,7 @@ class _CoreSubscription(_Subscription):
     async def unsubscribe(self) -> None:
         self.broker._subscriptions.discard(self)
         await self._stop_receiving()
-        await self._wait_running()
+        await self._running.drain()
 
 
 class _Held:
@@ -572,8 +553,7 @@ class _PullSubscription(_Subscription):
         self.consumer = consumer
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._inbox = ""
-        self._requests: collections.deque[list[float]] = collections.deque()  # [expiry, left]
-        self._requested = 0
+        self._credit = PullCredit(broker.concurrency)
         self._held: set[_Held] = set()
         self._lost = False  # the consumer is gone on the server
         self._tick = min(1.0, broker.ack_wait / 3)
@@ -589,32 +569,15 @@ class _PullSubscription(_Subscription):
         nc = self.broker._nc
         if self._stopping or self._lost or nc is None or self._sub is None:
             return
-        free = self.broker.concurrency - len(self._held) - self._requested
-        # Small top-ups cost a request each: wait until half the handlers are free.
-        if free <= 0 or (self._requested and free < self.broker.concurrency // 2):
+        pull = self._credit.pull(len(self._held), time.monotonic())
+        if pull is None:
             return
-        request = [time.monotonic() + _PULL_EXPIRES, float(free)]
-        self._requests.append(request)
-        self._requested += free
-        body = {"batch": free, "expires": int(_PULL_EXPIRES * 1e9)}
+        body = {"batch": pull.batch, "expires": int(self._credit.expires * 1e9)}
         try:
             await nc.publish(self._next, json.dumps(body).encode(), reply=self._inbox)
         except nats.errors.Error as e:
             log.warning("cannot pull from %s of %s: %r", self.consumer, self.topic, e)
-            self._forget(request)
-
-    def _forget(self, request: list[float]) -> None:
-        with contextlib.suppress(ValueError):
-            self._requests.remove(request)
-            self._requested -= int(request[1])
-
-    def _took_one(self) -> None:
-        if self._requests:
-            oldest = self._requests[0]
-            oldest[1] -= 1
-            self._requested -= 1
-            if oldest[1] <= 0:
-                self._requests.popleft()
+            self._credit.forget(pull)
 
     async def _on_message(self, msg: Msg) -> None:
         if not msg.reply:  # a status from the server, about our oldest pull request
@@ -624,20 +587,19 @@ class _PullSubscription(_Subscription):
             with contextlib.suppress(nats.errors.Error):
                 await msg.nak()  # to another subscriber, now
             return
-        if len(self._running) >= self.broker.concurrency:
-            await self._room()
-        self._took_one()
+        if len(self._running) >= self.broker.concurrency:  # most messages find room
+            await self._running.room(self.broker.concurrency)
+        self._credit.took_one()
         held = _Held(msg)
         self._held.add(held)
-        self._spawn(self._handle(held))
+        self._running.add(start(self._handle(held)))
 
     async def _on_status(self, msg: Msg) -> None:
         headers = msg.headers or {}
         status = headers.get("Status", "")
         if status == "100":  # idle heartbeat
             return
-        if self._requests:
-            self._forget(self._requests[0])  # expired (408), refused (409) or no consumer
+        self._credit.ended()  # expired (408), refused (409) or no consumer
         if status == "503" or "Consumer Deleted" in str(headers.get(api.Header.DESCRIPTION)):
             log.warning("consumer %s of %s is gone; making it again", self.consumer, self.topic)
             self._lost = True
@@ -682,8 +644,7 @@ class _PullSubscription(_Subscription):
         while True:
             await asyncio.sleep(self._tick)
             now = time.monotonic()
-            while self._requests and self._requests[0][0] + self._tick < now:
-                self._forget(self._requests[0])
+            self._credit.expire(now, self._tick)
             for held in list(self._held):
                 if now - held.heard >= self.broker.ack_wait / 3:
                     held.heard = now
@@ -700,14 +661,13 @@ class _PullSubscription(_Subscription):
 
     async def reconnected(self) -> None:
         """Pull requests died with the old connection: ask again."""
-        self._requests.clear()
-        self._requested = 0
+        self._credit.clear()
         await self._pull()
 
     async def unsubscribe(self) -> None:
         self.broker._subscriptions.discard(self)
         await self._stop_receiving()
-        await self._wait_running()  # the ticker keeps their acks in progress meanwhile
+        await self._running.drain()  # the ticker keeps their acks in progress meanwhile
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

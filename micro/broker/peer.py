@@ -24,7 +24,7 @@ from collections.abc import Awaitable
 
 from micro import errors
 from micro.broker.base import BrokerError, Envelope, NotConnected, RawHandler
-from micro.broker.redelivery import Redelivery, start
+from micro.broker.redelivery import Listener, Redelivery, start
 from micro.client import CallOptions, Client
 from micro.context import Context
 from micro.delivery_micro import DeliveryClient, DeliveryHandler
@@ -40,20 +40,6 @@ REMEMBERED_IDS = 10_000  # recent message ids a receiver keeps to drop duplicate
 
 def entry_name(topic: str) -> str:
     return f"micro.broker.{topic}"
-
-
-class _Subscription:
-    def __init__(self, broker: GrpcBroker, topic: str, handler: RawHandler, queue: str | None):
-        self.broker = broker
-        self.topic = topic
-        self.queue = queue
-        self.handler = handler
-        self.running: set[asyncio.Task[None]] = set()
-
-    async def unsubscribe(self) -> None:
-        await self.broker._remove(self)
-        if self.running:
-            await asyncio.gather(*self.running, return_exceptions=True)
 
 
 class _Receiver(DeliveryHandler):
@@ -89,7 +75,7 @@ class GrpcBroker:
         self._owns_client = False
         self._address: str | None = None
         self._node_id = ""
-        self._subscriptions: dict[str, list[_Subscription]] = collections.defaultdict(list)
+        self._subscriptions: dict[str, list[Listener]] = collections.defaultdict(list)
         self._turns: dict[tuple[str, str], itertools.count[int]] = {}
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._heartbeat: asyncio.Task[None] | None = None
@@ -168,13 +154,13 @@ class GrpcBroker:
 
     async def subscribe(
         self, topic: str, handler: RawHandler, queue: str | None = None
-    ) -> _Subscription:
+    ) -> Listener:
         if self._address is None:
             raise BrokerError(
                 "the grpc broker receives on a service's own server: subscribe through "
                 "micro.Service (or choose another broker with MICRO_BROKER)"
             )
-        sub = _Subscription(self, topic, handler, queue)
+        sub = Listener(topic, handler, queue, self._remove)
         self._subscriptions[topic].append(sub)
         await self.registry.register(self._entry(topic, queue), self.register_ttl)
         if self._heartbeat is None:
@@ -197,7 +183,7 @@ class GrpcBroker:
                 except RegistryError as e:
                     log.warning("subscription to %s not re-registered, will retry: %s", topic, e)
 
-    async def _remove(self, sub: _Subscription) -> None:
+    async def _remove(self, sub: Listener) -> None:
         subs = self._subscriptions.get(sub.topic, [])
         if sub not in subs:
             return
@@ -230,10 +216,7 @@ class GrpcBroker:
             # calls do not inherit that call's deadline and metadata (the publisher's
             # travel in the headers).
             work = self.redelivery.run(sub.handler, envelope, self.publish)
-            task = start(work, contextvars.Context())
-            if task is not None:
-                sub.running.add(task)
-                task.add_done_callback(sub.running.discard)
+            sub.running.add(start(work, contextvars.Context()))
         return True
 
     def _ready(self) -> Client:

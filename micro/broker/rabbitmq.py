@@ -62,7 +62,6 @@ import time
 import uuid
 from collections.abc import Awaitable
 from datetime import datetime, timezone
-from typing import Any
 
 try:
     import aio_pika
@@ -83,8 +82,15 @@ except ImportError:  # pragma: no cover - depends on the installed extras
     ) from None
 
 from micro import codec
-from micro.broker.base import BrokerError, Envelope, NotConnected, RawHandler, new_id
-from micro.broker.redelivery import Redelivery
+from micro.broker.base import (
+    BrokerError,
+    Envelope,
+    NotConnected,
+    RawHandler,
+    check_positive,
+    new_id,
+)
+from micro.broker.redelivery import Redelivery, Running
 from micro.urls import masked
 
 log = logging.getLogger("micro.broker")
@@ -102,7 +108,7 @@ class _Subscription:
         self.topic = topic
         self.queue = queue
         self.handler = handler
-        self.running: set[asyncio.Task[Any]] = set()
+        self.running = Running()
         self.stopped = False
         self.channel: AbstractChannel | None = None
         self.amqp_queue: AbstractQueue | None = None
@@ -111,13 +117,8 @@ class _Subscription:
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         if self.stopped:
             return  # left unacked: closing the channel hands it back to the queue
-        task = asyncio.current_task()
-        assert task is not None  # aio-pika runs each delivery as a task
-        self.running.add(task)
-        try:
-            await self.broker._handle(self, message)
-        finally:
-            self.running.discard(task)
+        self.running.add(asyncio.current_task())  # aio-pika runs each delivery as a task
+        await self.broker._handle(self, message)
 
     async def unsubscribe(self) -> None:
         if self.stopped:
@@ -129,8 +130,7 @@ class _Subscription:
                 await self.amqp_queue.cancel(self.tag)
             except Exception as e:  # the channel is gone: nothing more arrives anyway
                 log.debug("cancelling the consumer of %s: %s", self.topic, e)
-        if self.running:
-            await asyncio.gather(*self.running, return_exceptions=True)
+        await self.running.drain()
         if self.channel is not None:
             await self.channel.close()
 
@@ -154,8 +154,7 @@ class RabbitBroker:
         if self._url.scheme not in ("amqp", "amqps") or not self._url.host:
             raise ValueError(f"{masked(url)!r} is not an AMQP URL (amqp://user:pass@host:port/)")
         self.address = masked(url)
-        if prefetch < 1:
-            raise ValueError(f"prefetch={prefetch}: must be >= 1")
+        check_positive(prefetch=prefetch)
         self.exchange = exchange
         self.redelivery = Redelivery(max_attempts, backoff, max_backoff)
         self.prefetch = prefetch

@@ -23,6 +23,7 @@ from micro.broker.base import (
     Envelope,
     RawHandler,
     Undeliverable,
+    check_positive,
     dead_letter_topic,
 )
 from micro.logs import Throttle
@@ -34,8 +35,7 @@ class Redelivery:
     """``max_attempts`` deliveries at most, ``backoff`` doubling (with jitter) between."""
 
     def __init__(self, max_attempts: int = 5, backoff: float = 0.05, max_backoff: float = 2.0):
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts={max_attempts}: must be >= 1")
+        check_positive(max_attempts=max_attempts)
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -106,6 +106,60 @@ class Redelivery:
                 attempt=1,
             )
         )
+
+
+class Running:
+    """The deliveries of one subscription under way, for every backend: its
+    ``unsubscribe`` returns once they have finished (``drain``), and one that bounds
+    its handlers waits for ``room``."""
+
+    __slots__ = ("tasks",)
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def add(self, task: asyncio.Task[Any] | None) -> None:
+        """Count ``task`` until it is done; None (a delivery that ``start`` finished at
+        once) counts for nothing."""
+        if task is not None:
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def room(self, limit: int) -> None:
+        """Wait while ``limit`` deliveries are under way."""
+        while len(self.tasks) >= limit:
+            await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+
+    async def drain(self) -> None:
+        """Wait until the deliveries under way, and any added meanwhile, are done."""
+        while self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+class Listener:
+    """A subscription of a broker that hands each message to its handler in this
+    process as a task of its own (memory, grpc peer). ``unsubscribe`` takes it off its
+    broker (``remove``) and then waits for the deliveries under way."""
+
+    def __init__(
+        self,
+        topic: str,
+        handler: RawHandler,
+        queue: str | None,
+        remove: Callable[[Listener], Awaitable[None]],
+    ) -> None:
+        self.topic = topic
+        self.queue = queue
+        self.handler = handler
+        self.running = Running()
+        self._remove = remove
+
+    async def unsubscribe(self) -> None:
+        await self._remove(self)
+        await self.running.drain()
 
 
 def start(

@@ -59,8 +59,16 @@ except ImportError:  # pragma: no cover - depends on the installed extras
     raise ImportError("micro.broker.redis needs redis-py: install `micro-grpc[redis]`") from None
 
 from micro import codec
-from micro.broker.base import BrokerError, Envelope, NotConnected, RawHandler, Undeliverable
-from micro.broker.redelivery import Redelivery, start
+from micro.broker.base import (
+    BrokerError,
+    Envelope,
+    NotConnected,
+    RawHandler,
+    Undeliverable,
+    check_positive,
+    needs_timestamp,
+)
+from micro.broker.redelivery import Redelivery, Running, start
 from micro.urls import masked
 
 log = logging.getLogger(__name__)
@@ -71,7 +79,6 @@ UNBLOCK_TRIES = 40  # CLIENT UNBLOCKs sent (every 50 ms) before a reader is canc
 RETRY_PAUSE = (0.1, 2.0)  # first and longest pause of a reader after a failed read
 PUBLISHING = 32  # publishes in flight at once per broker; more wait their turn
 ACK_LINGER = 0.005  # seconds acks wait for the reader (or more acks) to take them along
-FRESH = 1.0  # seconds: a message published within them is timestamped by its entry id
 
 Fields = Mapping[bytes, bytes]
 
@@ -140,6 +147,12 @@ def _salvage(topic: str, entry: str, fields: Fields) -> Envelope:
     )
 
 
+def _code(e: ResponseError) -> str:
+    """The code of a Redis error reply (``BUSYGROUP``, ``NOGROUP``): its first word,
+    which redis-py keeps at the head of the message for codes it has no class for."""
+    return str(e).partition(" ")[0]
+
+
 def _refuse(reason: str) -> RawHandler:
     async def refuse(envelope: Envelope) -> None:
         raise Undeliverable(reason)
@@ -167,7 +180,8 @@ class _Subscription:
         self._last_id: bytes | str = "0-0"  # broadcast: the last entry seen
         self._cursor: bytes | str = "0-0"  # group: where the pending-entry scan goes on
         self._next_claim = 0.0
-        self._inflight: dict[bytes, asyncio.Task[None] | None] = {}  # None: not waiting yet
+        self._inflight: set[bytes] = set()  # entries being handled
+        self._running = Running()  # their deliveries that had to wait
         self._room = asyncio.Event()
         self._room.set()
         self._stop = asyncio.Event()
@@ -200,9 +214,7 @@ class _Subscription:
         self._stop.set()
         self._room.set()
         await self._interrupt_reader()
-        if self._inflight:
-            running = [task for task in self._inflight.values() if task is not None]
-            await asyncio.gather(*running, return_exceptions=True)
+        await self._running.drain()
         self._ack_wanted.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.queue is not None:
@@ -211,22 +223,17 @@ class _Subscription:
         self.broker._subscriptions.discard(self)
 
     async def _stream_end(self, client: Redis) -> bytes | str:
-        """The id after which messages are new: the stream's last id (or the start of
-        a stream that does not exist yet)."""
-        try:
-            info = await client.xinfo_stream(self.stream)
-        except ResponseError as e:
-            if "no such key" in str(e).lower():
-                return "0-0"
-            raise
-        last: bytes | str = info["last-generated-id"]
-        return last
+        """The id after which messages are new: the stream's last entry (or the start
+        of a stream that is empty or does not exist yet). The last id ever generated
+        may be later (its entry deleted), but no entry lies between the two."""
+        last: Any = await client.xrevrange(self.stream, count=1)  # [(id, fields)] or []
+        return last[0][0] if last else "0-0"
 
     async def _create_group(self, client: Redis) -> None:
         try:
             await client.xgroup_create(self.stream, self.group, id="$", mkstream=True)
         except ResponseError as e:
-            if "BUSYGROUP" not in str(e):  # the group exists: join it
+            if _code(e) != "BUSYGROUP":  # the group exists: join it
                 raise
 
     async def _interrupt_reader(self) -> None:
@@ -269,7 +276,8 @@ class _Subscription:
                 pause = RETRY_PAUSE[0]
             except RedisError as e:
                 self._client_id = None  # a new connection gets a new id
-                if "NOGROUP" in str(e) and await self._recreate_group():
+                lost = isinstance(e, ResponseError) and _code(e) == "NOGROUP"
+                if lost and await self._recreate_group():
                     continue
                 log.warning(
                     "redis broker at %s: reading %s failed, again in %.1f s: %s",
@@ -363,10 +371,8 @@ class _Subscription:
         return [(entry, fields, delivered.get(entry, 2)) for entry, fields in entries]
 
     def _dispatch(self, entry: bytes, fields: Fields, attempt: int) -> None:
-        self._inflight[entry] = None  # handling: ``_handle`` removes it when done
-        task = start(self._handle(entry, fields, attempt))  # most finish at once
-        if task is not None:
-            self._inflight[entry] = task
+        self._inflight.add(entry)  # ``_handle`` removes it when done
+        self._running.add(start(self._handle(entry, fields, attempt)))  # most finish at once
         if len(self._inflight) >= self.broker.concurrency:
             self._room.clear()
 
@@ -374,7 +380,7 @@ class _Subscription:
         try:
             await self._deliver(entry, fields, attempt)
         finally:
-            del self._inflight[entry]
+            self._inflight.discard(entry)
             self._room.set()
 
     async def _deliver(self, entry: bytes, fields: Fields, attempt: int) -> None:
@@ -481,14 +487,12 @@ class RedisBroker:
             parse_url(url)
         except ValueError as e:
             raise ValueError(f"redis broker address {self.address!r}: {e}") from None
-        for name, value in [
-            ("concurrency", concurrency),
-            ("claim_idle", claim_idle),
-            ("connect_timeout", connect_timeout),
-            ("maxlen", 1 if maxlen is None else maxlen),
-        ]:
-            if not value > 0:
-                raise ValueError(f"{name}={value}: must be > 0")
+        check_positive(
+            concurrency=concurrency,
+            claim_idle=claim_idle,
+            connect_timeout=connect_timeout,
+            maxlen=1 if maxlen is None else maxlen,  # None: unbounded
+        )
         self.stream_prefix = stream_prefix
         self.maxlen = maxlen
         self.redelivery = Redelivery(max_attempts, backoff, max_backoff)
@@ -550,7 +554,7 @@ class RedisBroker:
             fields["headers"] = _encode_headers(tuple(envelope.headers.items()))
         if envelope.content_type != codec.PROTOBUF:
             fields["content-type"] = envelope.content_type
-        if time.time() - envelope.timestamp > FRESH:  # a dead letter keeps its original's
+        if needs_timestamp(envelope):
             fields["timestamp"] = repr(envelope.timestamp)
         client = self._client()
         try:

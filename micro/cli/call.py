@@ -15,6 +15,7 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 from google.protobuf.message import Message
 
 from micro import errors
@@ -23,6 +24,7 @@ from micro.cli.common import CliError
 from micro.client import CallOptions, Client, Metadata, Stub
 from micro.method import Method
 from micro.selector import matching_nodes
+from micro.tls import Tls, blocking_channel, uses_tls
 
 CALL = """\
 examples:
@@ -126,6 +128,8 @@ async def resolve(client: Client, args: argparse.Namespace) -> tuple[Method[Any,
     the call then goes only to nodes of that version: the request is encoded, and the
     reply decoded, with the types of the version that will answer."""
     config = client.config
+    tls = Tls.from_config(config)
+    secure: dict[str, bool] = {}  # what each node's entry says of TLS
     if args.address:
         candidates = {args.address: args.version}
     else:
@@ -136,6 +140,7 @@ async def resolve(client: Client, args: argparse.Namespace) -> tuple[Method[Any,
         for service in services:
             for node in matching_nodes([service], version=args.version):
                 candidates.setdefault(node.address, service.version)
+                secure.setdefault(node.address, uses_tls(tls, node.metadata))
         if not candidates:
             versions = ", ".join(sorted(s.version or "''" for s in services))
             raise CliError(
@@ -151,7 +156,10 @@ async def resolve(client: Client, args: argparse.Namespace) -> tuple[Method[Any,
     def ask(node: reflect.Reflection) -> tuple[Method[Any, Any], str | None]:
         return reflect.method(node.method(args.method)), candidates[node.address]
 
-    return await asyncio.to_thread(reflect.first_answer, list(candidates), ask, limit)
+    def dial(address: str) -> grpc.Channel:
+        return blocking_channel(address, args.service, tls, secure.get(address, uses_tls(tls, {})))
+
+    return await asyncio.to_thread(reflect.first_answer, list(candidates), ask, limit, dial)
 
 
 def _check(args: argparse.Namespace) -> Metadata:

@@ -34,6 +34,10 @@ def options() -> argparse.ArgumentParser:
     group.add_argument(
         "--broker-address", metavar="ADDR[,ADDR]", help="broker servers (MICRO_BROKER_ADDRESS)"
     )
+    for name in ("cert", "key", "ca"):
+        variable = f"MICRO_TLS_{name.upper()}"
+        group.add_argument(f"--tls-{name}", metavar="PEM", help=f"TLS ({variable})")
+    group.add_argument("--token", help="bearer token sent with calls (MICRO_AUTH_TOKEN)")
     common.add_argument("--json", action="store_true", help="machine-readable JSON output")
     return common
 
@@ -45,6 +49,10 @@ def config(args: argparse.Namespace) -> Config:
         registry_address=_split(args.registry_address),
         broker=args.broker,
         broker_address=_split(args.broker_address),
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_ca=args.tls_ca,
+        auth_token=args.token,
     )
 
 

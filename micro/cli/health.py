@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from micro.cli import common, output
 from micro.cli.common import CliError
 from micro.registry import Service
+from micro.tls import Tls, aio_channel, uses_tls
 
 CHECK_TIMEOUT = 2.0  # seconds per node
 BROKER_ENTRIES = "micro.broker."  # subscription entries: the same servers again
@@ -53,8 +54,14 @@ async def _health(args: argparse.Namespace) -> int:
         else:
             listed = await common.asking(config, registry.list_services)
             found = [s for s in listed if not s.name.startswith(BROKER_ENTRIES)]
+    tls = Tls.from_config(config)
     nodes = [(s, n.id, n.address) for s in sorted(found, key=_order) for n in s.nodes]
-    results = await asyncio.gather(*(_check(address, args.timeout) for _, _, address in nodes))
+    channels = [
+        aio_channel(n.address, s.name, tls, uses_tls(tls, n.metadata))
+        for s in sorted(found, key=_order)
+        for n in s.nodes
+    ]
+    results = await asyncio.gather(*(_check(channel, args.timeout) for channel in channels))
     rows = [
         {
             "service": s.name,
@@ -84,11 +91,11 @@ def _order(s: Service) -> tuple[str, str]:
     return s.name, s.version
 
 
-async def _check(address: str, timeout: float) -> tuple[str, float]:
+async def _check(channel: grpc.aio.Channel, timeout: float) -> tuple[str, float]:
     """The node's overall status (service ""), or why there is none, and how long
     the answer took in milliseconds."""
     started = time.monotonic()
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)

@@ -42,12 +42,17 @@ class Unreachable(CliError):
     """A node's reflection failed (down, too slow, not served): another node may answer."""
 
 
+Dial = Callable[[str], grpc.Channel]
+
+
 class Reflection:
     """Descriptors served by the node at ``address``, fetched as they are needed."""
 
-    def __init__(self, address: str, timeout: float = REFLECTION_TIMEOUT) -> None:
+    def __init__(
+        self, address: str, timeout: float = REFLECTION_TIMEOUT, dial: Dial = grpc.insecure_channel
+    ) -> None:
         self.address = address
-        self._channel = grpc.insecure_channel(address)
+        self._channel = dial(address)
         bounded = grpc.intercept_channel(self._channel, _Deadline(timeout))
         self._db = ProtoReflectionDescriptorDatabase(bounded)
         self.pool = DescriptorPool(self._db)
@@ -96,13 +101,17 @@ class Reflection:
 
 
 def first_answer(
-    addresses: Sequence[str], ask: Callable[[Reflection], T], timeout: float = REFLECTION_TIMEOUT
+    addresses: Sequence[str],
+    ask: Callable[[Reflection], T],
+    timeout: float = REFLECTION_TIMEOUT,
+    dial: Dial = grpc.insecure_channel,
 ) -> T:
     """``ask`` of the first of up to ``REFLECT_ON`` nodes that answers: a node that
-    died but is still registered must not fail the command while others serve."""
+    died but is still registered must not fail the command while others serve.
+    ``dial``: the channel to an address (TLS where the settings say)."""
     failure: Unreachable | None = None
     for address in addresses[:REFLECT_ON]:
-        node = Reflection(address, timeout)
+        node = Reflection(address, timeout, dial)
         try:
             return ask(node)
         except Unreachable as e:

@@ -7,9 +7,11 @@ A ``Service`` is one name at one version; its ``nodes`` are the running instance
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
+
+RETRY_WATCH = (0.05, 0.1, 0.25, 0.5, 1.0)  # seconds between reconnects of a broken watch
 
 
 class RegistryError(Exception):
@@ -50,6 +52,18 @@ class Service:
 
     def with_nodes(self, nodes: tuple[Node, ...]) -> Service:
         return replace(self, nodes=nodes)
+
+
+def group(entries: Iterable[Service]) -> list[Service]:
+    """One ``Service`` per (name, version), holding the nodes of all its entries."""
+    grouped: dict[tuple[str, str], Service] = {}
+    for s in entries:
+        key = (s.name, s.version)
+        if key in grouped:
+            grouped[key] = grouped[key].with_nodes((*grouped[key].nodes, *s.nodes))
+        else:
+            grouped[key] = s
+    return list(grouped.values())
 
 
 class EventType(enum.Enum):

@@ -10,11 +10,9 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-from micro.registry.base import Event, EventType, Registry, RegistryError, Service
+from micro.registry.base import RETRY_WATCH, Event, EventType, Registry, RegistryError, Service
 
 log = logging.getLogger("micro.registry")
-
-RETRY_WATCH = (0.05, 0.1, 0.25, 0.5, 1.0)  # seconds between watch reconnects
 
 
 class CachingRegistry:

@@ -115,18 +115,6 @@ def from_document(doc: Any) -> Service:
     )
 
 
-def group(entries: list[Service]) -> list[Service]:
-    """One ``Service`` per (name, version), holding the nodes of all its entries."""
-    grouped: dict[tuple[str, str], Service] = {}
-    for s in entries:
-        key = (s.name, s.version)
-        if key in grouped:
-            grouped[key] = grouped[key].with_nodes((*grouped[key].nodes, *s.nodes))
-        else:
-            grouped[key] = s
-    return list(grouped.values())
-
-
 def text(doc: dict[str, Any], key: str, default: str | None = None) -> str:
     """``doc[key]``, a string (non-empty unless a ``default`` is given)."""
     value = doc.get(key, default)

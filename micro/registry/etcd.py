@@ -48,9 +48,8 @@ try:
 except ImportError:  # pragma: no cover - depends on the installed extras
     raise ImportError("micro.registry.etcd needs aetcd: install `micro-grpc[etcd]`") from None
 
-from micro.registry.base import Event, EventType, RegistryError, Service
-from micro.registry.cache import RETRY_WATCH
-from micro.registry.entry import decode_entry, encode, group
+from micro.registry.base import RETRY_WATCH, Event, EventType, RegistryError, Service, group
+from micro.registry.entry import decode_entry, encode
 from micro.registry.loop import Feed, LoopThread, quietly
 
 log = logging.getLogger(__name__)
@@ -499,7 +498,17 @@ class _Client(aetcd.Client):  # type: ignore[misc]
     """``aetcd.Client`` on a channel of our own, plain or TLS: aetcd 1.0's ``connect``
     opens only plain ones. This one sets up what that one does (sign-in, stubs,
     watcher) but not its waiting for a concurrent connect: ``EtcdRegistry`` connects
-    under a lock."""
+    under a lock.
+
+    It relies on aetcd internals, so pyproject pins ``aetcd>=1.0,<1.1``: the
+    ``aetcd.client._handle_errors`` decorator (it turns grpc's errors into aetcd's,
+    which ``_call`` catches), the constructor's ``_host``, ``_port``, ``_options``,
+    ``_username``, ``_password`` and ``_timeout``, and what aetcd's methods use:
+    the ``_connected`` event, ``channel``, ``metadata``, the ``*stub`` attributes
+    and ``_watcher``. If a release renames one, importing this module fails (the
+    decorator), ``connect`` raises ``AttributeError``, or aetcd's methods no longer
+    find what is set here; the etcd tests fail in each case.
+    """
 
     def __init__(
         self, host: str, port: int, *, credentials: grpc.ChannelCredentials | None, **kw: Any

@@ -70,7 +70,7 @@ from zeroconf._protocol.incoming import DNSIncoming
 from zeroconf._protocol.outgoing import DNSOutgoing
 
 from micro.logs import Throttle
-from micro.registry.base import Event, EventType, RegistryError, Service
+from micro.registry.base import Event, EventType, RegistryError, Service, group
 from micro.registry.entry import MAX_SIZE, Malformed, document, from_document, parse
 from micro.registry.entry import text as string_field
 
@@ -605,18 +605,8 @@ class MdnsRegistry:
 
     def _services(self) -> list[Service]:
         now = current_time_millis()
-        grouped: dict[tuple[str, str], Service] = {}
         with self._lock:
-            for entry in self._entries.values():
-                if entry.expires <= now:
-                    continue
-                s = entry.service
-                key = (s.name, s.version)
-                if key in grouped:
-                    grouped[key] = grouped[key].with_nodes((*grouped[key].nodes, *s.nodes))
-                else:
-                    grouped[key] = s
-        return list(grouped.values())
+            return group([e.service for e in self._entries.values() if e.expires > now])
 
     def _notify(self, events: list[Event]) -> None:
         if not events:

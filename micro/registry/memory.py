@@ -14,7 +14,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from micro.registry.base import Event, EventType, Service
+from micro.registry.base import Event, EventType, Service, group
 
 
 @dataclass
@@ -108,16 +108,8 @@ class MemoryRegistry:
 
     def _services(self) -> list[Service]:
         self._expire()
-        grouped: dict[tuple[str, str], Service] = {}
         with self._lock:
-            for entry in self._entries.values():
-                s = entry.service
-                key = (s.name, s.version)
-                if key in grouped:
-                    grouped[key] = grouped[key].with_nodes((*grouped[key].nodes, *s.nodes))
-                else:
-                    grouped[key] = s
-        return list(grouped.values())
+            return group([entry.service for entry in self._entries.values()])
 
     def _expire(self) -> None:
         with self._lock:

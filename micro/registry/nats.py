@@ -31,8 +31,8 @@ try:
 except ImportError:  # pragma: no cover - depends on the installed extras
     raise ImportError("micro.registry.nats needs nats-py: install `micro-grpc[nats]`") from None
 
-from micro.registry.base import Event, EventType, RegistryError, Service
-from micro.registry.entry import decode_entry, encode, group
+from micro.registry.base import Event, EventType, RegistryError, Service, group
+from micro.registry.entry import decode_entry, encode
 from micro.registry.loop import Feed, LoopThread, quietly
 from micro.urls import masked_all
 

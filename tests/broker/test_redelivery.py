@@ -1,6 +1,7 @@
 """Redelivery on its own: attempts count on from the envelope's (the server's
 delivery count), and a message delivered too often is dead-lettered unhandled; and
-``start``, which runs a delivery without a task until it has to wait."""
+``start``, which runs a delivery without a task until it has to wait; ``Running``,
+the deliveries under way that an unsubscribe waits for."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from micro import codec
 from micro.broker import Envelope, Undeliverable
-from micro.broker.redelivery import Redelivery, start
+from micro.broker.redelivery import Redelivery, Running, start
 
 
 class Recorder:
@@ -183,3 +184,44 @@ async def test_a_delivery_that_fails_at_once_is_reported_not_raised() -> None:
     finally:
         loop.set_exception_handler(None)
     assert [str(c["exception"]) for c in reported] == ["bug"]
+
+
+async def test_drain_waits_for_deliveries_added_while_it_waits() -> None:
+    running, release, order = Running(), asyncio.Event(), []
+
+    async def delivery(name: str) -> None:
+        await release.wait()
+        order.append(name)
+
+    async def first() -> None:
+        await delivery("first")
+        running.add(start(delivery("second")))  # a retry, say, while draining
+
+    running.add(start(first()))
+    drained = asyncio.ensure_future(running.drain())
+    asyncio.get_running_loop().call_soon(release.set)  # after the drain has begun
+    await asyncio.wait_for(drained, 5)  # bound: generous, the deliveries wait for nothing
+    assert (order, len(running)) == (["first", "second"], 0)
+
+
+async def test_room_waits_while_the_limit_is_under_way() -> None:
+    running, release = Running(), asyncio.Event()
+
+    async def blocked() -> None:
+        await release.wait()
+
+    async def quick() -> None:
+        pass
+
+    running.add(start(blocked()))
+    running.add(start(blocked()))
+    running.add(start(quick()))  # finished at once: takes no room
+    assert len(running) == 2
+
+    async def admitted() -> bool:
+        await running.room(2)
+        return release.is_set()
+
+    waiter = asyncio.ensure_future(admitted())
+    asyncio.get_running_loop().call_soon(release.set)  # after the waiter has begun
+    assert await asyncio.wait_for(waiter, 5)  # bound: generous, release frees both

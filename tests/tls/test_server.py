@@ -16,7 +16,7 @@ from tls_support import Authority, Pair
 
 import micro
 from micro.registry import MemoryRegistry
-from micro.tls import TLS_KEY, Tls, channel_options
+from micro.tls import TLS_KEY, Tls, aio_channel
 
 Start = Callable[..., Awaitable[micro.Service]]
 # A refused handshake fails the call at once (UNAVAILABLE); the bound only stops a
@@ -43,13 +43,9 @@ async def start(authority: Authority) -> AsyncIterator[Start]:
 
 
 async def get(address: str, tls: Tls | None, name: str = "echo") -> str:
-    """One Echo.Get over a raw grpc channel (TLS verifying ``name`` unless ``tls`` is
-    None); the node id, or the status code and details of the failure."""
-    if tls is None:
-        channel = grpc.aio.insecure_channel(address)
-    else:
-        channel = grpc.aio.secure_channel(address, tls.channel_credentials(), channel_options(name))
-    async with channel:
+    """One Echo.Get over a grpc channel (TLS verifying ``name`` unless ``tls`` is None);
+    the node id, or the status code and details of the failure."""
+    async with aio_channel(address, name, tls, tls is not None) as channel:
         call = channel.unary_unary(
             echo_micro.EchoHandler.__service__.methods[0].path,
             request_serializer=echo_pb2.EchoRequest.SerializeToString,
@@ -125,10 +121,7 @@ async def test_new_files_are_served_without_a_restart(start: Start, authority: A
 async def test_reflection_can_be_turned_off(start: Start, authority: Authority) -> None:
     svc = await start(authority.issue("echo"), reflection=False)
     tls = authority.tls()
-    channel = grpc.aio.secure_channel(
-        svc.address, tls.channel_credentials(), channel_options("echo")
-    )
-    async with channel:
+    async with aio_channel(svc.address, "echo", tls, True) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         ask = reflection_pb2.ServerReflectionRequest(list_services="")
         with pytest.raises(grpc.aio.AioRpcError) as failed:

@@ -1,0 +1,1 @@
+"""Auth tests: token issuers made per test (token_support.Issuer)."""
