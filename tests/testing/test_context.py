@@ -22,7 +22,7 @@ async def test_the_handler_reads_metadata_and_deadline() -> None:
     assert (reply.text, reply.node, dict(reply.metadata)) == ("hi", "unit", {"x-user": "ada"})
     assert 0 < reply.remaining <= 60
     assert ctx.method is echo_micro.EchoMethods.get
-    assert ctx.peer == "ipv4:127.0.0.1:1"
+    assert ctx.peer.address == "127.0.0.1:1"
 
 
 async def test_no_deadline_unless_given() -> None:
