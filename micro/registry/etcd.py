@@ -32,7 +32,7 @@ import logging
 import math
 import os
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -48,9 +48,9 @@ try:
 except ImportError:  # pragma: no cover - depends on the installed extras
     raise ImportError("micro.registry.etcd needs aetcd: install `micro-grpc[etcd]`") from None
 
-from micro.registry.base import RETRY_WATCH, Event, EventType, RegistryError, Service, group
+from micro.registry.base import RETRY_WATCH, Event, EventType, RegistryError, Service
 from micro.registry.entry import decode_entry, encode
-from micro.registry.loop import Feed, LoopThread, quietly
+from micro.registry.loop import Feed, LoopRegistry, LoopThread, quietly
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class _Held:
     ttl: int
 
 
-class EtcdRegistry:
+class EtcdRegistry(LoopRegistry["_Watch"]):
     """``Registry`` in etcd, shared by every process pointed at the same cluster and
     ``prefix``::
 
@@ -144,14 +144,12 @@ class EtcdRegistry:
         self._password = password
         self._timeout = timeout
         self._grace = lost_data_grace
-        self._thread = LoopThread("micro-etcd", repr(self))
+        super().__init__(LoopThread("micro-etcd", repr(self)), timeout)
         # Below: touched only on the private loop.
         self._clients: list[Any] = [None] * len(self.endpoints)
         self._current = 0
         self._connecting = asyncio.Lock()
         self._held: dict[bytes, _Held] = {}
-        self._setups: set[asyncio.Future[None]] = set()
-        self._watches: set[_Watch] = set()
 
     def __repr__(self) -> str:
         return f"EtcdRegistry({self.where}, prefix={self.prefix!r})"
@@ -218,11 +216,6 @@ class EtcdRegistry:
             f"etcd registry at {self.where} is unreachable ({what}): {'; '.join(unreachable)}"
         )
 
-    async def _settled(self) -> None:
-        """Let watches requested before this call read first, so they see it."""
-        if self._setups:
-            await asyncio.wait(set(self._setups))
-
     def _prefix(self, service: str | None) -> bytes:
         return (self.prefix if service is None else f"{self.prefix}{service}/").encode()
 
@@ -233,7 +226,6 @@ class EtcdRegistry:
         return decode_entry(key.decode(errors="replace"), value, f"etcd registry at {self.where}")
 
     async def _register(self, service: Service, ttl: float) -> None:
-        await self._settled()
         seconds = max(1, math.ceil(ttl))  # etcd leases count whole seconds
         for node in service.nodes:
             key = self._key(service.name, node.id)
@@ -270,7 +262,6 @@ class EtcdRegistry:
         return _Held(granted.id, ttl)
 
     async def _deregister(self, service: Service) -> None:
-        await self._settled()
         what = f"deregister {service.name!r}"
         for node in service.nodes:
             key = self._key(service.name, node.id)
@@ -291,53 +282,22 @@ class EtcdRegistry:
         return found.header, entries
 
     async def _entries(self, name: str | None) -> list[Service]:
-        await self._settled()
         _, entries = await self._read(self._prefix(name))
         return [one for one in entries.values() if name is None or one.name == name]
 
-    def _start(self, watch: _Watch) -> None:
-        self._watches.add(watch)
-        ready = watch.start()
-        self._setups.add(ready)
-        ready.add_done_callback(self._setups.discard)
+    def _new_watch(self, service: str | None) -> _Watch:
+        return _Watch(self, service)
 
-    async def _close(self) -> None:
-        for watch in list(self._watches):
-            watch.stop()
-        # Channels first: grpc cancels their calls and awaits them, so none completes
-        # after the loop is closed.
+    def _begin(self, watch: _Watch) -> asyncio.Future[None]:
+        """The watch is set up once it has read what is there."""
+        self._watches.add(watch)
+        return watch.start()
+
+    async def _disconnect(self) -> None:
+        # Channels before the tasks: grpc cancels their calls and awaits them, so none
+        # completes after the loop is closed.
         for i in range(len(self._clients)):
             await self._reset(i)
-        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in rest:
-            task.cancel()
-        if rest:  # bounded: a task that swallowed its cancellation must not hang close
-            await asyncio.wait(rest, timeout=self._timeout)
-
-    # -- the Registry protocol ----------------------------------------------------
-
-    async def register(self, service: Service, ttl: float) -> None:
-        await self._thread.run(self._register(service, ttl))
-
-    async def deregister(self, service: Service) -> None:
-        await self._thread.run(self._deregister(service))
-
-    async def get_service(self, name: str) -> list[Service]:
-        return group(await self._thread.run(self._entries(name)))
-
-    async def list_services(self) -> list[Service]:
-        return group(await self._thread.run(self._entries(None)))
-
-    def watch(self, service: str | None = None) -> AsyncIterator[Event]:
-        """Changes from this call on. The watch starts now, on the private loop, and
-        registry calls made after this one wait until it has read what is there."""
-        self._thread.loop()  # raises once closed
-        watch = _Watch(self, service)
-        self._thread.call_soon(self._start, watch)
-        return watch.feed.events()
-
-    async def close(self) -> None:
-        await self._thread.close(self._close)
 
 
 class _Watch:

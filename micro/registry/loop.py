@@ -9,16 +9,18 @@ caller's loop, and watch events come back to the caller's loop through a ``Feed`
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
-from micro.registry.base import Event, RegistryError
+from micro.registry.base import Event, RegistryError, Service, group
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class LoopThread:
@@ -119,3 +121,104 @@ class Feed:
                 yield item
         finally:
             self.thread.call_soon(self.on_drop)
+
+
+class Watching(Protocol):
+    """One ``watch()`` of a ``LoopRegistry`` backend."""
+
+    @property
+    def feed(self) -> Feed: ...
+
+    def stop(self) -> None:
+        """End the watch (on the private loop): its reader's iteration ends."""
+
+
+W = TypeVar("W", bound=Watching)
+
+
+class LoopRegistry(abc.ABC, Generic[W]):
+    """The ``Registry`` protocol for a backend whose connections live on a private
+    loop (etcd, NATS): each call runs the backend's coroutine there, once the watches
+    requested before the call are set up, so that they see what it changes.
+
+    A backend provides, all run on the private loop: ``_register``, ``_deregister``,
+    ``_entries`` (one entry per node, of a service or of all), ``_new_watch`` and
+    ``_begin`` (a watch, and the setting up of it), ``_disconnect``. ``close`` stops
+    the watches in ``_watches``, disconnects, then cancels what still runs there.
+    """
+
+    def __init__(self, thread: LoopThread, close_timeout: float) -> None:
+        self._thread = thread
+        self._close_timeout = close_timeout
+        # Below: touched only on the private loop.
+        self._setups: set[asyncio.Future[Any]] = set()  # watches being set up
+        self._watches: set[W] = set()
+
+    async def register(self, service: Service, ttl: float) -> None:
+        await self._thread.run(self._settled(self._register, service, ttl))
+
+    async def deregister(self, service: Service) -> None:
+        await self._thread.run(self._settled(self._deregister, service))
+
+    async def get_service(self, name: str) -> list[Service]:
+        return group(await self._thread.run(self._settled(self._entries, name)))
+
+    async def list_services(self) -> list[Service]:
+        return group(await self._thread.run(self._settled(self._entries, None)))
+
+    def watch(self, service: str | None = None) -> AsyncIterator[Event]:
+        """Changes from this call on: the watch is set up now, on the private loop,
+        and registry calls made after this one wait until it is."""
+        self._thread.loop()  # raises once closed
+        watch = self._new_watch(service)
+        self._thread.call_soon(self._start, watch)
+        return watch.feed.events()
+
+    async def close(self) -> None:
+        await self._thread.close(self._close)
+
+    # -- on the private loop ------------------------------------------------------
+
+    def _start(self, watch: W) -> None:
+        setup = self._begin(watch)
+        self._setups.add(setup)
+        setup.add_done_callback(self._setups.discard)
+
+    async def _settled(
+        self, op: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """``op(*args, **kwargs)``, once the watches requested before it are set up."""
+        if self._setups:
+            await asyncio.wait(set(self._setups))
+        return await op(*args, **kwargs)
+
+    async def _close(self) -> None:
+        for watch in list(self._watches):
+            watch.stop()
+        await self._disconnect()
+        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        if rest:  # bounded: a task that swallowed its cancellation must not hang close
+            await asyncio.wait(rest, timeout=self._close_timeout)
+
+    @abc.abstractmethod
+    async def _register(self, service: Service, ttl: float) -> None: ...
+
+    @abc.abstractmethod
+    async def _deregister(self, service: Service) -> None: ...
+
+    @abc.abstractmethod
+    async def _entries(self, name: str | None) -> list[Service]: ...
+
+    @abc.abstractmethod
+    def _new_watch(self, service: str | None) -> W:
+        """A watch of ``service`` (None: all), made on the caller's loop."""
+
+    @abc.abstractmethod
+    def _begin(self, watch: W) -> asyncio.Future[Any]:
+        """Start setting up ``watch``; the future is done once it is."""
+
+    @abc.abstractmethod
+    async def _disconnect(self) -> None:
+        """Close the backend's connections (at ``close``)."""

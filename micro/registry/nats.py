@@ -19,8 +19,7 @@ import base64
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 try:
     import nats
@@ -31,9 +30,9 @@ try:
 except ImportError:  # pragma: no cover - depends on the installed extras
     raise ImportError("micro.registry.nats needs nats-py: install `micro-grpc[nats]`") from None
 
-from micro.registry.base import Event, EventType, RegistryError, Service, group
+from micro.registry.base import Event, EventType, RegistryError, Service
 from micro.registry.entry import decode_entry, encode
-from micro.registry.loop import Feed, LoopThread, quietly
+from micro.registry.loop import Feed, LoopRegistry, LoopThread, quietly
 from micro.urls import masked_all
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ _STREAM_NOT_FOUND = 10059
 _WHERE = "NATS registry"
 
 
-class NatsRegistry:
+class NatsRegistry(LoopRegistry["_Watch"]):
     """``Registry`` in a JetStream KV bucket, shared by every process that points at
     the same servers and bucket."""
 
@@ -65,13 +64,11 @@ class NatsRegistry:
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
         self._reconnect_wait = reconnect_wait
-        self._thread = LoopThread(f"micro-nats-{bucket}", repr(self))
+        super().__init__(LoopThread(f"micro-nats-{bucket}", repr(self)), request_timeout)
         # Below: touched only on the private loop.
         self._nc: _Nats | None = None
         self._kv: KeyValue | None = None
         self._connecting: asyncio.Future[None] | None = None
-        self._setups: set[asyncio.Future[Any]] = set()
-        self._watchers: set[_Watch] = set()
         self._seen = False  # the bucket existed once for this registry
 
     def __repr__(self) -> str:
@@ -101,7 +98,7 @@ class NatsRegistry:
 
         async def on_disconnect() -> None:
             # A watch cannot tell which updates it missed: fail it, the caller resyncs.
-            for watch in list(self._watchers):
+            for watch in list(self._watches):
                 watch.fail(RegistryError(f"NATS registry at {where}: connection lost"))
 
         nc = _Nats()
@@ -151,11 +148,6 @@ class NatsRegistry:
     def _error(self, what: str, e: BaseException) -> RegistryError:
         return RegistryError(f"NATS registry at {self.where}: {what} failed: {e!r}")
 
-    async def _settled(self) -> None:
-        """Let watches requested before this call subscribe first, so they see it."""
-        if self._setups:
-            await asyncio.wait(set(self._setups))
-
     async def _put(self, key: str, value: bytes, ttl: float) -> None:
         await self._connection()
         headers = {_TTL_HEADER: f"{max(1, math.ceil(ttl))}s"}
@@ -173,7 +165,6 @@ class NatsRegistry:
             )
 
     async def _register(self, service: Service, ttl: float) -> None:
-        await self._settled()
         try:
             for node in service.nodes:
                 one = service.with_nodes((node,))
@@ -185,7 +176,6 @@ class NatsRegistry:
             raise self._error(f"register {service.name!r}", e) from None
 
     async def _deregister(self, service: Service) -> None:
-        await self._settled()
         kv = await self._connection()
         try:
             for node in service.nodes:
@@ -197,7 +187,6 @@ class NatsRegistry:
 
     async def _entries(self, name: str | None) -> list[Service]:
         """Every node's record (optionally of one service), malformed ones skipped."""
-        await self._settled()
         kv = await self._connection()
         subject = ">" if name is None else f"{_part(name)}.*"
         found: list[Service] = []
@@ -260,57 +249,28 @@ class NatsRegistry:
             await quietly(watcher.stop())  # type: ignore[no-untyped-call]
             return
         watch.watcher = watcher
-        self._watchers.add(watch)
+        self._watches.add(watch)
         watch.pump = asyncio.ensure_future(watch.follow())
 
-    async def _close(self) -> None:
-        for watch in list(self._watchers):
-            watch.stop()
+    def _new_watch(self, service: str | None) -> _Watch:
+        return _Watch(self, service)
+
+    def _begin(self, watch: _Watch) -> asyncio.Future[None]:
+        """The watch is set up once it has subscribed; failing that, it ends so."""
+
+        def done(f: asyncio.Future[None]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                watch.fail(f.exception())
+
+        setup = asyncio.ensure_future(self._subscribe(watch))
+        setup.add_done_callback(done)
+        return setup
+
+    async def _disconnect(self) -> None:
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.close()
         self._nc = self._kv = None
-        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in rest:
-            task.cancel()
-        await asyncio.gather(*rest, return_exceptions=True)
-
-    # -- the Registry protocol ----------------------------------------------------
-
-    async def register(self, service: Service, ttl: float) -> None:
-        await self._thread.run(self._register(service, ttl))
-
-    async def deregister(self, service: Service) -> None:
-        await self._thread.run(self._deregister(service))
-
-    async def get_service(self, name: str) -> list[Service]:
-        return group(await self._thread.run(self._entries(name)))
-
-    async def list_services(self) -> list[Service]:
-        return group(await self._thread.run(self._entries(None)))
-
-    def watch(self, service: str | None = None) -> AsyncIterator[Event]:
-        """Changes from this call on: the subscription starts now, on the private
-        loop, and registry calls made after this one wait for it."""
-        self._thread.loop()  # raises once closed
-        watch = _Watch(self, service)
-
-        def start() -> None:
-            setup = asyncio.ensure_future(self._subscribe(watch))
-            self._setups.add(setup)
-
-            def done(f: asyncio.Future[None]) -> None:
-                self._setups.discard(f)
-                if not f.cancelled() and f.exception() is not None:
-                    watch.fail(f.exception())
-
-            setup.add_done_callback(done)
-
-        self._thread.call_soon(start)
-        return watch.feed.events()
-
-    async def close(self) -> None:
-        await self._thread.close(self._close)
 
 
 class _Watch:
@@ -331,7 +291,7 @@ class _Watch:
             return
         self.done = True
         self.feed.put(error)
-        self.registry._watchers.discard(self)
+        self.registry._watches.discard(self)
         if self.watcher is not None:
             watcher = self.watcher
             self.stopping = asyncio.ensure_future(

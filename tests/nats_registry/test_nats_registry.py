@@ -141,7 +141,7 @@ async def test_a_watch_dropped_unstarted_is_released(nats_registry: Open, name: 
     await registry.list_services()  # its subscription has started by now
     await asyncio.sleep(0)  # the drop is handed to the registry's loop thread
     await registry.list_services()
-    assert not registry._watchers
+    assert not registry._watches
 
 
 async def test_close_ends_watches_and_later_calls_say_so(nats_registry: Open, name: str) -> None:
