@@ -29,7 +29,6 @@ class _Call:
         self._metadata = metadata
         self._deadline = deadline
         self._peer = peer
-        self.trailing_metadata: Pairs = ()
 
     def invocation_metadata(self) -> Pairs:
         return self._metadata
@@ -41,7 +40,7 @@ class _Call:
         return self._peer
 
     def set_trailing_metadata(self, metadata: Pairs) -> None:
-        self.trailing_metadata = metadata
+        """Nobody receives them in a direct call."""
 
 
 @contextlib.contextmanager

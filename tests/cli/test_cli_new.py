@@ -23,7 +23,7 @@ EXPECTED = {
 
 
 @pytest.mark.backend  # needs make: a skip fails under MICRO_REQUIRE_BACKENDS=1
-@pytest.mark.parametrize(("template", "passed"), [("default", 3), ("pubsub", 2)])
+@pytest.mark.parametrize(("template", "passed"), [("default", 4), ("pubsub", 3)])
 def test_scaffold_tests_pass(tmp_path: Path, template: str, passed: int) -> None:
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
@@ -76,7 +76,7 @@ def test_fresh_scaffold_makes_its_own_venv(tmp_path: Path) -> None:
     assert not (root / ".venv" / ".installed").exists()
     done = make("test")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "3 passed" in done.stdout
+    assert "4 passed" in done.stdout
     origin = subprocess.run(
         [str(root / ".venv/bin/python"), "-c", "import micro; print(micro.__file__)"],
         capture_output=True, text=True, check=True,

@@ -15,12 +15,11 @@ from google.rpc import error_details_pb2
 
 import micro
 from micro import errors
-from micro.registry import MemoryRegistry
+from micro.testing import Harness
 
 Req = echo_pb2.EchoRequest
 Reply = echo_pb2.EchoReply
 
-CONFIG = micro.Config(registry="memory", register_ttl=30.0, register_interval=10.0)
 SECRET = "secret detail /path/to/file.py"
 
 BAD_REQUEST = error_details_pb2.BadRequest(
@@ -55,15 +54,9 @@ class Faulty(echo_micro.EchoHandler):
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[micro.Client]:
-    registry = MemoryRegistry()
-    svc = micro.Service("faulty", registry=registry, config=CONFIG)
-    svc.handle(Faulty())
-    await svc.start()
-    c = micro.Client(registry, config=CONFIG)
-    yield c
-    await c.close()
-    await svc.stop(grace=0)
+async def client(micro_harness: Harness) -> micro.Client:
+    await micro_harness.serve("faulty", Faulty())
+    return micro_harness.caller
 
 
 def _server_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -146,7 +139,4 @@ async def test_rich_details_reach_sync_client(client: micro.Client) -> None:
             echo.put(Req())
         return raised.value
 
-    try:
-        _assert_rich(await asyncio.to_thread(call))
-    finally:
-        client.close_sync()
+    _assert_rich(await asyncio.to_thread(call))
