@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, cast
 
-from micro.context import Context, inbound
+from micro.context import Context, Identity, inbound
 from micro.method import Method
 from micro.server import Handler
 
@@ -39,8 +39,14 @@ class _Call:
     def peer(self) -> str:
         return self._peer
 
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {}  # no TLS handshake: no certificate names
+
     def set_trailing_metadata(self, metadata: Pairs) -> None:
-        """Nobody receives them in a direct call."""
+        """Nobody receives them in a direct call (``Context.trailers`` shows them)."""
+
+    def set_compression(self, compression: object) -> None:
+        """Nothing is sent to compress."""
 
 
 @contextlib.contextmanager
@@ -50,15 +56,18 @@ def context(
     metadata: Mapping[str, str | bytes] | None = None,
     timeout: float | None = None,
     peer: str = "ipv4:127.0.0.1:1",
+    identity: Identity | None = None,
 ) -> Iterator[Context]:
     """A ``Context`` for a direct call of ``method`` (a handler's bound method): the
     caller sent ``metadata``, with ``timeout`` seconds of deadline from now (None: no
-    deadline), from ``peer``. The caller's identity will be set here too once
-    micro-grpc authenticates callers."""
+    deadline), from ``peer`` (grpc's form), as ``identity`` (default: no verified
+    token or certificate)."""
     ctx = Context(
         cast(Any, _Call(tuple((metadata or {}).items()), _deadline(timeout), peer)),
         _descriptor(method),
     )
+    if identity is not None:
+        ctx.identity = identity
     token = inbound.set(ctx)
     try:
         yield ctx

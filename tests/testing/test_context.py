@@ -9,7 +9,7 @@ import pytest
 from runtime_support import Echo
 
 import micro
-from micro.context import current
+from micro.context import Identity, current
 from micro.testing import Fake, Harness, context
 
 Req, Reply = echo_pb2.EchoRequest, echo_pb2.EchoReply
@@ -23,6 +23,16 @@ async def test_the_handler_reads_metadata_and_deadline() -> None:
     assert 0 < reply.remaining <= 60
     assert ctx.method is echo_micro.EchoMethods.get
     assert ctx.peer.address == "127.0.0.1:1"
+    assert ctx.identity == Identity()  # nobody verified
+
+
+async def test_the_handler_sees_who_called() -> None:
+    echo = Echo()
+    ada = Identity(subject="ada", scopes=("echo.read",))
+    with context(echo.get, identity=ada, peer="ipv6:[::1]:5") as ctx:
+        assert (ctx.identity, ctx.peer.address) == (ada, "[::1]:5")
+        ctx.set_trailing_metadata((("x-took", "1"),))
+        assert ctx.trailers == (("x-took", "1"),)
 
 
 async def test_no_deadline_unless_given() -> None:
