@@ -155,6 +155,10 @@ class Config:
     auth_rules: str | None = None
     auth_token: str | None = field(default=None, repr=False)
     auth_allow_hs256: bool = False
+    # Observability (micro.middleware): where a Service serves Prometheus /metrics, and
+    # whether it writes an access log line per call and delivery.
+    metrics_address: str | None = None
+    access_log: bool = False
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -238,4 +242,6 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "auth_rules": str,
     "auth_token": str,
     "auth_allow_hs256": _flag,
+    "metrics_address": _address,
+    "access_log": _flag,
 }
