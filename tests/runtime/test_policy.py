@@ -190,6 +190,10 @@ def test_config_errors_name_the_setting() -> None:
         Config(register_interval=40, register_ttl=30)
     with pytest.raises(ConfigError, match="MICRO_MDNS_INTERFACES='eth0'"):
         Config.from_env({"MICRO_MDNS_INTERFACES": "eth0"})
+    with pytest.raises(ConfigError, match="MICRO_METRICS_ADDRESS='9464': expected host:port"):
+        Config.from_env({"MICRO_METRICS_ADDRESS": "9464"})
+    with pytest.raises(ConfigError, match="MICRO_ACCESS_LOG='verbose': expected 1 or 0"):
+        Config.from_env({"MICRO_ACCESS_LOG": "verbose"})
     interfaces = Config.from_env({"MICRO_MDNS_INTERFACES": "127.0.0.1, 127.0.0.2"}).mdns_interfaces
     assert interfaces == ("127.0.0.1", "127.0.0.2")
 
