@@ -7,10 +7,10 @@ EXTRAS := dev,etcd,nats,redis,rabbitmq,otel,prometheus,auth
 WKT = $$($(BIN)/python -c 'import grpc_tools, os; print(os.path.dirname(grpc_tools.__file__))')/_proto
 
 # The oldest and newest Python that requires-python admits: test-pythons runs the
-# runtime, codegen, CLI and registry tests on each, from its own .venv-X.Y.
+# runtime, codegen, CLI, registry and testing-kit tests on each, from its own .venv-X.Y.
 PYTHONS := 3.10 3.13
 VERSION_TESTS := tests/runtime tests/codegen tests/cli tests/registry tests/etcd_registry \
-    tests/nats_registry tests/dns
+    tests/nats_registry tests/dns tests/testing
 
 .PHONY: venv backends gen golden lint test test-pythons demo bench clean
 

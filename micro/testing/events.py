@@ -115,14 +115,16 @@ class RecordingBroker(MemoryBroker):
         async with self._changed:
             self._changed.notify_all()
 
-    async def until(self, done: Callable[[], bool], timeout: float, waiting_for: str) -> None:
-        """Until ``done()`` holds after a publish or a delivery attempt; ``TimeoutError``
-        naming what was awaited after ``timeout`` seconds."""
+    async def until(
+        self, done: Callable[[], bool], timeout: float, waiting_for: Callable[[], str]
+    ) -> None:
+        """Until ``done()`` holds after a publish or a delivery attempt; after
+        ``timeout`` seconds, ``TimeoutError`` saying what was awaited and what came."""
         try:
             async with self._changed:
                 await asyncio.wait_for(self._changed.wait_for(done), timeout)
         except asyncio.TimeoutError:
-            raise TimeoutError(f"{waiting_for}: not within {timeout} s") from None
+            raise TimeoutError(f"{waiting_for()}: not within {timeout} s") from None
 
     def receivers(self, topic: str) -> int:
         """How many deliveries a message on ``topic`` makes: one per subscriber without

@@ -30,6 +30,7 @@ from micro.testing.events import Delivery, RecordingBroker, decoded
 
 M = TypeVar("M", bound=Message)
 S = TypeVar("S", bound=Stub | SyncStub)
+SS = TypeVar("SS", bound=SyncStub)
 T = TypeVar("T")
 
 WAIT = 30.0  # seconds a wait for events or a delivery takes before it fails the test
@@ -92,10 +93,14 @@ class Harness:
         self, topic: str, kind: type[M], count: int = 1, *, timeout: float = WAIT
     ) -> list[M]:
         """Until ``count`` messages have been published on ``topic``; all of them."""
+
+        def seen() -> int:
+            return sum(e.topic == topic for e in self.broker.published)
+
         await self.broker.until(
-            lambda: sum(e.topic == topic for e in self.broker.published) >= count,
+            lambda: seen() >= count,
             timeout,
-            f"{count} message(s) on {topic}, {len(self.published(topic, kind))} published",
+            lambda: f"{count} message(s) on {topic}, {seen()} published",
         )
         return self.published(topic, kind)
 
@@ -121,8 +126,10 @@ class Harness:
         await self.broker.until(
             lambda: self.broker.settled(sent, receivers),
             timeout,
-            f"the subscriber of {topic} handling message {sent} "
-            f"(so far: {self.broker.deliveries(sent)})",
+            lambda: (
+                f"the subscriber of {topic} handling message {sent} "
+                f"(so far: {self.broker.deliveries(sent)})"
+            ),
         )
         return self.broker.deliveries(sent)[0]
 
@@ -165,7 +172,8 @@ class SyncHarness:
     def serve(self, service: str | Factory, *handlers: Handler, version: str = "") -> Service:
         return self._run(self.harness.serve(service, *handlers, version=version))
 
-    def client(self, stub: type[S], name: str) -> S:
+    def client(self, stub: type[SS], name: str) -> SS:
+        """A generated blocking client (``GreeterSyncClient``) of the service ``name``."""
         return self.harness.client(stub, name)
 
     def published(self, topic: str, kind: type[M]) -> list[M]:

@@ -3,6 +3,7 @@ message delivered to a subscriber reports what became of it."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import echo_micro
@@ -60,6 +61,7 @@ async def test_waiting_for_events_never_published_names_them(micro_harness: Harn
     await micro_harness.serve(create_service)
     await micro_harness.client(echo_micro.EchoClient, "echo").put(Req(text="a"), timeout=10)
     with pytest.raises(TimeoutError, match=r"2 message\(s\) on echo.put, 1 published: not within"):
+        # The second never comes, however long the wait: a short one fails as a long one.
         await micro_harness.wait_published(TOPIC, Req, 2, timeout=0.1)
 
 
@@ -123,3 +125,23 @@ async def test_deliver_needs_one_receiver(micro_harness: Harness) -> None:
     await micro_harness.serve(create_service)
     await micro_harness.serve(create_service)  # the same queue: still one receiver
     assert (await micro_harness.deliver(TOPIC, Req())).outcome == "acked"
+
+
+async def test_a_delivery_that_outlasts_its_wait_says_how_far_it_got(
+    micro_harness: Harness,
+) -> None:
+    release = asyncio.Event()
+
+    async def held(event: Req, ctx: micro.EventContext) -> None:
+        await release.wait()  # held until the test has seen the wait fail
+
+    def create(**options: Any) -> micro.Service:
+        service = micro.Service("held", **options)
+        service.subscribe(TOPIC)(held)
+        return service
+
+    await micro_harness.serve(create)
+    # The handler is held until released, so the wait ends at its timeout however short.
+    with pytest.raises(TimeoutError, match=r"so far: \[Delivery\(.*attempts=1.*not within"):
+        await micro_harness.deliver(TOPIC, Req(), timeout=0.1)
+    release.set()
