@@ -17,7 +17,9 @@ run, which is the resolution of every other ratio. grpclib (async only) is a pee
 another asyncio gRPC client, for scale.
 
 Micro clients come from ``CLIENT_MODES``: each entry turns the server's address into
-a ``micro.Client`` plus the stub options to call through.
+a ``micro.Client`` plus the stub options to call through. ``direct-noop`` is
+``direct`` with one middleware whose every hook does nothing but return an ending:
+the cost of the middleware seam itself (``direct`` has none installed).
 """
 
 from __future__ import annotations
@@ -77,6 +79,34 @@ def direct(address: str) -> Target:
     return Target(micro.Client(), micro.CallOptions(address=address))
 
 
+class Noop(micro.Middleware):
+    """Every hook, each returning an ending that does nothing."""
+
+    def call(self, call: micro.ClientCall) -> micro.Ending:
+        return _ignore
+
+    def attempt(self, attempt: micro.ClientAttempt) -> micro.Ending:
+        return _ignore
+
+    def handle(self, call: micro.ServerCall) -> micro.Ending:
+        return _ignore
+
+    def publish(self, message: micro.Outgoing) -> micro.Ending:
+        return _ignore
+
+    def deliver(self, message: micro.Incoming) -> micro.Ending:
+        return _ignore
+
+
+def _ignore(outcome: micro.Outcome) -> None:
+    pass
+
+
+def direct_noop(address: str) -> Target:
+    """``direct`` through one middleware that does nothing."""
+    return Target(micro.Client(middleware=[Noop()]), micro.CallOptions(address=address))
+
+
 def discovered(address: str) -> Target:
     """The whole pipeline: "greeter" resolved by name through the cached registry,
     a node picked by the default strategy, the retry plan around each call."""
@@ -98,7 +128,11 @@ async def register(registry: Registry, service: str, addresses: list[str]) -> No
 
 # A mode maps the server's address to a Target. Modes are called outside any event
 # loop (once for the async clients, once for the blocking ones).
-CLIENT_MODES: dict[str, Callable[[str], Target]] = {"direct": direct, "discovered": discovered}
+CLIENT_MODES: dict[str, Callable[[str], Target]] = {
+    "direct": direct,
+    "direct-noop": direct_noop,
+    "discovered": discovered,
+}
 
 
 def variant(mode: str) -> str:

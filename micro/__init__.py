@@ -6,7 +6,12 @@ and broker backends are imported by their full path (``micro.registry.etcd``).
 
 from micro import errors
 from micro.broker import EventContext, Publisher
-from micro.client import CallOptions, Client, Metadata, Stub, SyncStub
+from micro.client import CallOptions, Client, Metadata
+from micro.stub import Stub, SyncStub
+
+# isort: split
+# Stubs above: micro.service loads generated code (the grpc broker's delivery
+# service) that subclasses micro.Stub while this package is still loading.
 from micro.config import Config, ConfigError
 from micro.context import Context
 from micro.method import (

@@ -1,33 +1,21 @@
-"""The client: the call pipeline, with thin async and sync drivers.
+"""The client: routing, plans and lifecycle — the call pipeline's owner.
 
 select → channel → invoke → classify → retry. ``Client`` resolves a service name
-through the cached registry into a ``Route`` (filtered nodes and a strategy) and
-keeps one channel per node address; a ``Plan`` (``micro.plan``) decides each
-attempt. ``Stub`` and ``SyncStub`` only perform what the plan says, which keeps the
-async and the blocking client to the same policy.
-
-Generated ``<Svc>Client`` / ``<Svc>SyncClient`` classes subclass ``Stub`` /
-``SyncStub``; each generated method is one call into ``_<kind>`` here.
+through the cached registry into a ``Route`` (filtered nodes and a strategy); its
+``Pool`` (``micro.pool``) keeps one channel per node address; a ``Plan``
+(``micro.plan``) decides each attempt. A ``Call`` holds one call's plan, its
+middleware and the bookkeeping of each attempt, so the drivers in ``micro.stub``
+(async and blocking) only do the I/O it names.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import math
 import re
 import threading
 import time
-import warnings
-from collections.abc import (
-    AsyncIterator,
-    Callable,
-    Coroutine,
-    Iterable,
-    Iterator,
-    Mapping,
-    Sequence,
-)
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
@@ -36,26 +24,30 @@ import grpc.aio
 from grpc_health.v1 import health_pb2
 
 from micro import errors
-from micro.config import Config
+from micro.config import MAX_MESSAGE_SIZE, Config
 from micro.context import inbound
-from micro.method import Method, Resp
+from micro.method import Method
+from micro.middleware import ClientAttempt, ClientCall, Middleware, Outcome
+from micro.middleware.base import SUCCEEDED, Endings, begin, chain, end, failed
 from micro.plan import DEADLINE_EXCEEDED, UNAVAILABLE, Plan, RetryBudget
-from micro.registry import CachingRegistry, Registry, RegistryError, Service, from_config
-from micro.selector import NodeHealth, Route, StrategyFactory, matching_nodes, strategy
-from micro.server import MAX_MESSAGE_SIZE
+from micro.pool import CONNECT_TIMEOUT, READY, Peer, Pool, error, failure, unreachable
+from micro.registry import (
+    CachingRegistry,
+    Node,
+    Registry,
+    RegistryError,
+    Service,
+    from_config,
+)
+from micro.registry.loop import LoopThread
+from micro.selector import Route, StrategyFactory, matching_nodes, strategy
 
 Metadata: TypeAlias = Mapping[str, str | bytes] | Sequence[tuple[str, str | bytes]]
 _Pairs: TypeAlias = tuple[tuple[str, str | bytes], ...]
 T = TypeVar("T")
 
-CONNECT_TIMEOUT = 2.0  # seconds a call waits for a connection before trying elsewhere
 RELOOKUP = 1.0  # seconds between lookups of a service the cache lists no node of
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
-READY = grpc.ChannelConnectivity.READY
-_SETTLED = (READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN)
-CANCELLED = grpc.StatusCode.CANCELLED
-RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
-_EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # what read() returns at a stream's end
 
 
 @dataclass(frozen=True)
@@ -116,56 +108,6 @@ class CallOptions:
 _DEFAULT = CallOptions()
 
 
-class Peer(NodeHealth):
-    """One node address: its health, its channels (async and sync, made on first use)
-    and their method callables."""
-
-    __slots__ = (
-        "calls",
-        "channel",
-        "kept",
-        "lock",
-        "retired",
-        "state",
-        "sync_calls",
-        "sync_channel",
-    )
-
-    def __init__(self, address: str) -> None:
-        super().__init__(address)
-        self.channel: grpc.aio.Channel | None = None
-        self.calls: dict[Method[Any, Any], Any] = {}
-        self.sync_channel: grpc.Channel | None = None
-        self.sync_calls: dict[Method[Any, Any], Any] = {}
-        self.lock = threading.Condition()  # sync bookkeeping and connectivity changes
-        self.state: grpc.ChannelConnectivity | None = None  # sync channel, once followed
-        self.retired = False
-        # Set while the node is kept after leaving the registry: told of a failure.
-        self.kept: Callable[[str], None] | None = None
-
-    def failed(self, now: float) -> None:
-        super().failed(now)
-        if self.kept is not None:
-            self.kept(self.address)
-
-    def changed(self, state: grpc.ChannelConnectivity) -> None:
-        """The sync channel's connectivity, from grpc's thread (``subscribe``)."""
-        with self.lock:
-            self.state = state
-            self.lock.notify_all()
-
-    def detach_sync(self) -> grpc.Channel | None:
-        """Take the sync channel away (a later call opens another), no longer followed;
-        ``_close_blocking`` closes it."""
-        with self.lock:
-            channel, self.sync_channel = self.sync_channel, None
-            self.sync_calls = {}
-            followed, self.state = self.state is not None, None
-        if channel is not None and followed:
-            channel.unsubscribe(self.changed)
-        return channel
-
-
 class Client:
     """Finds nodes, balances, retries; stubs share one ``Client``.
 
@@ -176,7 +118,8 @@ class Client:
     them unset, ``timeout`` to calls made without one. Without ``registry`` the
     backend ``MICRO_REGISTRY`` names is opened on first discovery (calls with
     ``CallOptions(address=...)`` never open one). Async calls belong to one event
-    loop; the blocking stubs may be used from any thread.
+    loop; the blocking stubs may be used from any thread. ``middleware`` hooks every
+    call and attempt, in the order given (``micro.Middleware``).
     """
 
     def __init__(
@@ -188,6 +131,7 @@ class Client:
         attempt_timeout: float | None = None,
         strategy: str | StrategyFactory[Any] = "least_request",
         max_message_size: int = MAX_MESSAGE_SIZE,
+        middleware: Sequence[Middleware] = (),
         config: Config | None = None,
     ) -> None:
         self.config = config or Config.from_env()
@@ -198,15 +142,12 @@ class Client:
         )
         self.strategy = strategy
         CallOptions(retries=self.retries, strategy=strategy, attempt_timeout=attempt_timeout)
-        self._channel_options = (
-            ("grpc.max_receive_message_length", max_message_size),
-            ("grpc.max_send_message_length", max_message_size),
-        )
+        self.chain = chain(middleware)
+        self._pool = Pool(max_message_size)
         self._registry = registry
         self._owns_registry = registry is None
         self._cache: CachingRegistry | None = None
         self._generation = -1
-        self._peers: dict[str, Peer] = {}
         # (service, method path, options); a direct call's has no method path.
         self._routes: dict[tuple[str, str, CallOptions], Route[Peer]] = {}
         self._listed: dict[str, Service] = {}  # the routes' services' entries by address
@@ -216,11 +157,12 @@ class Client:
         self._confirm = False  # whether removals need confirming (set with the cache)
         self._looked: dict[str, float] = {}  # when each service was last looked up
         self._checks: set[asyncio.Task[None]] = set()
+        self._sync_checks: set[grpc.Future[Any]] = set()  # a blocking caller's (``_checked``)
         self._budgets: dict[str, RetryBudget] = {}
-        self._closing: set[asyncio.Task[None]] = set()
-        self._orphans: list[grpc.aio.Channel] = []
-        self._background: _LoopThread | None = None
-        self._lock = threading.Lock()  # routing and retry bookkeeping of blocking callers
+        self._background: LoopThread | None = None
+        # Routing and retry bookkeeping; reentrant: a health check that ends at once
+        # reports from inside the routing that started it.
+        self._lock = threading.RLock()
 
     @property
     def registry(self) -> CachingRegistry:
@@ -263,7 +205,7 @@ class Client:
                     raise LookupError(service)
                 raise errors.ServiceNotFound(_not_found(service, options, bool(services)))
             pick = strategy(options.strategy or self.strategy)()
-            route = Route([self._peer(n.address) for n in nodes], pick, cache.generation)
+            route = Route([self._node(n) for n in nodes], pick, cache.generation)
             self._routes[key] = route
             self._listed.update(_entries(cache, (service,)))  # so that their leaving is seen
         return route
@@ -277,7 +219,7 @@ class Client:
         key = (service, "", options)
         route = self._routes.get(key)
         if route is None:
-            route = self._routes[key] = Route((self._peer(address),), _first)
+            route = self._routes[key] = Route((self._pool.peer(address),), _first)
             entry = _entries(cache, (service,)).get(address) if cache is not None else None
             if entry is not None:
                 self._listed[address] = entry  # so that its leaving is noticed
@@ -303,41 +245,60 @@ class Client:
         self._routes = {k: r for k, r in old.items() if not k[1] and k[2].address not in gone}
         live = listed.keys() | self._kept.keys()
         live.update(p.address for r in self._routes.values() for p in r.nodes)
-        for address in [a for a in self._peers if a not in live]:
-            self._retire(self._peers.pop(address))
+        peers = self._pool.peers
+        for address in [a for a in peers if a not in live]:
+            self._pool.retire(peers.pop(address))
 
     def _keep_if_answering(self, address: str, entry: Service) -> None:
-        """Keep ``entry`` if its node has a connection up and its last call answered,
-        and ask its health (async channels only: the check runs on their loop)."""
-        peer = self._peers.get(address)
-        channel = None if peer is None else peer.channel
-        if peer is None or channel is None or peer.failures or channel.get_state() is not READY:
+        """Keep ``entry`` if this client's channel to its node is up and its last
+        call answered, and ask its health: an async caller's on its loop, a blocking
+        caller's through its own channel (grpc's threads report the answer)."""
+        peer = self._pool.peers.get(address)
+        if peer is None or peer.failures:
             return
         try:
-            loop = asyncio.get_running_loop()
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # a blocking caller's refresh
+            loop = None
+        if loop is not None:
+            channel = peer.channel
+            if channel is None or channel.get_state() is not READY:
+                return
+            self._keep(peer, entry)
+            task = loop.create_task(self._check(peer, channel))
+            self._checks.add(task)
+            task.add_done_callback(self._checks.discard)
             return
-        self._kept[address] = entry
+        sync_channel = peer.sync_channel
+        if sync_channel is None or peer.state not in (None, READY):
+            return
+        self._keep(peer, entry)
+        future = _health(sync_channel).future(_HEALTH_REQUEST, timeout=CONNECT_TIMEOUT)
+        self._sync_checks.add(future)
+        future.add_done_callback(lambda done: self._checked(peer, done))
+
+    def _keep(self, peer: Peer, entry: Service) -> None:
+        self._kept[peer.address] = entry
         peer.kept = self._forget
-        task = loop.create_task(self._check(peer, channel))
-        self._checks.add(task)
-        task.add_done_callback(self._checks.discard)
 
     async def _check(self, peer: Peer, channel: grpc.aio.Channel) -> None:
         """Forget a kept node unless its server says it is serving (a stopping one
         says NOT_SERVING before it leaves the registry)."""
-        check = channel.unary_unary(
-            _HEALTH_CHECK,
-            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-            response_deserializer=health_pb2.HealthCheckResponse.FromString,
-        )
         try:
-            reply = await check(health_pb2.HealthCheckRequest(), timeout=CONNECT_TIMEOUT)
-            serving = reply.status == health_pb2.HealthCheckResponse.SERVING
+            reply = await _health(channel)(_HEALTH_REQUEST, timeout=CONNECT_TIMEOUT)
+            serving = reply.status == _SERVING
         except grpc.RpcError:
             serving = False
         if not serving:
             self._forget(peer.address)
+
+    def _checked(self, peer: Peer, done: Any) -> None:
+        """``_check`` of a blocking caller, from grpc's thread."""
+        self._sync_checks.discard(done)
+        serving = not done.cancelled() and done.exception() is None
+        if not (serving and done.result().status == _SERVING):
+            with self._lock:
+                self._forget(peer.address)
 
     def _forget(self, address: str) -> None:
         """A kept node stopped answering: routes are rebuilt without it."""
@@ -345,16 +306,31 @@ class Client:
             self._generation = -1
 
     def _unkeep(self, address: str) -> bool:
-        peer = self._peers.get(address)
+        peer = self._pool.peers.get(address)
         if peer is not None:
             peer.kept = None
         return self._kept.pop(address, None) is not None
 
-    def _peer(self, address: str) -> Peer:
-        peer = self._peers.get(address)
-        if peer is None:
-            peer = self._peers[address] = Peer(address)
+    def _node(self, node: Node) -> Peer:
+        """The peer at a registry node's address, which middleware sees as that node."""
+        peer = self._pool.peer(node.address)
+        peer.node = node
         return peer
+
+    def _start(
+        self,
+        service: str,
+        method: Method[Any, Any],
+        options: CallOptions,
+        timeout: float | None,
+        metadata: Metadata | None,
+        sync: bool,
+    ) -> Call:
+        """A call's pipeline; ``LookupError`` if the registry must be asked first."""
+        with self._lock:
+            route = self._route(service, method, options)
+            plan = self._plan(service, method, options, timeout, route)
+        return Call(self, service, method, plan, _outbound(metadata), sync)
 
     def _plan(
         self,
@@ -394,66 +370,11 @@ class Client:
         except RegistryError as e:
             raise errors.Unavailable(f"cannot look up service {service!r}: {e}") from None
 
-    # -- channels ---------------------------------------------------------------
-
-    def _call(self, peer: Peer, method: Method[Any, Any]) -> Any:
-        call = peer.calls.get(method)
-        if call is None:
-            if peer.channel is None:
-                peer.channel = grpc.aio.insecure_channel(
-                    peer.address, options=self._channel_options
-                )
-            call = peer.calls[method] = getattr(peer.channel, method.kind)(
-                method.path,
-                request_serializer=method.serialize,
-                response_deserializer=method.deserialize_response,
-                _registered_method=True,
-            )
-        return call
-
-    def _sync_call(self, peer: Peer, method: Method[Any, Any]) -> Any:
-        call = peer.sync_calls.get(method)
-        if call is None:
-            with peer.lock:
-                if peer.sync_channel is None:
-                    peer.sync_channel = grpc.insecure_channel(
-                        peer.address, options=self._channel_options
-                    )
-                call = peer.sync_calls[method] = getattr(peer.sync_channel, method.kind)(
-                    method.path,
-                    request_serializer=method.serialize,
-                    response_deserializer=method.deserialize_response,
-                    _registered_method=True,
-                )
-        return call
-
-    def _retire(self, peer: Peer) -> None:
-        """Close a peer's channels once its calls in flight are done."""
-        peer.retired = True
-        if peer.inflight == 0:
-            self._close_peer(peer)
-
-    def _close_peer(self, peer: Peer) -> None:
-        channel, peer.channel = peer.channel, None
-        peer.calls = {}
-        sync_channel = peer.detach_sync()
-        if sync_channel is not None:
-            _close_blocking([sync_channel])
-        if channel is not None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # retired by a blocking call: close() will do it
-                self._orphans.append(channel)
-                return
-            task = loop.create_task(channel.close(grace=None))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
-
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run registry work for blocking callers on the client's own loop thread."""
         if self._background is None:
-            self._background = _LoopThread()
-        return self._background.run(coro, timeout)
+            self._background = LoopThread("micro-client", repr(self), stop_at_exit=True)
+        return self._background.run_sync(coro, timeout)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -463,39 +384,29 @@ class Client:
         for task in checks:
             task.cancel()
         await asyncio.gather(*checks, return_exceptions=True)
-        peers, self._peers = list(self._peers.values()), {}
+        self._stop_sync_checks()
         self._routes, self._kept = {}, {}
-        channels = [p.channel for p in peers if p.channel is not None] + self._orphans
-        self._orphans = []
-        for peer in peers:
-            peer.retired = True  # a call still running closes what it opens
-            peer.channel = None
-        for channel in channels:
-            await channel.close(grace=None)
-        self._close_sync(peers)
-        loop = asyncio.get_running_loop()
-        closing = [t for t in self._closing if t.get_loop() is loop]
-        await asyncio.gather(*closing, return_exceptions=True)
+        await self._pool.close()
         await self._close_registry()
-        if self._background is not None:
-            self._background.stop()
-            self._background = None
+        self._stop_background()
 
     def close_sync(self) -> None:
         """``close`` for blocking users (no event loop of their own)."""
-        peers, self._peers = list(self._peers.values()), {}
+        self._stop_sync_checks()
         self._routes, self._kept = {}, {}
-        self._close_sync(peers)
+        self._pool.close_sync()
         if self._cache is not None:
             self._run(self._close_registry())
+        self._stop_background()
+
+    def _stop_sync_checks(self) -> None:
+        for future in list(self._sync_checks):
+            future.cancel()
+
+    def _stop_background(self) -> None:
         if self._background is not None:
             self._background.stop()
             self._background = None
-
-    def _close_sync(self, peers: list[Peer]) -> None:
-        for peer in peers:
-            peer.retired = True
-        _close_blocking([c for c in map(Peer.detach_sync, peers) if c is not None])
 
     async def _close_registry(self) -> None:
         cache, self._cache = self._cache, None
@@ -583,435 +494,163 @@ def _check(pairs: _Pairs) -> None:
             )
 
 
-def _deprecated(method: Method[Any, Any], stacklevel: int) -> None:
-    """Warn at the caller's line: the generated method calls a unary driver, while a
-    streaming driver runs straight from the caller's loop."""
-    warnings.warn(f"{method.path} is deprecated", DeprecationWarning, stacklevel=stacklevel)
-
-
-def _unreachable(service: str, peer: Peer) -> errors.Unavailable:
-    return errors.Unavailable(f"cannot connect to service {service!r} at {peer.address}")
-
-
-def _failure(
-    e: grpc.RpcError, peer: Peer, draining: Callable[[Peer], bool]
-) -> tuple[grpc.StatusCode, bool]:
-    """A failed attempt as the retry policy sees it: (status, whether it may have run).
-
-    A call this client cancels raises CancelledError, not this error; grpc's server
-    answers CANCELLED to calls it drops unrun, as its stop begins or when it is
-    overloaded. From a node known to be ``draining`` (it said it is stopping, it left
-    the registry, or its connection is closing) that is the node going away,
-    UNAVAILABLE; otherwise the node is busy, not gone. (Closing a blocking client under
-    a running call is the other source: that call may then retry, on a retired peer
-    that closes after it.) A status marked as refused never ran (a stopping server,
-    load shedding).
-    """
-    code: grpc.StatusCode = e.code()
-    if code is CANCELLED:
-        return (UNAVAILABLE if draining(peer) else code), True
-    if code is RESOURCE_EXHAUSTED or code is UNAVAILABLE:
-        trailers: Any = e.trailing_metadata() or ()  # pairs, sync or aio
-        refused = next((v for k, v in trailers if k == errors.REFUSED_KEY), None)
-        if refused == errors.STOPPING:
-            peer.stopping = True
-        return code, refused is None
-    return code, True
-
-
-def _draining(peer: Peer) -> bool:
-    """Whether the node is known to be going away (async channel)."""
-    channel = peer.channel
-    return (
-        peer.retired or peer.stopping or (channel is not None and channel.get_state() is not READY)
+def _health(channel: grpc.Channel | grpc.aio.Channel) -> Any:
+    return channel.unary_unary(
+        _HEALTH_CHECK,
+        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+        response_deserializer=health_pb2.HealthCheckResponse.FromString,
     )
 
 
-def _draining_sync(peer: Peer) -> bool:
-    """Whether the node is known to be going away (blocking channel, when watched)."""
-    return peer.retired or peer.stopping or peer.state not in (None, READY)
+_HEALTH_REQUEST = health_pb2.HealthCheckRequest()
+_SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
-def _error(
-    e: grpc.RpcError, peer: Peer, code: grpc.StatusCode, service: str, gone: bool
-) -> errors.Error:
-    """The error a failed call raises. From a node whose connection is down (``gone``),
-    an UNAVAILABLE is grpc's own (the node was not reached) and names the service;
-    what a node answered is passed on as it is."""
-    if e.code() is CANCELLED and code is UNAVAILABLE:
-        return errors.Unavailable(f"{peer.address} dropped the call (CANCELLED): it is stopping")
-    if e.code() is UNAVAILABLE and gone:
-        return errors.Unavailable(
-            f"cannot connect to service {service!r} at {peer.address}: {e.details()}"
-        )
-    return errors.from_rpc_error(e)
+class Call:
+    """One call through the pipeline: its plan, its middleware, and the bookkeeping
+    of each attempt (counted in flight on its node, closing a node retired meanwhile,
+    mapping a failure to a retry or to the error to raise). The drivers
+    (``micro.stub``) do the I/O; each attempt is ``send``, then one of ``succeeded``,
+    ``failed``, ``unreachable``, ``expired`` (which raise the call's error unless the
+    plan retries) or ``abort`` (anything else ends the call: cancelled, say).
+    """
+
+    __slots__ = (
+        "attempt_endings",
+        "chain",
+        "client",
+        "endings",
+        "info",
+        "metadata",
+        "method",
+        "peer",
+        "plan",
+        "retry_of",
+        "service",
+        "sync",
+    )
+
+    def __init__(
+        self,
+        client: Client,
+        service: str,
+        method: Method[Any, Any],
+        plan: Plan[Peer],
+        metadata: _Pairs | None,
+        sync: bool,
+    ) -> None:
+        self.client = client
+        self.service = service
+        self.method = method
+        self.plan = plan
+        self.metadata = metadata
+        self.sync = sync
+        self.peer: Peer | None = None  # while an attempt is in flight
+        self.chain = client.chain
+        if self.chain is not None:
+            self.retry_of: grpc.StatusCode | None = None
+            self.attempt_endings: Endings = []
+            self.info = ClientCall(
+                service, method.path, method.kind, list(metadata or ()), plan.remaining
+            )
+            self.endings = begin(self.chain.call, self.info)
+
+    @property
+    def delay(self) -> float:
+        """Seconds to wait before the next attempt."""
+        return self.plan.delay
+
+    def send(self) -> Any:
+        """Begin the plan's attempt: the method's callable on its node."""
+        peer = self.plan.node
+        pool = self.client._pool
+        send = pool.sync_call(peer, self.method) if self.sync else pool.call(peer, self.method)
+        with peer.lock:
+            peer.inflight += 1
+        self.peer = peer
+        if self.chain is not None:
+            self._begin_attempt(peer)
+        return send
+
+    def _begin_attempt(self, peer: Peer) -> None:
+        assert self.chain is not None
+        metadata = list(self.info.metadata)
+        attempt = ClientAttempt(self.info, peer.node, self.plan.attempts, self.retry_of, metadata)
+        self.attempt_endings = []
+        self.attempt_endings = begin(self.chain.attempt, attempt)
+        self.metadata = tuple(metadata)
+
+    def succeeded(self) -> None:
+        self.plan.succeeded()
+        self._end_attempt(SUCCEEDED)
+        if self.chain is not None:
+            end(self.endings, SUCCEEDED)
+
+    def failed(self, e: grpc.RpcError, received: bool = False) -> None:
+        """The attempt failed with ``e`` (after ``received`` replies, for a stream):
+        returns if the plan retries, else raises the call's error."""
+        peer = self._peer()
+        draining = peer.draining_sync if self.sync else peer.draining
+        code, ran = failure(e, peer, draining())
+        with self.client._lock:
+            retry = not (received or self.method.client_streaming) and self.plan.retry(code, ran)
+        self._after(retry, code, lambda: error(e, peer, code, self.service, draining()))
+
+    def unreachable(self) -> None:
+        """No connection in time: returns if the plan retries, else raises."""
+        peer = self._peer()
+        with self.client._lock:
+            retry = self.plan.retry(UNAVAILABLE, sent=False)
+        self._after(retry, UNAVAILABLE, lambda: unreachable(self.service, peer))
+
+    def expired(self, received: bool) -> None:
+        """A stream sent nothing within the attempt timeout: returns if the plan
+        retries, else raises."""
+        peer = self._peer()
+        with self.client._lock:
+            retry = not received and self.plan.retry(DEADLINE_EXCEEDED)
+        self._after(retry, DEADLINE_EXCEEDED, lambda: _no_reply(peer, self.plan))
+
+    def abort(self, e: BaseException) -> None:
+        """The call ends with ``e``, not a status of its node's (cancelled, the
+        reader stopped, a hook refused it)."""
+        if self.peer is not None:
+            self._end_attempt(failed(e))
+        if self.chain is not None:
+            end(self.endings, failed(e))
+
+    def _peer(self) -> Peer:
+        peer = self.peer
+        assert peer is not None, "no attempt in flight"
+        return peer
+
+    def _after(self, retry: bool, code: grpc.StatusCode, error: Callable[[], errors.Error]) -> None:
+        """End a failed attempt: on to the next if ``retry``, else raise ``error()``."""
+        if retry:
+            if self.chain is None:
+                self._end_attempt(None)
+            else:
+                self.retry_of = code
+                self._end_attempt(Outcome(error(), code))
+            return
+        e = error()
+        self._end_attempt(failed(e))
+        if self.chain is not None:
+            end(self.endings, failed(e))
+        raise e from None
+
+    def _end_attempt(self, outcome: Outcome | None) -> None:
+        peer = self._peer()
+        self.peer = None
+        with peer.lock:
+            peer.inflight -= 1
+        if peer.retired and not peer.inflight:
+            self.client._pool.close_peer(peer)
+        if self.chain is not None and outcome is not None and self.attempt_endings:
+            end(self.attempt_endings, outcome)
 
 
 def _no_reply(peer: Peer, plan: Plan[Peer]) -> errors.DeadlineExceeded:
     return errors.DeadlineExceeded(
         f"no reply from {peer.address} within the attempt timeout of {plan.attempt_timeout}s"
     )
-
-
-class _Watchdog:
-    """Cancels a blocking stream that sends nothing before its attempt ``expires``
-    (monotonic time): grpc's blocking iterator has no wait with a timeout."""
-
-    __slots__ = ("fired", "timer")
-
-    def __init__(self, cancel: Callable[[], object], expires: float) -> None:
-        self.fired = False
-        self.timer = threading.Timer(max(0.0, expires - time.monotonic()), self._fire, (cancel,))
-        self.timer.daemon = True
-        self.timer.start()
-
-    def _fire(self, cancel: Callable[[], object]) -> None:
-        self.fired = True
-        cancel()
-
-    def stop(self) -> None:
-        self.timer.cancel()
-
-
-async def _ready(channel: grpc.aio.Channel, timeout: float | None) -> bool:
-    """Connect before sending, so a failure means the call never left (async)."""
-    if channel.get_state(try_to_connect=True) is READY:
-        return True
-    limit = CONNECT_TIMEOUT if timeout is None else min(timeout, CONNECT_TIMEOUT)
-    try:
-        return await asyncio.wait_for(_settled(channel), limit)
-    except asyncio.TimeoutError:
-        return False
-
-
-async def _settled(channel: grpc.aio.Channel) -> bool:
-    state = channel.get_state(try_to_connect=True)
-    while state not in _SETTLED:
-        await channel.wait_for_state_change(state)
-        state = channel.get_state(try_to_connect=True)
-    return state is READY
-
-
-def _ready_sync(peer: Peer, channel: grpc.Channel, timeout: float | None) -> bool:
-    """Connect before sending, so a failure means the call never left (blocking)."""
-    limit = CONNECT_TIMEOUT if timeout is None else min(timeout, CONNECT_TIMEOUT)
-    with peer.lock:
-        if peer.state is None:
-            peer.state = grpc.ChannelConnectivity.IDLE
-            channel.subscribe(peer.changed, try_to_connect=True)
-        peer.lock.wait_for(lambda: peer.state in _SETTLED, limit)
-        return peer.state is READY
-
-
-def _close_blocking(channels: Sequence[grpc.Channel]) -> None:
-    """Close sync channels no longer followed (``Peer.detach_sync``). grpc follows a
-    subscribed channel from a thread of its own that wakes every 0.2 s and raises
-    there if it finds the channel closed before it has seen that nobody follows it
-    any more (grpc issue 18995): each channel is closed once that thread has ended."""
-    # Its wait is 0.2 s; the bound keeps a change in grpc from hanging the close.
-    give_up = time.monotonic() + 2.0
-    for channel in channels:
-        follower = getattr(channel, "_connectivity_state", None)  # grpc's own, not API
-        while follower is not None and follower.polling and time.monotonic() < give_up:
-            time.sleep(0.005)
-        channel.close()
-
-
-class _LoopThread:
-    """An event loop on a daemon thread, for registry work of blocking callers.
-
-    A script that never closes its Client still gets a quiet exit: the loop is
-    stopped at interpreter exit, its tasks (the registry watch) cancelled first, as
-    otherwise they are destroyed pending and asyncio says so on stderr."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(
-            target=self.loop.run_forever, name="micro-client", daemon=True
-        )
-        self.thread.start()
-        atexit.register(self.stop)
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self) -> None:
-        atexit.unregister(self.stop)
-        self.run(_cancel_tasks(), None)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
-
-
-async def _cancel_tasks() -> None:
-    """Cancel every other task of the running loop and wait for them to end."""
-    tasks = asyncio.all_tasks() - {asyncio.current_task()}
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-class Stub:
-    """Base of generated async clients: ``GreeterClient("greeter", client)``."""
-
-    __slots__ = ("_client", "_options", "_service")
-
-    def __init__(self, service: str, client: Client, *, options: CallOptions | None = None):
-        self._service = service
-        self._client = client
-        self._options = options or _DEFAULT
-
-    def _start(
-        self, method: Method[Any, Any], timeout: float | None, options: CallOptions | None
-    ) -> Plan[Peer]:
-        """The call's plan; ``LookupError`` if the registry must be asked first."""
-        opts = self._options if options is None else options.over(self._options)
-        route = self._client._route(self._service, method, opts)
-        return self._client._plan(self._service, method, opts, timeout, route)
-
-    async def _plan(
-        self, method: Method[Any, Any], timeout: float | None, options: CallOptions | None
-    ) -> Plan[Peer]:
-        try:
-            return self._start(method, timeout, options)
-        except LookupError:
-            await self._client._lookup(self._service)
-            return self._start(method, timeout, options)
-
-    async def _unary_unary(
-        self,
-        method: Method[Any, Resp],
-        request: Any,
-        timeout: float | None,
-        metadata: Metadata | None,
-        options: CallOptions | None,
-    ) -> Resp:
-        """Unary and client-streaming calls: one answer, retried as the plan allows."""
-        if method.deprecated:
-            _deprecated(method, 4)
-        plan = await self._plan(method, timeout, options)
-        md = _outbound(metadata)
-        connect_first = method.connect_first
-        client = self._client
-        while True:
-            peer = plan.node
-            peer.inflight += 1
-            try:
-                call = client._call(peer, method)
-                if connect_first and not await _ready(peer.channel, plan.timeout):  # type: ignore[arg-type]
-                    if not plan.retry(grpc.StatusCode.UNAVAILABLE, sent=False):
-                        raise _unreachable(self._service, peer)
-                else:
-                    response: Resp = await call(request, timeout=plan.timeout, metadata=md)
-                    plan.succeeded()
-                    return response
-            except grpc.RpcError as e:
-                code, ran = _failure(e, peer, _draining)
-                if method.client_streaming or not plan.retry(code, ran):
-                    raise _error(e, peer, code, self._service, _draining(peer)) from None
-            finally:
-                peer.inflight -= 1
-                if peer.retired and not peer.inflight:
-                    client._close_peer(peer)
-            if plan.delay:
-                await asyncio.sleep(plan.delay)
-
-    _stream_unary = _unary_unary
-
-    async def _unary_stream(
-        self,
-        method: Method[Any, Resp],
-        request: Any,
-        timeout: float | None,
-        metadata: Metadata | None,
-        options: CallOptions | None,
-    ) -> AsyncIterator[Resp]:
-        """Server-streaming calls: one node for the whole stream; retried only
-        before the first message arrived."""
-        if method.deprecated:
-            _deprecated(method, 3)
-        plan = await self._plan(method, timeout, options)
-        md = _outbound(metadata)
-        connect_first = method.connect_first
-        client = self._client
-        while True:
-            peer = plan.node
-            peer.inflight += 1
-            received = False
-            call = None
-            try:
-                multicallable = client._call(peer, method)
-                if connect_first and not await _ready(peer.channel, plan.timeout):  # type: ignore[arg-type]
-                    if not plan.retry(grpc.StatusCode.UNAVAILABLE, sent=False):
-                        raise _unreachable(self._service, peer)
-                else:
-                    call = multicallable(request, timeout=plan.remaining, metadata=md)
-                    if plan.expires is None:
-                        response = await call.read()
-                    else:
-                        response = await asyncio.wait_for(call.read(), plan.timeout)
-                    while response is not _EOF:
-                        received = True
-                        yield response
-                        response = await call.read()
-                    plan.succeeded()
-                    return
-            except grpc.RpcError as e:
-                code, ran = _failure(e, peer, _draining)
-                if received or method.client_streaming or not plan.retry(code, ran):
-                    raise _error(e, peer, code, self._service, _draining(peer)) from None
-            except asyncio.TimeoutError:  # no first reply within the attempt timeout
-                if received or not plan.retry(DEADLINE_EXCEEDED):
-                    raise _no_reply(peer, plan) from None
-            finally:
-                if call is not None:
-                    call.cancel()
-                peer.inflight -= 1
-                if peer.retired and not peer.inflight:
-                    client._close_peer(peer)
-            if plan.delay:
-                await asyncio.sleep(plan.delay)
-
-    _stream_stream = _unary_stream
-
-
-class SyncStub:
-    """Base of generated blocking clients: ``GreeterSyncClient("greeter", client)``."""
-
-    __slots__ = ("_client", "_options", "_service")
-
-    def __init__(self, service: str, client: Client, *, options: CallOptions | None = None):
-        self._service = service
-        self._client = client
-        self._options = options or _DEFAULT
-
-    def _start(
-        self, method: Method[Any, Any], timeout: float | None, options: CallOptions | None
-    ) -> Plan[Peer]:
-        """The call's plan; ``LookupError`` if the registry must be asked first."""
-        opts = self._options if options is None else options.over(self._options)
-        client = self._client
-        with client._lock:
-            route = client._route(self._service, method, opts)
-            return client._plan(self._service, method, opts, timeout, route)
-
-    def _plan(
-        self, method: Method[Any, Any], timeout: float | None, options: CallOptions | None
-    ) -> Plan[Peer]:
-        try:
-            return self._start(method, timeout, options)
-        except LookupError:
-            self._client._run(self._client._lookup(self._service), timeout)
-            return self._start(method, timeout, options)
-
-    def _unary_unary(
-        self,
-        method: Method[Any, Resp],
-        request: Any,
-        timeout: float | None,
-        metadata: Metadata | None,
-        options: CallOptions | None,
-    ) -> Resp:
-        if method.deprecated:
-            _deprecated(method, 4)
-        plan = self._plan(method, timeout, options)
-        md = _outbound(metadata)
-        connect_first = method.connect_first
-        client = self._client
-        while True:
-            peer = plan.node
-            with peer.lock:
-                peer.inflight += 1
-            try:
-                call = client._sync_call(peer, method)
-                if connect_first and not _ready_sync(peer, peer.sync_channel, plan.timeout):  # type: ignore[arg-type]
-                    with client._lock:
-                        if not plan.retry(grpc.StatusCode.UNAVAILABLE, sent=False):
-                            raise _unreachable(self._service, peer)
-                else:
-                    if method.client_streaming:
-                        request = iter(request)
-                    response: Resp = call(request, timeout=plan.timeout, metadata=md)
-                    plan.succeeded()
-                    return response
-            except grpc.RpcError as e:
-                code, ran = _failure(e, peer, _draining_sync)
-                with client._lock:
-                    if method.client_streaming or not plan.retry(code, ran):
-                        raise _error(e, peer, code, self._service, _draining_sync(peer)) from None
-            finally:
-                with peer.lock:
-                    peer.inflight -= 1
-                if peer.retired and not peer.inflight:
-                    client._close_peer(peer)
-            if plan.delay:
-                time.sleep(plan.delay)
-
-    _stream_unary = _unary_unary
-
-    def _unary_stream(
-        self,
-        method: Method[Any, Resp],
-        request: Any,
-        timeout: float | None,
-        metadata: Metadata | None,
-        options: CallOptions | None,
-    ) -> Iterator[Resp]:
-        if method.deprecated:
-            _deprecated(method, 3)
-        plan = self._plan(method, timeout, options)
-        md = _outbound(metadata)
-        connect_first = method.connect_first
-        client = self._client
-        while True:
-            peer = plan.node
-            with peer.lock:
-                peer.inflight += 1
-            received = False
-            call = None
-            watchdog = None
-            try:
-                multicallable = client._sync_call(peer, method)
-                if connect_first and not _ready_sync(peer, peer.sync_channel, plan.timeout):  # type: ignore[arg-type]
-                    with client._lock:
-                        if not plan.retry(grpc.StatusCode.UNAVAILABLE, sent=False):
-                            raise _unreachable(self._service, peer)
-                else:
-                    if method.client_streaming:
-                        request = iter(request)
-                    call = multicallable(request, timeout=plan.remaining, metadata=md)
-                    if plan.expires is not None:
-                        watchdog = _Watchdog(call.cancel, plan.expires)
-                    for response in call:
-                        if not received and watchdog is not None:
-                            watchdog.stop()
-                        received = True
-                        yield response
-                    plan.succeeded()
-                    return
-            except grpc.RpcError as e:
-                expired = watchdog is not None and watchdog.fired
-                code, ran = (
-                    (DEADLINE_EXCEEDED, True) if expired else _failure(e, peer, _draining_sync)
-                )
-                with client._lock:
-                    retry = not (received or method.client_streaming) and plan.retry(code, ran)
-                if not retry:
-                    raise (
-                        _no_reply(peer, plan)
-                        if expired
-                        else _error(e, peer, code, self._service, _draining_sync(peer))
-                    ) from None
-            finally:
-                if watchdog is not None:
-                    watchdog.stop()
-                if call is not None:
-                    call.cancel()
-                with peer.lock:
-                    peer.inflight -= 1
-                if peer.retired and not peer.inflight:
-                    client._close_peer(peer)
-            if plan.delay:
-                time.sleep(plan.delay)
-
-    _stream_stream = _unary_stream

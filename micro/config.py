@@ -31,6 +31,8 @@ MAX_SECONDS = 2**31 - 1
 MAX_RETRIES = 100
 MAX_CALLS = 1_000_000  # calls in progress on one server: far past what one process holds
 MAX_THREADS = 1024  # threads for def handlers: each holds a stack of its own
+# Messages server and client take by default: grpc's own default for received ones.
+MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 
 
 def _number(

@@ -16,7 +16,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Generic, NoReturn, TypeVar
 
 import grpc
@@ -29,8 +29,11 @@ from grpc_reflection.v1alpha import _async as reflection_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from micro import errors
+from micro.config import MAX_MESSAGE_SIZE
 from micro.context import Context, inbound
 from micro.method import Method, ServiceDescriptor
+from micro.middleware import Middleware, Outcome, ServerCall
+from micro.middleware.base import SUCCEEDED, Chain, Endings, begin, chain, end, failed
 from micro.tls import Tls
 from micro.workers import Workers
 
@@ -39,7 +42,6 @@ log = logging.getLogger("micro.server")
 _GrpcContext = grpc.aio.ServicerContext[Any, Any]
 _Behaviour = Callable[..., Any]
 
-MAX_MESSAGE_SIZE = 4 * 1024 * 1024  # grpc's own default for received messages
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 
 T = TypeVar("T")
@@ -123,13 +125,15 @@ class _Arrivals:
             self.idle.set()
 
 
-def mount(server: grpc.aio.Server, *handlers: Handler) -> None:
+def mount(
+    server: grpc.aio.Server, *handlers: Handler, middleware: Sequence[Middleware] = ()
+) -> None:
     """Serve ``handlers`` on a plain ``grpc.aio.Server`` (for teams keeping theirs).
 
     server = grpc.aio.server()
     micro.mount(server, MyGreeter())
     """
-    _mount(server, handlers, _Arrivals(), Workers())
+    _mount(server, handlers, _Arrivals(), Workers(), chain(middleware))
 
 
 def _mount(
@@ -137,11 +141,12 @@ def _mount(
     handlers: tuple[Handler, ...],
     arrivals: _Arrivals,
     workers: Workers,
+    hooks: Chain | None,
 ) -> None:
     for handler in handlers:
         service = handler.__service__
         methods = {
-            m.path.rsplit("/", 1)[1]: method_handler(handler, m, arrivals, workers)
+            m.path.rsplit("/", 1)[1]: method_handler(handler, m, arrivals, workers, hooks)
             for m in service.methods
         }
         server.add_generic_rpc_handlers(
@@ -165,6 +170,7 @@ class Server:
     ``compression``: how replies are compressed unless a handler says otherwise
     (``ctx.set_compression``); ``options``: any grpc server option, e.g.
     ``("grpc.keepalive_time_ms", 20000)``.
+    ``middleware`` hooks every handler call, in the order given (``micro.Middleware``).
 
     server = Server("127.0.0.1:0"); server.add(MyGreeter()); await server.start()
     """
@@ -179,6 +185,7 @@ class Server:
         max_calls: int | None = None,
         threads: int | None = None,
         compression: grpc.Compression | None = None,
+        middleware: Sequence[Middleware] = (),
         options: tuple[tuple[str, Any], ...] = (),
         tls: Tls | None = None,
         guard: Guard | None = None,
@@ -201,6 +208,7 @@ class Server:
             raise ValueError(f"Server max_calls={max_calls}: must be at least 1")
         self._arrivals = _Arrivals(max_calls)
         self._workers = Workers(threads)
+        self.chain = chain(middleware)
         self.address = ""
 
     def add(self, *handlers: Handler) -> None:
@@ -229,7 +237,7 @@ class Server:
             ),
             compression=self.compression,
         )
-        _mount(server, tuple(self.handlers), self._arrivals, self._workers)
+        _mount(server, tuple(self.handlers), self._arrivals, self._workers, self.chain)
         names = [s.name for s in self.services]
         if self._health is not None:
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -299,11 +307,15 @@ class Server:
 
 
 def method_handler(
-    handler: Handler, method: Method[Any, Any], arrivals: _Arrivals, workers: Workers
+    handler: Handler,
+    method: Method[Any, Any],
+    arrivals: _Arrivals,
+    workers: Workers,
+    hooks: Chain | None = None,
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """The grpc method handler that runs ``handler``'s implementation of ``method``."""
     impl = getattr(handler, method.name)
-    behaviour = _ADAPTERS[method.kind](impl, method, arrivals, workers)
+    behaviour = _ADAPTERS[method.kind](impl, method, arrivals, workers, hooks)
     make = getattr(grpc, f"{method.kind}_rpc_method_handler")
     handler_: grpc.RpcMethodHandler[Any, Any] = make(
         behaviour,
@@ -345,10 +357,15 @@ async def _reject(gctx: _GrpcContext, method: Method[Any, Any], request: _Malfor
 
 
 async def _fail(
-    gctx: _GrpcContext, method: Method[Any, Any], exc: Exception, ctx: Context
+    gctx: _GrpcContext,
+    method: Method[Any, Any],
+    exc: Exception,
+    ctx: Context,
+    endings: Endings | None,
 ) -> NoReturn:
-    """Map what a handler raised to a status: the server's single error boundary.
-    Headers and trailers the handler set go with it."""
+    """Map what a handler (or a middleware hook) raised to a status: the server's
+    single error boundary. Headers and trailers the handler set go with it;
+    ``endings``, the hooks', are told the status the caller gets."""
     if ctx._initial is not None:
         await _send_initial(gctx, ctx)
     if isinstance(exc, errors.ServiceNotFound):
@@ -356,10 +373,14 @@ async def _fail(
         # a dependency is unavailable (a NOT_FOUND would say the caller's call was not).
         exc = errors.Unavailable(f"{method.path} could not reach a dependency: {exc.message}")
     if isinstance(exc, errors.Error):
+        if endings:
+            end(endings, failed(exc))
         await gctx.abort(exc.code, exc.message, ctx.trailers + exc.status_trailers())
     # An unexpected exception is a bug in the handler: log it here, and tell the
     # caller only that it happened (a traceback may hold secrets).
     log.exception("unhandled error in %s", method.path)
+    if endings:
+        end(endings, Outcome(exc, grpc.StatusCode.INTERNAL))
     await gctx.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.path}")
 
 
@@ -368,12 +389,28 @@ async def _send_initial(gctx: _GrpcContext, ctx: Context) -> None:
     await gctx.send_initial_metadata(headers or ())
 
 
+def _handling(hooks: Chain, method: Method[Any, Any], ctx: Context) -> Endings:
+    return begin(hooks.handle, ServerCall(method.service, method.path, method.kind, ctx))
+
+
+def _ended(endings: Endings | None, e: BaseException, gctx: _GrpcContext) -> None:
+    """Tell the hooks of a call that ended outside ``_fail``: cancelled, or aborted
+    with the status grpc holds."""
+    if endings:
+        code = gctx.code() if isinstance(e, grpc.aio.AbortError) else None
+        end(endings, failed(e) if code is None else Outcome(e, code))
+
+
 def _is_async(impl: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(impl)
 
 
 def _unary_response(
-    impl: Callable[..., Any], method: Method[Any, Any], arrivals: _Arrivals, workers: Workers
+    impl: Callable[..., Any],
+    method: Method[Any, Any],
+    arrivals: _Arrivals,
+    workers: Workers,
+    hooks: Chain | None,
 ) -> _Behaviour:
     run: Callable[[Any, Context], Awaitable[Any]]
     if _is_async(impl):
@@ -391,23 +428,30 @@ def _unary_response(
             await _refuse(gctx, method, arrivals)
         arrivals.calls += 1
         ctx = Context(gctx, method)
+        endings = None
         try:
             if streamed:
                 request = Requests(request, asyncio.get_running_loop())
             elif type(request) is _Malformed:
                 await _reject(gctx, method, request)
             inbound.set(ctx)  # each call runs in its own task: nothing to reset
+            if hooks is not None:
+                endings = _handling(hooks, method, ctx)
             reply = await run(request, ctx)
             if ctx._initial is not None:
                 await _send_initial(gctx, ctx)
+            if endings:
+                end(endings, SUCCEEDED)
             return reply
-        except grpc.aio.AbortError:
+        except grpc.aio.AbortError as e:
+            _ended(endings, e, gctx)
             raise
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as e:
             ctx._cancel()
+            _ended(endings, e, gctx)
             raise
         except Exception as e:
-            await _fail(gctx, method, e, ctx)
+            await _fail(gctx, method, e, ctx, endings)
         finally:
             arrivals.ended()
 
@@ -415,7 +459,11 @@ def _unary_response(
 
 
 def _stream_response(
-    impl: Callable[..., Any], method: Method[Any, Any], arrivals: _Arrivals, workers: Workers
+    impl: Callable[..., Any],
+    method: Method[Any, Any],
+    arrivals: _Arrivals,
+    workers: Workers,
+    hooks: Chain | None,
 ) -> _Behaviour:
     agen = inspect.isasyncgenfunction(impl)
     streamed = method.client_streaming
@@ -426,12 +474,15 @@ def _stream_response(
             await _refuse(gctx, method, arrivals)
         arrivals.calls += 1
         ctx = Context(gctx, method)
+        endings = None
         try:
             if streamed:
                 request = Requests(request, asyncio.get_running_loop())
             elif type(request) is _Malformed:
                 await _reject(gctx, method, request)
             inbound.set(ctx)
+            if hooks is not None:
+                endings = _handling(hooks, method, ctx)
             if agen:
                 replies = impl(request, ctx)
             else:
@@ -449,13 +500,17 @@ def _stream_response(
                     yield reply
             if ctx._initial is not None:  # no reply: the headers go before the status
                 await _send_initial(gctx, ctx)
-        except grpc.aio.AbortError:
+            if endings:
+                end(endings, SUCCEEDED)
+        except (grpc.aio.AbortError, GeneratorExit) as e:
+            _ended(endings, e, gctx)
             raise
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as e:
             ctx._cancel()
+            _ended(endings, e, gctx)
             raise
         except Exception as e:
-            await _fail(gctx, method, e, ctx)
+            await _fail(gctx, method, e, ctx, endings)
         finally:
             arrivals.ended()
 

@@ -20,7 +20,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from google.protobuf.message import Message
@@ -30,11 +30,12 @@ from micro.broker import from_config as broker_from_config
 from micro.broker.events import EventHandler
 from micro.broker.peer import GrpcBroker
 from micro.client import Client
-from micro.config import Config, host_port
+from micro.config import MAX_MESSAGE_SIZE, Config, host_port
+from micro.middleware import Middleware
 from micro.registry import Endpoint, Node, ReadOnly, Registry, RegistryError
 from micro.registry import Service as Record
 from micro.registry import from_config as registry_from_config
-from micro.server import MAX_MESSAGE_SIZE, Handler, Server
+from micro.server import Handler, Server
 from micro.tls import TLS_KEY, Tls, TlsError
 
 if TYPE_CHECKING:
@@ -63,6 +64,14 @@ class Service:
     ``MICRO_SERVER_MAX_CALLS``: calls in progress beyond which more are refused at once,
     for clients to send elsewhere), ``MICRO_TLS_CERT``/``_KEY``/``_CA`` (TLS, mutual with
     a CA; the certificate must name the service), ``MICRO_REFLECTION=0`` (no reflection).
+
+    ``middleware`` hooks the server's handlers, the client's calls and the service's
+    publishers and subscribers, in the order given (``micro.Middleware``). A ready
+    ``server`` or ``client`` may be given instead of the one built here, with every
+    option of its own (and its own middleware)::
+
+        svc = micro.Service("greeter", server=micro.Server(max_calls=100),
+                            client=micro.Client(retries=0), registry=registry)
     """
 
     def __init__(
@@ -81,6 +90,9 @@ class Service:
         max_message_size: int = MAX_MESSAGE_SIZE,
         max_calls: int | None = None,
         threads: int | None = None,
+        middleware: Sequence[Middleware] = (),
+        server: Server | None = None,
+        client: Client | None = None,
         config: Config | None = None,
     ) -> None:
         if not name:
@@ -110,7 +122,8 @@ class Service:
             self.tls.check_name(name)
         self.auth = _auth(self.config)
         self.registry = registry or registry_from_config(self.config)
-        self.server = Server(
+        self.middleware = tuple(middleware)
+        self.server = server or Server(
             self.config.server_address,
             max_message_size=max_message_size,
             max_calls=self.config.server_max_calls,
@@ -118,12 +131,13 @@ class Service:
             reflection=self.config.reflection,
             tls=self.tls,
             guard=None if self.auth is None else self.auth.check,
+            middleware=middleware,
         )
         self.broker = broker or broker_from_config(self.config, self.registry)
         self._owns_broker = broker is None and self.config.broker != "memory"
         if isinstance(self.broker, GrpcBroker):
             self.server.add(self.broker.handler)  # subscribers receive on this server
-        self.client = Client(self.registry, config=self.config)
+        self.client = client or Client(self.registry, middleware=middleware, config=self.config)
         self.address = ""
         self._record: Record | None = None
         self._registered = False  # in the registry (not where it only discovers)
@@ -142,8 +156,10 @@ class Service:
     ) -> Publisher[M]:
         """A typed publisher: ``await svc.publisher("user.created", UserCreated).publish(m)``."""
         if content_type is None:
-            return Publisher(self.broker, topic, kind)
-        return Publisher(self.broker, topic, kind, content_type=content_type)
+            return Publisher(self.broker, topic, kind, middleware=self.middleware)
+        return Publisher(
+            self.broker, topic, kind, content_type=content_type, middleware=self.middleware
+        )
 
     def subscribe(self, topic: str, *, queue: str | None = None) -> Callable[[H], H]:
         """Decorate a handler ``(event: UserCreated, ctx: micro.EventContext)``: called for
@@ -188,7 +204,8 @@ class Service:
                 self.broker.bind(self.address, self.id, self.client)
             await self.broker.connect()
             for topic, queue, handler in self._event_handlers:
-                subscription = await self.broker.subscribe(topic, typed(handler), queue)
+                deliver = typed(handler, queue=queue, middleware=self.middleware)
+                subscription = await self.broker.subscribe(topic, deliver, queue)
                 self._subscriptions.append(subscription)
         except BaseException:  # an unreachable broker, say: leave nothing half started
             await self.stop(grace=0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import queue
@@ -27,7 +28,12 @@ T = TypeVar("T")
 DEFAULT_THREADS = min(32, (os.cpu_count() or 1) + 4)
 
 _Job = tuple[
-    str, Callable[..., Any], tuple[Any, ...], asyncio.AbstractEventLoop, "asyncio.Future[Any]"
+    str,
+    Callable[..., Any],
+    tuple[Any, ...],
+    contextvars.Context,
+    asyncio.AbstractEventLoop,
+    "asyncio.Future[Any]",
 ]
 
 
@@ -51,11 +57,12 @@ class Workers:
         self._running: dict[int, tuple[str, float]] = {}  # thread → (call, since)
 
     def run(self, what: str, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        """``fn(*args)`` in a worker thread; ``what`` names the call in the log if it
-        is abandoned."""
+        """``fn(*args)`` in a worker thread, in a copy of the caller's context (what
+        a handler's middleware set is seen there); ``what`` names the call in the log
+        if it is abandoned."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((what, fn, args, loop, future))
+        self._jobs.put((what, fn, args, contextvars.copy_context(), loop, future))
         if not self._idle.acquire(blocking=False):
             with self._lock:
                 if len(self._threads) < self.size:
@@ -84,12 +91,12 @@ class Workers:
     def _work(self) -> None:
         me = threading.get_ident()
         while (job := self._jobs.get()) is not None:
-            what, fn, args, loop, future = job
+            what, fn, args, context, loop, future = job
             if not future.cancelled():
                 with self._lock:
                     self._running[me] = (what, time.monotonic())
                 try:
-                    result, error = fn(*args), None
+                    result, error = context.run(fn, *args), None
                 except BaseException as e:  # handed to the awaiting call, raised there
                     result, error = None, e
                 with self._lock:

@@ -9,9 +9,10 @@ subscriber keeps consuming.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar, get_type_hints
 
 from google.protobuf.message import Message
@@ -25,7 +26,10 @@ from micro.broker.base import (
     RawHandler,
     Undeliverable,
 )
+from micro.broker.redelivery import unsettled
 from micro.context import Context, current
+from micro.middleware import Incoming, Middleware, Outcome, Outgoing
+from micro.middleware.base import Disposition, Endings, begin, chain, end, failed
 
 M = TypeVar("M", bound=Message)
 
@@ -70,11 +74,17 @@ class Publisher(Generic[M]):
     """Publishes ``kind`` messages on ``topic``: ``await created.publish(UserCreated(...))``.
 
     Inside a handler, the call's ``x-*`` and trace metadata and its deadline travel
-    along in the headers.
+    along in the headers. ``middleware`` hooks each publish (``micro.Middleware``).
     """
 
     def __init__(
-        self, broker: Broker, topic: str, kind: type[M], *, content_type: str = codec.PROTOBUF
+        self,
+        broker: Broker,
+        topic: str,
+        kind: type[M],
+        *,
+        content_type: str = codec.PROTOBUF,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         if content_type not in codec.CONTENT_TYPES:
             raise ValueError(f"unknown content type {content_type!r}: use {codec.CONTENT_TYPES}")
@@ -83,6 +93,7 @@ class Publisher(Generic[M]):
         self.kind = kind
         self.content_type = content_type
         self._type = kind.DESCRIPTOR.full_name
+        self._hooks = chain(middleware)
 
     async def publish(self, message: M, headers: Mapping[str, str] | None = None) -> str:
         """Publish one message; returns its id."""
@@ -93,10 +104,23 @@ class Publisher(Generic[M]):
         if headers:
             all_headers.update(headers)
         all_headers[TYPE_HEADER] = self._type
-        envelope = Envelope(
-            self.topic, codec.encode(message, self.content_type), self.content_type, all_headers
-        )
-        await self.broker.publish(envelope)
+        hooks = self._hooks
+        if hooks is None:
+            envelope = Envelope(
+                self.topic, codec.encode(message, self.content_type), self.content_type, all_headers
+            )
+            await self.broker.publish(envelope)
+            return envelope.id
+        endings = begin(hooks.publish, Outgoing(self.topic, message, all_headers))
+        try:
+            envelope = Envelope(
+                self.topic, codec.encode(message, self.content_type), self.content_type, all_headers
+            )
+            await self.broker.publish(envelope)
+        except BaseException as e:
+            end(endings, failed(e))
+            raise
+        end(endings, _SENT)
         return envelope.id
 
 
@@ -128,10 +152,14 @@ def message_type(handler: EventHandler) -> type[Message | Envelope]:
     return kind
 
 
-def typed(handler: EventHandler) -> RawHandler:
+def typed(
+    handler: EventHandler, *, queue: str | None = None, middleware: Sequence[Middleware] = ()
+) -> RawHandler:
     """The envelope handler that decodes for ``handler`` and calls it (``def``
-    handlers in a worker thread)."""
+    handlers in a worker thread); ``middleware`` hooks each delivery to it (of
+    ``queue``), and hears from ``Redelivery`` what became of a failed one."""
     kind = message_type(handler)
+    hooks = chain(middleware)
     blocking = not inspect.iscoroutinefunction(handler)
     name = "" if kind is Envelope else kind.DESCRIPTOR.full_name  # type: ignore[union-attr]
 
@@ -145,9 +173,32 @@ def typed(handler: EventHandler) -> RawHandler:
                 message = codec.decode(envelope.body, kind, envelope.content_type)  # type: ignore[type-var]
             except codec.CodecError as e:
                 raise Undeliverable(str(e)) from None
+        if hooks is None:
+            await _handled(message, EventContext(envelope))
+            return
+        incoming = Incoming(envelope.topic, queue, message, envelope.headers, envelope.attempt)
+        endings = begin(hooks.deliver, incoming)
+        try:
+            await _handled(message, EventContext(envelope))
+        except Exception as e:
+            unsettled.set(functools.partial(_settled, endings, e))
+            raise
+        except BaseException as e:  # cancelled: the backend delivers it again
+            end(endings, failed(e))
+            raise
+        end(endings, _ACKED)
+
+    def _handled(message: Message | Envelope, ctx: EventContext) -> Awaitable[None] | Any:
         if blocking:
-            await asyncio.to_thread(handler, message, EventContext(envelope))
-        else:
-            await handler(message, EventContext(envelope))  # type: ignore[misc]
+            return asyncio.to_thread(handler, message, ctx)
+        return handler(message, ctx)
 
     return deliver
+
+
+def _settled(endings: Endings, error: Exception, disposition: Disposition) -> None:
+    end(endings, failed(error, disposition))
+
+
+_SENT = Outcome()
+_ACKED = Outcome(disposition="acked")

@@ -1,6 +1,10 @@
 """Redelivery for every backend: ack on return, retry with backoff on an exception,
 dead-letter after the last attempt or at once for a message that can never be handled.
 
+What became of a failed delivery (retried, dead-lettered) is decided here, and told
+to the delivery's middleware through ``unsettled``: the typed handler leaves its
+hooks' report there when the handler fails (``micro.broker.events.typed``).
+
 Attempts count on from ``envelope.attempt``: a backend whose server counts deliveries
 (JetStream, Redis claims, quorum queues) builds the envelope with that count, so a
 message redelivered after its consumers crashed does not get ``max_attempts`` fresh
@@ -14,6 +18,7 @@ import contextvars
 import logging
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Generator
+from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any
 
@@ -27,8 +32,21 @@ from micro.broker.base import (
     dead_letter_topic,
 )
 from micro.logs import Throttle
+from micro.middleware.base import Disposition
 
 log = logging.getLogger("micro.broker")
+
+unsettled: ContextVar[Callable[[Disposition], None] | None] = ContextVar(
+    "micro_unsettled", default=None
+)
+"""Set by a failed typed delivery with middleware: called with what became of it."""
+
+
+def _settle(disposition: Disposition) -> None:
+    report = unsettled.get()
+    if report is not None:
+        unsettled.set(None)
+        report(disposition)
 
 
 class Redelivery:
@@ -64,6 +82,7 @@ class Redelivery:
                     return
                 except Undeliverable as e:
                     reason = str(e) or type(e).__name__
+                    _settle("dead-lettered")
                     break
                 except Exception as e:
                     reason = f"{type(e).__name__}: {e}"
@@ -77,7 +96,9 @@ class Redelivery:
                         reason,
                     )
                     if attempt >= self.max_attempts:
+                        _settle("dead-lettered")
                         break
+                    _settle("retried")
                 cap = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
                 await asyncio.sleep(random.uniform(cap / 2, cap))
                 attempt += 1

@@ -21,9 +21,10 @@ from google.protobuf.message import Message
 from micro import errors
 from micro.cli import common, output, reflect
 from micro.cli.common import CliError
-from micro.client import CallOptions, Client, Metadata, Stub
+from micro.client import CallOptions, Client, Metadata
 from micro.method import Method
 from micro.selector import matching_nodes
+from micro.stub import Stub
 from micro.tls import Tls, blocking_channel, uses_tls
 
 CALL = """\

@@ -39,7 +39,6 @@ log = logging.getLogger("micro.middleware")
 
 OK = grpc.StatusCode.OK
 Disposition: TypeAlias = Literal["acked", "retried", "dead-lettered"]
-Kind: TypeAlias = Literal["unary_unary", "unary_stream", "stream_unary", "stream_stream"]
 
 
 @dataclass(slots=True)
@@ -62,7 +61,7 @@ class ClientCall:
 
     service: str
     method: str
-    kind: Kind
+    kind: str  # unary_unary, unary_stream, stream_unary or stream_stream
     metadata: list[tuple[str, str | bytes]]
     timeout: float | None
 
@@ -86,7 +85,7 @@ class ServerCall:
 
     service: str
     method: str
-    kind: Kind
+    kind: str  # unary_unary, unary_stream, stream_unary or stream_stream
     ctx: Context
 
 

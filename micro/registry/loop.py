@@ -1,5 +1,6 @@
 """A private event loop on a thread of its own, for registry backends whose client
-library binds connections to the loop that made them (nats-py; grpc.aio under aetcd).
+library binds connections to the loop that made them (nats-py; grpc.aio under aetcd),
+and for the registry work of a blocking ``Client`` (``run_sync``, ``stop``).
 
 One registry may serve a ``Service`` on its loop and a blocking client on that
 client's background loop thread. So the backend's connections live on a loop of the
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import atexit
 import contextlib
 import threading
 import weakref
@@ -25,11 +27,16 @@ P = ParamSpec("P")
 
 class LoopThread:
     """The loop and its daemon thread, started at first use; ``owner`` names the
-    registry in the error raised once it is closed."""
+    registry in the error raised once it is closed.
 
-    def __init__(self, name: str, owner: str) -> None:
+    ``stop_at_exit``: a program that never closes its owner still exits quietly: at
+    interpreter exit the loop's tasks (a registry watch) are cancelled and the loop
+    stopped, as otherwise they are destroyed pending and asyncio says so on stderr."""
+
+    def __init__(self, name: str, owner: str, *, stop_at_exit: bool = False) -> None:
         self.name = name
         self.owner = owner
+        self.stop_at_exit = stop_at_exit
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -44,6 +51,8 @@ class LoopThread:
                 thread = threading.Thread(target=loop.run_forever, name=self.name, daemon=True)
                 thread.start()
                 self._loop, self._thread = loop, thread
+                if self.stop_at_exit:
+                    atexit.register(self.stop)
             return self._loop
 
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -55,6 +64,16 @@ class LoopThread:
             raise
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
+    def run_sync(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """``coro`` run on the private loop, waited for by a thread with no loop of its
+        own (at most ``timeout`` seconds)."""
+        try:
+            loop = self.loop()
+        except RegistryError:
+            coro.close()
+            raise
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+
     def call_soon(self, callback: Callable[..., object], *args: object) -> None:
         """``callback(*args)`` on the private loop, if it still runs."""
         loop = self._loop
@@ -65,16 +84,41 @@ class LoopThread:
     async def close(self, last: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``last()`` on the private loop (if it was ever started), then stop it
         and join its thread. Later calls raise ``RegistryError``."""
-        with self._lock:
-            loop, thread = self._loop, self._thread
-            self._closed = True
-            self._loop = self._thread = None
+        loop, thread = self._take()
         if loop is None or thread is None:
             return
         await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(last(), loop))
         loop.call_soon_threadsafe(loop.stop)
         await asyncio.to_thread(thread.join)
         loop.close()
+
+    def _take(self) -> tuple[asyncio.AbstractEventLoop | None, threading.Thread | None]:
+        """The loop and its thread, if started; later calls raise ``RegistryError``."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._closed = True
+            self._loop = self._thread = None
+        return loop, thread
+
+    def stop(self) -> None:
+        """``close`` for a thread with no loop of its own: the loop's tasks are
+        cancelled, then it stops."""
+        atexit.unregister(self.stop)
+        loop, thread = self._take()
+        if loop is None or thread is None:
+            return
+        asyncio.run_coroutine_threadsafe(_cancel_tasks(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+async def _cancel_tasks() -> None:
+    """Cancel every other task of the running loop and wait for them to end."""
+    tasks = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def quietly(coro: Coroutine[Any, Any, Any]) -> None:

@@ -21,11 +21,12 @@ from typing import Any, TypeVar
 from google.protobuf.message import Message
 
 from micro.broker import Publisher
-from micro.client import Client, Stub, SyncStub
+from micro.client import Client
 from micro.config import Config
 from micro.registry import MemoryRegistry
 from micro.server import Handler
 from micro.service import Service
+from micro.stub import Stub, SyncStub
 from micro.testing.events import Delivery, RecordingBroker, decoded
 
 M = TypeVar("M", bound=Message)

@@ -31,7 +31,7 @@ from nats_support import NatsServer
 
 import micro
 from micro import errors, selector
-from micro.client import Peer
+from micro.pool import Peer
 from micro.registry import MemoryRegistry
 from micro.registry.mdns import MdnsRegistry
 from micro.service import QUIET

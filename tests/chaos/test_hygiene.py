@@ -152,7 +152,7 @@ async def test_pool_fds_and_memory_are_bounded_after_calls_and_churn(
         # the last churn, as any caller would.
         await caught_up()
         await echo.get(echo_pb2.EchoRequest(), timeout=10)
-        await asyncio.gather(*client._closing)
+        await asyncio.gather(*client._pool.closing)
         gc.collect()
         connected = await settled()
         fds_after, rss_after = open_fds(), rss()
@@ -162,11 +162,11 @@ async def test_pool_fds_and_memory_are_bounded_after_calls_and_churn(
             f"({CALLS / seconds:.0f}/s); fds {fds_idle}, {fds_before} -> {fds_after}; "
             f"connections {len(connected)}; "
             f"RSS {rss_before / 2**20:.1f} -> {rss_after / 2**20:.1f} MiB; "
-            f"peers {len(client._peers)}"
+            f"peers {len(client._pool.peers)}"
         )
         assert (calls, replaced, failed) == (CALLS, CHURN, 0)
-        assert set(client._peers) == {n.address for n in listed}  # departed: gone
-        assert not client._orphans
+        assert set(client._pool.peers) == {n.address for n in listed}  # departed: gone
+        assert not client._pool.orphans
         direct = {options.address for _, path, options in client._routes if not path}
         assert direct <= {n.address for n in listed}  # none to a node that left
         assert len(client._routes) <= 1 + LIVE

@@ -18,8 +18,8 @@ from runtime_support import Echo
 
 import micro
 from micro import errors, selector
-from micro.client import Peer
 from micro.plan import Plan, RetryBudget
+from micro.pool import Peer
 from micro.registry import MemoryRegistry
 from micro.selector import NodeHealth, Route
 from micro.selector.health import EJECT_AFTER, EJECTION
@@ -178,10 +178,10 @@ async def test_hung_node_costs_one_attempt_then_is_ejected(
             started = time.monotonic()
             assert (await echo.get(Req(), timeout=DEADLINE)).node == good.id
             assert ATTEMPT <= time.monotonic() - started < DEADLINE / 2
-            if client._peers[hung.address].ejected_until > time.monotonic():
+            if client._pool.peers[hung.address].ejected_until > time.monotonic():
                 break
         assert tried.count(hung.address) == EJECT_AFTER  # expiries in a row: ejected
-        assert client._peers[hung.address].ejected_until > time.monotonic()
+        assert client._pool.peers[hung.address].ejected_until > time.monotonic()
         assert (await echo.get(Req(), timeout=DEADLINE)).node == good.id
         assert tried.count(hung.address) == EJECT_AFTER  # straight to the good node
 
@@ -228,7 +228,7 @@ async def test_early_deadline_exceeded_from_a_server_is_not_retried(
         with pytest.raises(errors.DeadlineExceeded, match="fails as asked"):
             await echo.get(Req(fail="DEADLINE_EXCEEDED"), timeout=DEADLINE)
         assert handler.received == 1
-        assert client._peers[svc.address].failures == 0
+        assert client._pool.peers[svc.address].failures == 0
 
 
 async def test_stream_retried_when_no_first_reply_but_not_cut_later(
@@ -242,7 +242,7 @@ async def test_stream_retried_when_no_first_reply_but_not_cut_later(
         replies = [r async for r in echo.watch(Req(text="w"), timeout=DEADLINE)]
         assert [(r.text, r.node) for r in replies] == [(f"w{i}", slow.id) for i in range(3)]
         assert time.monotonic() - started >= 4 * ATTEMPT  # ATTEMPT lost, then a 3 ATTEMPT stream
-        assert client._peers[hung.address].failures == 1
+        assert client._pool.peers[hung.address].failures == 1
 
 
 async def test_blocking_stubs_same_policy(registry: MemoryRegistry, node: Node) -> None:

@@ -285,13 +285,13 @@ async def test_channel_closed_when_node_leaves(
     staying, _ = await cluster()
     echo = echo_micro.EchoClient("echo", client, options=micro.CallOptions(strategy="round_robin"))
     assert {(await echo.get(Req())).node for _ in range(4)} == {leaving.id, staying.id}
-    assert set(client._peers) == {leaving.address, staying.address}
+    assert set(client._pool.peers) == {leaving.address, staying.address}
     changes = registry.watch("echo")
     await leaving.stop(grace=0)
     await asyncio.wait_for(anext(changes), 5)
     await changes.aclose()  # type: ignore[attr-defined]
     assert {(await echo.get(Req())).node for _ in range(4)} == {staying.id}
-    assert set(client._peers) == {staying.address}  # the departed node's channel is gone
+    assert set(client._pool.peers) == {staying.address}  # the departed node's channel is gone
 
 
 BAD_METADATA = [

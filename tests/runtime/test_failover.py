@@ -19,7 +19,7 @@ from runtime_support import GEN, HERE
 
 import micro
 from micro import errors, selector
-from micro.client import Peer
+from micro.pool import Peer
 from micro.registry import Event, EventType, MemoryRegistry, Node, Service
 from micro.selector.health import EJECTION
 
@@ -132,7 +132,7 @@ async def test_kill_9_under_load_loses_no_call(
     # Out of rotation by its failures (ejected after EJECT_AFTER of them), for
     # EJECTION seconds: longer than the load lasted after the kill, so never tried
     # again; and long before its registration (60 s) could expire.
-    peer = client._peers[victim.address]
+    peer = client._pool.peers[victim.address]
     ejected = peer.ejected_until - EJECTION
     assert ejected > killed, "the dead node was never ejected: no failover was exercised"
     assert time.monotonic() < peer.ejected_until, "the load outlasted the ejection"

@@ -73,8 +73,9 @@ async def cache_follows(client: micro.Client, name: str, nodes: int) -> None:
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.parametrize("blocking", [False, True], ids=["async", "blocking"])
 async def test_a_forged_goodbye_does_not_blind_a_client_calling_the_node(
-    registries: tuple[MdnsRegistry, MdnsRegistry, MdnsRegistry],
+    registries: tuple[MdnsRegistry, MdnsRegistry, MdnsRegistry], blocking: bool
 ) -> None:
     writer, reader, _ = registries
     name = f"echo-{uuid.uuid4().hex[:12]}"
@@ -84,8 +85,18 @@ async def test_a_forged_goodbye_does_not_blind_a_client_calling_the_node(
     stopped = False
     async with micro.Client(reader, config=CONFIG) as client:
         try:
-            echo = echo_micro.EchoClient(name, client)
-            assert (await echo.put(Req(), timeout=5)).node == svc.id  # connected, answering
+            if blocking:  # from a thread of its own, as a blocking program calls
+                sync_echo = echo_micro.EchoSyncClient(name, client)
+
+                async def put() -> echo_pb2.EchoReply:
+                    return await asyncio.to_thread(sync_echo.put, Req(), timeout=5)
+            else:
+                echo = echo_micro.EchoClient(name, client)
+
+                async def put() -> echo_pb2.EchoReply:
+                    return await echo.put(Req(), timeout=5)
+
+            assert (await put()).node == svc.id  # connected, answering
             watch = reader.watch(name)
             await forge_goodbye(writer)
             # The goodbye is believed by the registry (1 s: one packet on loopback, with
@@ -94,15 +105,15 @@ async def test_a_forged_goodbye_does_not_blind_a_client_calling_the_node(
             await cache_follows(client, name, 0)
             # ...but not by the client, which is hearing from the node.
             for _ in range(20):
-                assert (await echo.put(Req(), timeout=5)).node == svc.id
+                assert (await put()).node == svc.id
             await svc.stop(grace=0)
             stopped = True
             # Once the node stops answering, it is dropped: a call or two fail on it
             # (a Put cannot connect, so it is not sent), then it is not found.
             with pytest.raises((errors.Unavailable, errors.ServiceNotFound)):
-                await echo.put(Req(), timeout=5)
+                await put()
             with pytest.raises(errors.ServiceNotFound):
-                await echo.put(Req(), timeout=5)
+                await put()
             assert client._kept == {}
         finally:
             if not stopped:

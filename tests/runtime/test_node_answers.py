@@ -46,7 +46,7 @@ async def test_a_node_that_is_not_the_service_is_ejected_and_calls_go_elsewhere(
     for _ in range(10):  # a Put never ran on the foreign node: retried, not twice-run
         assert (await echo.put(Req(), timeout=5)).node == svc.id
         assert [r.node async for r in echo.watch(Req(), timeout=5)] == [svc.id] * 3
-    assert client._peers[foreign].ejected_until > time.monotonic()
+    assert client._pool.peers[foreign].ejected_until > time.monotonic()
 
 
 async def test_unimplemented_from_an_address_called_directly_is_the_answer(
@@ -55,7 +55,7 @@ async def test_unimplemented_from_an_address_called_directly_is_the_answer(
     direct = micro.CallOptions(address=foreign, retries=3)
     with pytest.raises(errors.Unimplemented):
         await echo_micro.EchoClient("echo", client).get(Req(), timeout=5, options=direct)
-    assert client._peers[foreign].ejected_until == 0  # nothing says it is wrong
+    assert client._pool.peers[foreign].ejected_until == 0  # nothing says it is wrong
 
 
 async def test_cancelled_from_a_node_not_stopping_is_not_stopping(
@@ -74,7 +74,7 @@ async def test_cancelled_from_a_node_not_stopping_is_not_stopping(
     with pytest.raises(errors.Cancelled):
         await echo.get(Req(fail="CANCELLED"), timeout=5)
     assert handler.received == 5 + 4  # a Get may run again: retried (3 retries)
-    assert client._peers[svc.address].ejected_until == 0
+    assert client._pool.peers[svc.address].ejected_until == 0
 
 
 class Holding(Echo):
@@ -117,7 +117,7 @@ async def test_a_node_at_its_cap_refuses_at_once_and_the_call_runs_elsewhere(
         for _ in range(10):  # Puts refused there never ran: each is sent to the other
             assert (await echo.put(Req(), timeout=5)).node == free.id
         assert held.received == 2
-        assert client._peers[capped.address].ejected_until == 0  # busy, not unwell
+        assert client._pool.peers[capped.address].ejected_until == 0  # busy, not unwell
         held.release.set()
         assert [(await h).node for h in holding] == [capped.id] * 2
         assert (await echo.put(Req(), timeout=5, options=pinned)).node == capped.id  # room again
@@ -149,7 +149,7 @@ async def test_a_stopping_node_refuses_new_calls_unrun_and_says_it_is_going(
         stop = asyncio.ensure_future(stopping.server.stop(grace=30))  # drains the held Put
         with pytest.raises(errors.Unavailable, match="refused, the server is stopping"):
             await echo.put(Req(), timeout=5, options=pinned)
-        assert client._peers[stopping.address].stopping
+        assert client._pool.peers[stopping.address].stopping
         for _ in range(4):  # the listing still names it: refused there, run on the other
             assert (await echo.put(Req(), timeout=5)).node == staying.id
         assert held.received == 1

@@ -32,7 +32,7 @@ import echo_pb2  # isort: skip
 
 import micro
 from micro import errors, selector
-from micro.client import Peer
+from micro.pool import Peer
 
 tried: contextvars.ContextVar[list[str]] = contextvars.ContextVar("tried")
 """The addresses the current call's attempts went to, in order."""

@@ -1,0 +1,282 @@
+"""Channels per node: connect, readiness, retire, close; and what a failed attempt
+says about its node.
+
+A ``Peer`` is one node address: its health (``NodeHealth``), its async and blocking
+channels (made on first use) and their method callables. The ``Pool`` holds the
+peers of one ``Client`` and is the one place channels are made and closed; a peer
+that leaves the registry is retired and closed once its calls in flight are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from micro import errors
+from micro.config import MAX_MESSAGE_SIZE
+from micro.method import Method
+from micro.plan import UNAVAILABLE
+from micro.registry import Node
+from micro.selector import NodeHealth
+
+CONNECT_TIMEOUT = 2.0  # seconds a call waits for a connection before trying elsewhere
+READY = grpc.ChannelConnectivity.READY
+_SETTLED = (READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN)
+CANCELLED = grpc.StatusCode.CANCELLED
+RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Peer(NodeHealth):
+    """One node address: its health, its channels (async and sync, made on first use)
+    and their method callables. ``node`` is the registry's node there (one with no id
+    for a direct address)."""
+
+    __slots__ = (
+        "calls",
+        "channel",
+        "kept",
+        "lock",
+        "node",
+        "retired",
+        "state",
+        "sync_calls",
+        "sync_channel",
+    )
+
+    def __init__(self, address: str) -> None:
+        super().__init__(address)
+        self.node = Node("", address)
+        self.channel: grpc.aio.Channel | None = None
+        self.calls: dict[Method[Any, Any], Any] = {}
+        self.sync_channel: grpc.Channel | None = None
+        self.sync_calls: dict[Method[Any, Any], Any] = {}
+        self.lock = threading.Condition()  # sync bookkeeping and connectivity changes
+        self.state: grpc.ChannelConnectivity | None = None  # sync channel, once followed
+        self.retired = False
+        # Set while the node is kept after leaving the registry: told of a failure.
+        self.kept: Callable[[str], None] | None = None
+
+    def failed(self, now: float) -> None:
+        super().failed(now)
+        if self.kept is not None:
+            self.kept(self.address)
+
+    def changed(self, state: grpc.ChannelConnectivity) -> None:
+        """The sync channel's connectivity, from grpc's thread (``subscribe``)."""
+        with self.lock:
+            self.state = state
+            self.lock.notify_all()
+
+    def detach_sync(self) -> grpc.Channel | None:
+        """Take the sync channel away (a later call opens another), no longer followed;
+        ``close_blocking`` closes it."""
+        with self.lock:
+            channel, self.sync_channel = self.sync_channel, None
+            self.sync_calls = {}
+            followed, self.state = self.state is not None, None
+        if channel is not None and followed:
+            channel.unsubscribe(self.changed)
+        return channel
+
+    def draining(self) -> bool:
+        """Whether the node is known to be going away (async channel)."""
+        channel = self.channel
+        return (
+            self.retired
+            or self.stopping
+            or (channel is not None and channel.get_state() is not READY)
+        )
+
+    def draining_sync(self) -> bool:
+        """Whether the node is known to be going away (blocking channel, when watched)."""
+        return self.retired or self.stopping or self.state not in (None, READY)
+
+
+class Pool:
+    """The peers of one client by address, and their channels."""
+
+    def __init__(self, max_message_size: int = MAX_MESSAGE_SIZE) -> None:
+        self.options = (
+            ("grpc.max_receive_message_length", max_message_size),
+            ("grpc.max_send_message_length", max_message_size),
+        )
+        self.peers: dict[str, Peer] = {}
+        self.closing: set[asyncio.Task[None]] = set()
+        # Async channels retired by a blocking call (no loop to close them on).
+        self.orphans: list[grpc.aio.Channel] = []
+
+    def peer(self, address: str) -> Peer:
+        peer = self.peers.get(address)
+        if peer is None:
+            peer = self.peers[address] = Peer(address)
+        return peer
+
+    def call(self, peer: Peer, method: Method[Any, Any]) -> Any:
+        """``method``'s async callable on ``peer``'s channel (opened on first use)."""
+        call = peer.calls.get(method)
+        if call is None:
+            if peer.channel is None:
+                peer.channel = grpc.aio.insecure_channel(peer.address, options=self.options)
+            call = peer.calls[method] = _callable(peer.channel, method)
+        return call
+
+    def sync_call(self, peer: Peer, method: Method[Any, Any]) -> Any:
+        """``method``'s blocking callable on ``peer``'s sync channel."""
+        call = peer.sync_calls.get(method)
+        if call is None:
+            with peer.lock:
+                if peer.sync_channel is None:
+                    peer.sync_channel = grpc.insecure_channel(peer.address, options=self.options)
+                call = peer.sync_calls[method] = _callable(peer.sync_channel, method)
+        return call
+
+    def retire(self, peer: Peer) -> None:
+        """Close a peer's channels once its calls in flight are done."""
+        peer.retired = True
+        if peer.inflight == 0:
+            self.close_peer(peer)
+
+    def close_peer(self, peer: Peer) -> None:
+        channel, peer.channel = peer.channel, None
+        peer.calls = {}
+        sync_channel = peer.detach_sync()
+        if sync_channel is not None:
+            close_blocking([sync_channel])
+        if channel is not None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # retired by a blocking call: close() will do it
+                self.orphans.append(channel)
+                return
+            task = loop.create_task(channel.close(grace=None))
+            self.closing.add(task)
+            task.add_done_callback(self.closing.discard)
+
+    def take(self) -> list[Peer]:
+        """Every peer, retired (a call still running closes what it opens), and the
+        pool emptied."""
+        peers, self.peers = list(self.peers.values()), {}
+        for peer in peers:
+            peer.retired = True
+        return peers
+
+    async def close(self) -> None:
+        """Close every channel, async and blocking."""
+        peers = self.take()
+        channels = [p.channel for p in peers if p.channel is not None] + self.orphans
+        self.orphans = []
+        for peer in peers:
+            peer.channel = None
+        for channel in channels:
+            await channel.close(grace=None)
+        close_blocking([c for c in map(Peer.detach_sync, peers) if c is not None])
+        loop = asyncio.get_running_loop()
+        closing = [t for t in self.closing if t.get_loop() is loop]
+        await asyncio.gather(*closing, return_exceptions=True)
+
+    def close_sync(self) -> None:
+        """``close`` of the blocking channels, for blocking users."""
+        close_blocking([c for c in map(Peer.detach_sync, self.take()) if c is not None])
+
+
+def _callable(channel: grpc.Channel | grpc.aio.Channel, method: Method[Any, Any]) -> Any:
+    return getattr(channel, method.kind)(
+        method.path,
+        request_serializer=method.serialize,
+        response_deserializer=method.deserialize_response,
+        _registered_method=True,
+    )
+
+
+async def ready(channel: grpc.aio.Channel, timeout: float | None) -> bool:
+    """Connect before sending, so a failure means the call never left (async)."""
+    if channel.get_state(try_to_connect=True) is READY:
+        return True
+    limit = CONNECT_TIMEOUT if timeout is None else min(timeout, CONNECT_TIMEOUT)
+    try:
+        return await asyncio.wait_for(_settled(channel), limit)
+    except asyncio.TimeoutError:
+        return False
+
+
+async def _settled(channel: grpc.aio.Channel) -> bool:
+    state = channel.get_state(try_to_connect=True)
+    while state not in _SETTLED:
+        await channel.wait_for_state_change(state)
+        state = channel.get_state(try_to_connect=True)
+    return state is READY
+
+
+def ready_sync(peer: Peer, timeout: float | None) -> bool:
+    """Connect before sending, so a failure means the call never left (blocking)."""
+    limit = CONNECT_TIMEOUT if timeout is None else min(timeout, CONNECT_TIMEOUT)
+    channel: Any = peer.sync_channel
+    with peer.lock:
+        if peer.state is None:
+            peer.state = grpc.ChannelConnectivity.IDLE
+            channel.subscribe(peer.changed, try_to_connect=True)
+        peer.lock.wait_for(lambda: peer.state in _SETTLED, limit)
+        return peer.state is READY
+
+
+def close_blocking(channels: Sequence[grpc.Channel]) -> None:
+    """Close sync channels no longer followed (``Peer.detach_sync``). grpc follows a
+    subscribed channel from a thread of its own that wakes every 0.2 s and raises
+    there if it finds the channel closed before it has seen that nobody follows it
+    any more (grpc issue 18995): each channel is closed once that thread has ended."""
+    # Its wait is 0.2 s; the bound keeps a change in grpc from hanging the close.
+    give_up = time.monotonic() + 2.0
+    for channel in channels:
+        follower = getattr(channel, "_connectivity_state", None)  # grpc's own, not API
+        while follower is not None and follower.polling and time.monotonic() < give_up:
+            time.sleep(0.005)
+        channel.close()
+
+
+def failure(e: grpc.RpcError, peer: Peer, draining: bool) -> tuple[grpc.StatusCode, bool]:
+    """A failed attempt as the retry policy sees it: (status, whether it may have run).
+
+    A call this client cancels raises CancelledError, not this error; grpc's server
+    answers CANCELLED to calls it drops unrun, as its stop begins or when it is
+    overloaded. From a node known to be ``draining`` (it said it is stopping, it left
+    the registry, or its connection is closing) that is the node going away,
+    UNAVAILABLE; otherwise the node is busy, not gone. (Closing a blocking client under
+    a running call is the other source: that call may then retry, on a retired peer
+    that closes after it.) A status marked as refused never ran (a stopping server,
+    load shedding).
+    """
+    code: grpc.StatusCode = e.code()
+    if code is CANCELLED:
+        return (UNAVAILABLE if draining else code), True
+    if code is RESOURCE_EXHAUSTED or code is UNAVAILABLE:
+        trailers: Any = e.trailing_metadata() or ()  # pairs, sync or aio
+        refused = next((v for k, v in trailers if k == errors.REFUSED_KEY), None)
+        if refused == errors.STOPPING:
+            peer.stopping = True
+        return code, refused is None
+    return code, True
+
+
+def error(
+    e: grpc.RpcError, peer: Peer, code: grpc.StatusCode, service: str, gone: bool
+) -> errors.Error:
+    """The error a failed call raises. From a node whose connection is down (``gone``),
+    an UNAVAILABLE is grpc's own (the node was not reached) and names the service;
+    what a node answered is passed on as it is."""
+    if e.code() is CANCELLED and code is UNAVAILABLE:
+        return errors.Unavailable(f"{peer.address} dropped the call (CANCELLED): it is stopping")
+    if e.code() is UNAVAILABLE and gone:
+        return errors.Unavailable(
+            f"cannot connect to service {service!r} at {peer.address}: {e.details()}"
+        )
+    return errors.from_rpc_error(e)
+
+
+def unreachable(service: str, peer: Peer) -> errors.Unavailable:
+    return errors.Unavailable(f"cannot connect to service {service!r} at {peer.address}")
