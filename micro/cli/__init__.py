@@ -20,6 +20,7 @@ from micro.cli import call, common, completion, gen, health, new, pubsub, regist
 from micro.cli import run as run_command
 from micro.cli.common import CliError
 from micro.config import ConfigError
+from micro.reflection import ReflectionError
 from micro.registry import RegistryError
 
 EXAMPLES = """\
@@ -79,7 +80,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = args.run(args)
     except KeyboardInterrupt:
         code = 130
-    except (CliError, errors.Error, RegistryError, BrokerError, ConfigError, OSError) as e:
+    except (
+        CliError,
+        ReflectionError,
+        errors.Error,
+        RegistryError,
+        BrokerError,
+        ConfigError,
+        OSError,
+    ) as e:
         code = _fail(args.command, str(e))
     except Exception as e:  # a bug: still one line, naming the exception type
         code = _fail(args.command, f"unexpected {type(e).__name__}: {e}")

@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
-from micro import errors
+from micro import errors, reflection
 from micro.cli import common, output, reflect
 from micro.cli.common import CliError
 from micro.client import CallOptions, Client, Metadata
@@ -90,38 +90,6 @@ def add_parsers(commands: Any, shared: argparse.ArgumentParser) -> None:
     stream.set_defaults(run=lambda args: common.run(_stream(args)))
 
 
-class _Dynamic(Stub):
-    """A stub for a method known only at run time: the generated stubs' drivers."""
-
-    __slots__ = ()
-
-    async def unary(
-        self,
-        method: Method[Any, Any],
-        request: Any,
-        timeout: float | None,
-        metadata: Metadata,
-        options: CallOptions,
-    ) -> Message:
-        reply: Message = await getattr(self, f"_{method.kind}")(
-            method, request, timeout, metadata, options
-        )
-        return reply
-
-    def streaming(
-        self,
-        method: Method[Any, Any],
-        request: Any,
-        timeout: float | None,
-        metadata: Metadata,
-        options: CallOptions,
-    ) -> AsyncIterator[Message]:
-        replies: AsyncIterator[Message] = getattr(self, f"_{method.kind}")(
-            method, request, timeout, metadata, options
-        )
-        return replies
-
-
 async def resolve(client: Client, args: argparse.Namespace) -> tuple[Method[Any, Any], str | None]:
     """The method named on the command line, read from the reflection of a node the
     call could go to (``--address``, or a node of ``--version`` from the registry),
@@ -149,18 +117,18 @@ async def resolve(client: Client, args: argparse.Namespace) -> tuple[Method[Any,
                 f"(versions: {versions})"
             )
     limit = (
-        min(args.timeout, reflect.REFLECTION_TIMEOUT)
+        min(args.timeout, reflection.REFLECTION_TIMEOUT)
         if args.timeout
-        else reflect.REFLECTION_TIMEOUT
+        else reflection.REFLECTION_TIMEOUT
     )
 
-    def ask(node: reflect.Reflection) -> tuple[Method[Any, Any], str | None]:
-        return reflect.method(node.method(args.method)), candidates[node.address]
+    def ask(node: reflection.Reflection) -> tuple[Method[Any, Any], str | None]:
+        return reflection.method(node.method(args.method)), candidates[node.address]
 
     def dial(address: str) -> grpc.Channel:
         return blocking_channel(address, args.service, tls, secure.get(address, uses_tls(tls, {})))
 
-    return await asyncio.to_thread(reflect.first_answer, list(candidates), ask, limit, dial)
+    return await asyncio.to_thread(reflection.first_answer, list(candidates), ask, limit, dial)
 
 
 def _check(args: argparse.Namespace) -> Metadata:
@@ -187,7 +155,7 @@ async def _call(args: argparse.Namespace) -> int:
         if method.client_streaming or method.server_streaming:
             raise CliError(f"{method.path[1:]} is {reflect.kind_name(method)}: use micro stream")
         request = reflect.fill(method.request, data, where)
-        stub = _Dynamic(args.service, client)
+        stub = reflection.Dynamic(args.service, client)
         try:
             reply = await stub.unary(method, request, args.timeout, metadata, options)
         except errors.Error as e:
@@ -208,7 +176,7 @@ async def _stream(args: argparse.Namespace) -> int:
         options = _options(args, version)
         if not (method.client_streaming or method.server_streaming):
             raise CliError(f"{method.path[1:]} is unary: use micro call")
-        stub = _Dynamic(args.service, client)
+        stub = reflection.Dynamic(args.service, client)
         bad: list[CliError] = []
         request: Any
         if method.client_streaming and args.requests:

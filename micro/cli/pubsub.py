@@ -21,7 +21,7 @@ from typing import Any
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
 
-from micro import codec
+from micro import codec, reflection
 from micro.broker import EventContext, Publisher
 from micro.broker import from_config as broker_from_config
 from micro.broker.base import TYPE_HEADER, Envelope
@@ -148,7 +148,7 @@ class Types:
         if not addresses:
             raise CliError(f"--from {source}: not found in the {common.where(self.config)}")
         return await asyncio.to_thread(
-            reflect.first_answer, addresses, lambda node: node.message(full_name)
+            reflection.first_answer, addresses, lambda node: node.message(full_name)
         )
 
 
@@ -217,7 +217,7 @@ async def _show(
     try:
         kind = fixed or await types.find(sent)
         body = output.message(codec.decode(envelope.body, kind, envelope.content_type))
-    except (CliError, codec.CodecError) as e:
+    except (CliError, reflection.ReflectionError, codec.CodecError) as e:
         body = {"undecoded": base64.b64encode(envelope.body).decode(), "why": str(e)}
     headers = {k: v for k, v in envelope.headers.items() if k != TYPE_HEADER}
     record = {

@@ -11,7 +11,7 @@ import uuid
 import pytest
 from cli_support import Node, micro
 
-from micro.cli import reflect
+from micro import reflection
 
 pytestmark = pytest.mark.backend
 
@@ -88,7 +88,7 @@ def test_call_retries(greeter: Node) -> None:
 def test_reflection_goes_past_a_dead_node(greeter: Node, unused_port: int) -> None:
     # call, stream and --from share this: a node still registered after it died.
     addresses = [f"127.0.0.1:{unused_port}", greeter.address]
-    found = reflect.first_answer(addresses, lambda node: node.message("greeter.v1.HelloRequest"))
+    found = reflection.first_answer(addresses, lambda node: node.message("greeter.v1.HelloRequest"))
     assert found.DESCRIPTOR.full_name == "greeter.v1.HelloRequest"
 
 
