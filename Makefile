@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-EXTRAS := dev,etcd,nats,redis,rabbitmq,otel,prometheus,auth
+EXTRAS := dev,etcd,nats,redis,rabbitmq,otel,prometheus,auth,gateway
 WKT = $$($(BIN)/python -c 'import grpc_tools, os; print(os.path.dirname(grpc_tools.__file__))')/_proto
 
 # The oldest and newest Python that requires-python admits: test-pythons runs the
@@ -44,6 +44,7 @@ gen: venv
 	$(BIN)/micro gen -I proto --out examples/gen proto/greeter
 	$(BIN)/python tests/support/runtime_support.py
 	$(BIN)/python tests/support/interop_support.py
+	$(BIN)/python tests/support/gateway_support.py
 
 # After an intended change to the generated code: rewrite tests/golden, then review the diff.
 golden: venv

@@ -9,6 +9,7 @@ pipeline (discovery, balancing, retries, deadlines).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -88,6 +89,25 @@ class Reflection:
                 f"{desc.full_name} at {self.address} has no method {method!r} ({known})"
             )
         return found
+
+    def copy(self, services: Sequence[str]) -> DescriptorPool:
+        """A pool of ``services`` and every file they import, that needs this node no
+        longer: kept after the node's channel is closed, and never asks it again."""
+        files: dict[str, descriptor_pb2.FileDescriptorProto] = {}
+
+        def add(file: Any) -> None:  # dependencies first, as a pool adds them
+            if file.name in files:
+                return
+            for dependency in file.dependencies:
+                add(dependency)
+            files[file.name] = descriptor_pb2.FileDescriptorProto.FromString(file.serialized_pb)
+
+        for name in services:
+            add(self._ask(functools.partial(self.pool.FindServiceByName, name), name).file)
+        pool = DescriptorPool()
+        for proto in files.values():
+            pool.Add(proto)
+        return pool
 
     def message(self, full_name: str) -> type[Message]:
         """The class of message type ``full_name``."""

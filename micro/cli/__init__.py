@@ -16,7 +16,7 @@ from typing import NoReturn
 
 from micro import errors
 from micro.broker import BrokerError
-from micro.cli import call, common, completion, gen, health, new, pubsub, registry
+from micro.cli import api, call, common, completion, gen, health, new, pubsub, registry
 from micro.cli import run as run_command
 from micro.cli.common import CliError
 from micro.config import ConfigError
@@ -30,6 +30,7 @@ examples:
   micro services                                   what the registry knows
   micro call shop Shop.Hello '{"name": "Ada"}'     call a method (types from reflection)
   micro stream shop Shop.Countdown '{"start": 3}'  replies as they arrive
+  micro api                                        every service over HTTP/JSON, docs at /docs
   micro completion bash > ~/.micro-complete        shell completion (see micro completion -h)
 
 Run `micro COMMAND --help` for a command's options and examples.
@@ -60,6 +61,7 @@ def parser() -> argparse.ArgumentParser:
     health.add_parser(commands, shared)
     call.add_parsers(commands, shared)
     pubsub.add_parsers(commands, shared)
+    api.add_parser(commands, shared)
     completion.add_parser(commands, top)
     for command in commands.choices.values():
         command.set_defaults(command_parser=command)

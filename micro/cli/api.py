@@ -1,0 +1,89 @@
+"""``micro api``: the HTTP/JSON gateway (``micro.gateway``) served by uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+from typing import Any
+
+from micro.cli import common
+from micro.cli.common import CliError
+from micro.client import Client
+from micro.config import Config
+
+EXAMPLES = """\
+examples:
+  micro api                                   http://127.0.0.1:8080, docs at /docs
+  micro api --address 127.0.0.1:9000
+  curl -d '{"name": "Ada"}' http://127.0.0.1:8080/greeter/Greeter/SayHello
+"""
+DEFAULT_ADDRESS = "127.0.0.1:8080"
+
+
+def add_parser(commands: Any, shared: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "api",
+        parents=[shared],
+        help="serve every registered service over HTTP/JSON (OpenAPI at /openapi.json)",
+        description="An HTTP gateway in front of the registry: POST /SERVICE/Service/Method "
+        "with a JSON body, the routes google.api.http annotations declare, streams as "
+        "NDJSON, Server-Sent Events or WebSocket, OpenAPI at /openapi.json, docs at /docs.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--address", default=DEFAULT_ADDRESS, metavar="HOST:PORT", help=f"({DEFAULT_ADDRESS})"
+    )
+    parser.add_argument("--max-body", type=int, metavar="BYTES", help="largest request body")
+    parser.set_defaults(run=lambda args: common.run(_serve(args)))
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    try:
+        from micro.gateway import MAX_BODY, Gateway
+        from micro.gateway.serving import Server
+    except ImportError as e:
+        raise CliError(str(e)) from None
+    config = common.config(args)
+    _plain_http(config)
+    if args.max_body is not None and args.max_body <= 0:
+        raise CliError(f"--max-body {args.max_body}: expected a positive number of bytes")
+    listener = _bind(args.address)
+    async with Client(config=config) as client:
+        server = Server(Gateway(client, max_body=args.max_body or MAX_BODY))
+        serving = asyncio.ensure_future(server.serve(sockets=[listener]))
+        started = asyncio.ensure_future(server.ready.wait())
+        await asyncio.wait([serving, started], return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
+        if server.started:
+            host, port = listener.getsockname()[:2]
+            print(f"micro api: serving on http://{host}:{port} (docs at /docs)", flush=True)
+        await serving  # until SIGINT/SIGTERM, which uvicorn handles: requests drain
+    return 0
+
+
+def _plain_http(config: Config) -> None:
+    """The place for HTTPS (issue 18 adds TLS to services): until the gateway serves
+    the services' certificate, it refuses to start in plain HTTP where TLS is set."""
+    if config.tls_cert or config.tls_ca:
+        raise CliError(
+            "MICRO_TLS_CERT/MICRO_TLS_CA are set but micro api serves plain HTTP only: "
+            "put it behind a TLS proxy and unset them for it"
+        )
+
+
+def _bind(address: str) -> socket.socket:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise CliError(f"--address {address!r}: expected HOST:PORT")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, int(port)))
+    except OSError as e:
+        listener.close()
+        raise CliError(f"--address {address}: {e.strerror}") from None
+    return listener
