@@ -64,12 +64,13 @@ async def _serve(args: argparse.Namespace) -> int:
 
 
 def _plain_http(config: Config) -> None:
-    """The place for HTTPS (issue 18 adds TLS to services): until the gateway serves
-    the services' certificate, it refuses to start in plain HTTP where TLS is set."""
-    if config.tls_cert or config.tls_ca:
+    """The place for HTTPS: until the gateway serves it with the services' certificate
+    (issue 18), a certificate set for this process is refused, not silently unused.
+    A CA alone is fine: the gateway's calls to services use it."""
+    if config.tls_cert:
         raise CliError(
-            "MICRO_TLS_CERT/MICRO_TLS_CA are set but micro api serves plain HTTP only: "
-            "put it behind a TLS proxy and unset them for it"
+            "MICRO_TLS_CERT is set but micro api serves plain HTTP only: put it behind a "
+            "TLS proxy, and leave only MICRO_TLS_CA (to verify the services) for it"
         )
 
 

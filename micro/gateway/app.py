@@ -20,7 +20,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -48,6 +48,7 @@ VERBS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 PASSED = ("x-", "authorization")  # request headers that go to the service as metadata
 TIMEOUT_HEADER = "x-request-timeout"  # seconds; or grpc-timeout in gRPC's own notation
 _GRPC_TIMEOUT = re.compile(r"(\d{1,8})([HMSmun])")
+_NOT_PASSED_BACK = ("grpc-", "content-", "transfer-", "connection", "date", "server", ":")
 _UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
 
@@ -268,6 +269,16 @@ def _inbound(headers: Any) -> tuple[list[tuple[str, str]], float | None]:
     return metadata, timeout
 
 
+def _headers(metadata: Iterable[tuple[str, str | bytes]]) -> dict[str, str]:
+    """The service's response headers and trailers that make sense as HTTP headers:
+    text values, not gRPC's own, not ones HTTP itself sets."""
+    return {
+        key: value
+        for key, value in metadata
+        if isinstance(value, str) and not key.startswith(_NOT_PASSED_BACK)
+    }
+
+
 def _seconds(text: str) -> float:
     try:
         seconds = float(text)
@@ -281,7 +292,8 @@ def _seconds(text: str) -> float:
 def _failure(e: Exception) -> JSONResponse:
     """Any failure as a status body: nothing of a traceback leaves the process."""
     if isinstance(e, errors.Error):
-        return JSONResponse(status.body(e), status.HTTP_STATUS[e.code])
+        headers = _headers((*e.initial_metadata, *e.trailing_metadata))
+        return JSONResponse(status.body(e), status.HTTP_STATUS[e.code], headers)
     if isinstance(e, BadRequest):
         return JSONResponse(status.body(errors.InvalidArgument(str(e))), 400)
     if isinstance(e, _TooLarge):

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 from google.api import annotations_pb2, http_pb2  # type: ignore[import-untyped]
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
@@ -27,6 +28,7 @@ from micro.gateway.template import Template, TemplateError
 from micro.method import Method
 from micro.registry import Service
 from micro.selector import matching_nodes
+from micro.tls import Tls, blocking_channel, uses_tls
 
 ROUTES_FRESH = 2.0  # seconds the table of annotated routes is trusted after a miss
 VERBS = ("get", "put", "post", "delete", "patch")
@@ -84,6 +86,7 @@ class Catalog:
 
     def __init__(self, client: Client) -> None:
         self.client = client
+        self._tls = Tls.from_config(client.config)  # reflection dials nodes as calls do
         self._apis: dict[str, Api] = {}
         self._lock = asyncio.Lock()
         self._routes: list[tuple[Binding, Operation]] = []
@@ -101,7 +104,7 @@ class Catalog:
         async with self._lock:
             cached = self._apis.get(name)
             if cached is None or cached.version not in versions:
-                cached = self._apis[name] = await _read(name, services)
+                cached = self._apis[name] = await _read(name, services, self._tls)
         return cached
 
     async def apis(self) -> list[Api]:
@@ -129,20 +132,26 @@ class Catalog:
         return self._routes
 
 
-async def _read(name: str, services: Sequence[Service]) -> Api:
+async def _read(name: str, services: Sequence[Service], tls: Tls | None) -> Api:
     """The descriptors of ``name`` from one of its nodes, and that node's version."""
-    candidates: dict[str, tuple[str, list[str]]] = {}
+    candidates: dict[str, tuple[str, list[str], bool]] = {}
     for service in services:
         protos = sorted({e.name.rpartition(".")[0] for e in service.endpoints})
         for node in matching_nodes([service]):
-            candidates.setdefault(node.address, (service.version, protos))
+            secure = uses_tls(tls, node.metadata)
+            candidates.setdefault(node.address, (service.version, protos, secure))
 
     def ask(node: reflection.Reflection) -> tuple[str, list[str], DescriptorPool]:
-        version, protos = candidates[node.address]
+        version, protos, _ = candidates[node.address]
         protos = protos or _served(node)
         return version, protos, node.copy(protos)
 
-    version, protos, pool = await asyncio.to_thread(reflection.first_answer, list(candidates), ask)
+    def dial(address: str) -> grpc.Channel:
+        return blocking_channel(address, name, tls, candidates[address][2])
+
+    version, protos, pool = await asyncio.to_thread(
+        reflection.first_answer, list(candidates), ask, reflection.REFLECTION_TIMEOUT, dial
+    )
     pinned = version if len({s.version for s in services}) > 1 else None
     operations = []
     for proto in protos:

@@ -39,6 +39,16 @@ def test_a_status_maps_to_its_http_status_with_details(
     }
 
 
+def test_response_headers_and_trailers_of_a_failure_come_back_as_headers(
+    http: httpx.Client,
+) -> None:
+    answer = http.post("/library/Library/Fail", json={"code": "ABORTED", "message": "m"})
+    assert answer.status_code == 409
+    assert answer.headers["x-shelf"] == "fiction"
+    assert answer.headers["x-failed-by"] == "library"
+    assert "grpc-internal" not in answer.headers
+
+
 @pytest.mark.parametrize(
     ("body", "says"),
     [

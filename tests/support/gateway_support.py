@@ -93,6 +93,8 @@ class Library(library_micro.LibraryHandler):
 
     async def fail(self, request: FailRequest, ctx: micro.Context) -> empty_pb2.Empty:
         detail = error_details_pb2.ErrorInfo(reason="ASKED", domain="library.test")
+        ctx.set_initial_metadata([("x-shelf", "fiction")])
+        ctx.set_trailing_metadata([("x-failed-by", "library"), ("grpc-internal", "no")])
         packed = any_pb2.Any()
         packed.Pack(detail)
         raise errors.for_code(grpc.StatusCode[request.code], request.message, [packed])
