@@ -56,8 +56,9 @@ Ending: TypeAlias = Callable[[Outcome], None]
 
 @dataclass(slots=True)
 class ClientCall:
-    """One client call, all its attempts. ``method`` is the full path
-    ``/pkg.Svc/Method``; ``metadata`` is what every attempt sends (a hook may add)."""
+    """One client call, all its attempts. ``service`` is the name called (the
+    registry's), ``method`` the full path ``/pkg.Svc/Method``; ``metadata`` is what
+    every attempt sends (a hook may add); ``timeout``: seconds the call may take."""
 
     service: str
     method: str
@@ -81,7 +82,9 @@ class ClientAttempt:
 
 @dataclass(slots=True)
 class ServerCall:
-    """One call a server handles; ``ctx`` is the ``micro.Context`` its handler gets."""
+    """One call a server handles: ``service`` is the proto service (``pkg.Svc``: a
+    server does not know the name it is registered under), ``method`` the full path;
+    ``ctx`` is the ``micro.Context`` its handler gets."""
 
     service: str
     method: str
