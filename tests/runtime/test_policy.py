@@ -95,6 +95,21 @@ def test_ejection_after_repeated_failures_and_never_all() -> None:
     assert (a.failures, a.ejections) == (0, 0)
 
 
+@pytest.mark.parametrize("name", ["round_robin", "least_request", "random"])
+def test_a_node_ejected_after_the_route_counted_is_not_picked(name: str) -> None:
+    """The route counts its healthy nodes once, not per call: an ejection after that
+    must still keep the node out (the pick that falls on it counts again)."""
+    clock = Clock()
+    a, b, c = nodes(3)
+    route = Route([a, b, c], strategy(name))
+    assert {route.select(clock.now).address for _ in range(60)} == {a.address, b.address, c.address}
+    b.failed(clock.now)
+    b.failed(clock.now)  # ejected, b has nothing in flight: least_request would prefer it
+    assert {route.select(clock.now).address for _ in range(60)} == {a.address, c.address}
+    clock.now = b.ejected_until  # its ejection is over: back in rotation
+    assert b.address in {route.select(clock.now).address for _ in range(60)}
+
+
 def plan(
     method: object,
     *,
