@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -50,7 +51,8 @@ except ImportError:  # pragma: no cover - depends on the installed extras
 
 from micro.registry.base import RETRY_WATCH, Event, EventType, RegistryError, Service
 from micro.registry.entry import decode_entry, encode
-from micro.registry.loop import Feed, LoopRegistry, LoopThread, quietly
+from micro.registry.feed import Feed
+from micro.registry.loop import LoopRegistry, LoopThread, quietly
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +309,10 @@ class _Watch:
         self.registry = registry
         self.service = service
         self.prefix = registry._prefix(service)
-        self.feed = Feed(registry._thread, self.stop, f"etcd registry at {registry.where}")
+        self.feed = Feed(
+            on_drop=functools.partial(registry._thread.call_soon, self.stop),
+            failure=f"etcd registry at {registry.where}",
+        )
         self.known: dict[bytes, Service] = {}
         self.missing: set[bytes] = set()  # known, absent since etcd lost its data
         self.revision = 0  # etcd's revision as last seen

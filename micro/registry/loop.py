@@ -5,7 +5,8 @@ and for the registry work of a blocking ``Client`` (``run_sync``, ``stop``).
 One registry may serve a ``Service`` on its loop and a blocking client on that
 client's background loop thread. So the backend's connections live on a loop of the
 registry's own: each call runs there (``LoopThread.run``) and is awaited from the
-caller's loop, and watch events come back to the caller's loop through a ``Feed``.
+caller's loop, and watch events come back to the caller's loop through a ``Feed``
+(``micro.registry.feed``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import asyncio
 import atexit
 import contextlib
 import threading
-import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 from micro.registry.base import Event, RegistryError, Service, group
+from micro.registry.feed import Feed
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -126,45 +127,6 @@ async def quietly(coro: Coroutine[Any, Any, Any]) -> None:
     outcome that led to it."""
     with contextlib.suppress(Exception):
         await coro
-
-
-class Feed:
-    """A watch's events, put on the private loop and read on the caller's loop (the
-    one running when the ``Feed`` is made). ``None`` ends the iteration; an exception
-    is raised there, as a ``RegistryError`` (``failure`` says whose). ``on_drop`` runs
-    on the private loop when the iterator is closed, ends or is dropped unstarted."""
-
-    def __init__(self, thread: LoopThread, on_drop: Callable[[], None], failure: str) -> None:
-        self.thread = thread
-        self.caller = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue()
-        self.on_drop = on_drop
-        self.failure = failure
-
-    def put(self, item: Event | BaseException | None) -> None:
-        """Called on the private loop."""
-        with contextlib.suppress(RuntimeError):  # the caller's loop is gone
-            self.caller.call_soon_threadsafe(self.queue.put_nowait, item)
-
-    def events(self) -> AsyncIterator[Event]:
-        events = self._events()
-        # A generator dropped before it was ever iterated never runs its ``finally``.
-        weakref.finalize(events, self.thread.call_soon, self.on_drop)
-        return events
-
-    async def _events(self) -> AsyncIterator[Event]:
-        try:
-            while True:
-                item = await self.queue.get()
-                if item is None:
-                    return
-                if isinstance(item, RegistryError):
-                    raise item
-                if isinstance(item, BaseException):
-                    raise RegistryError(f"{self.failure}: {item!r}") from item
-                yield item
-        finally:
-            self.thread.call_soon(self.on_drop)
 
 
 class Watching(Protocol):

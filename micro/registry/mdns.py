@@ -23,9 +23,9 @@ Why it is built this way:
 - Each registration carries an incarnation token and a sequence number, so stale copies
   still in flight (answers held back by rate limiting) cannot resurrect a node after
   its goodbye or roll back an update.
-- zeroconf runs on its own thread and loop; the table has a lock and watchers are woken
-  with ``call_soon_threadsafe``, so one registry serves several event loops and threads
-  (a sync client's loop thread beside a service's main loop).
+- zeroconf runs on its own thread and loop; the table has a lock and watches are fed
+  across threads (``micro.registry.feed``), so one registry serves several event loops
+  and threads (a sync client's loop thread beside a service's main loop).
 - ``close`` leaves this instance's nodes to expire, like every backend: deregistering is
   the lifecycle's explicit step (``Service.stop`` does it first), and a closed responder
   answers no refresh query, so peers drop its nodes within their TTL.
@@ -52,7 +52,7 @@ import threading
 import weakref
 import zlib
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from zeroconf import Error as ZeroconfError
@@ -73,6 +73,7 @@ from micro.logs import Throttle
 from micro.registry.base import Event, EventType, RegistryError, Service, group
 from micro.registry.entry import MAX_SIZE, Malformed, document, from_document, parse
 from micro.registry.entry import text as string_field
+from micro.registry.feed import Feed, Feeds
 
 log = logging.getLogger("micro.registry")
 
@@ -121,13 +122,6 @@ class _Published:
     announce: asyncio.Future[Any] | None = None
 
 
-@dataclass(eq=False)
-class _Watcher:
-    service: str | None
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[Event | None] = field(default_factory=asyncio.Queue)
-
-
 class MdnsRegistry:
     """``Registry`` over multicast DNS: nodes find each other with no server to run.
 
@@ -156,7 +150,7 @@ class MdnsRegistry:
         self.domain = domain if domain.endswith(".") else domain + "."
         self._type = f"_micro._tcp.{self.domain}"
         self._type_key = self._type.lower()
-        # _lock guards the table and watchers (read from any thread); _start_lock
+        # _lock guards the table (read from any thread); _start_lock
         # serialises opening and closing; everything else lives on zeroconf's loop.
         self._lock = threading.Lock()
         self._start_lock = threading.Lock()
@@ -164,7 +158,7 @@ class MdnsRegistry:
         self._zc: Zeroconf | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._entries: dict[str, _Entry] = {}
-        self._watchers: list[_Watcher] = []
+        self._watches = Feeds()
         self._settled = False
         self._published: dict[str, _Published] = {}
         self._tombstones: dict[str, tuple[str, float]] = {}
@@ -236,18 +230,12 @@ class MdnsRegistry:
         """Changes from this call on (not from the first ``__anext__``), for one
         service or all; ends when the registry is closed. On a cold registry, the
         nodes found by the first query arrive as ``CREATE`` events."""
-        loop = asyncio.get_running_loop()
-        watcher = _Watcher(service, loop)
-        with self._lock:
-            if self._closed:
-                watcher.queue.put_nowait(None)
-            else:
-                self._watchers.append(watcher)
+        feed = self._watches.add(service)  # ended at once once closed
         starting = None
         if self._loop is None and not self._closed:
-            starting = loop.create_task(self._started())  # browse from now on
+            starting = feed.caller.create_task(self._started())  # browse from now on
             starting.add_done_callback(_retrieve)
-        return _Watch(self, watcher, starting)
+        return _Watch(self, feed, starting)
 
     async def close(self) -> None:
         """Stop browsing and answering; goodbyes already under way finish. Nodes still
@@ -330,9 +318,7 @@ class MdnsRegistry:
                 if self._closed:
                     return
                 self._closed = True
-                watchers, self._watchers = self._watchers, []
-            for w in watchers:
-                _wake(w, None)
+            self._watches.close()
             zc, loop = self._zc, self._loop
             if zc is None or loop is None:
                 return
@@ -431,7 +417,7 @@ class MdnsRegistry:
                 events.append(Event(EventType.CREATE, one))
             elif old.service != one:
                 events.append(Event(EventType.UPDATE, one))
-        self._notify(events)
+        self._watches.notify(events)
         self._reschedule()
 
     async def _withdraw(self, names: list[str]) -> None:
@@ -458,7 +444,7 @@ class MdnsRegistry:
                 events.append(Event(EventType.DELETE, entry.service))
         if events:
             await asyncio.sleep(0)  # the first goodbye is on the wire before we return
-        self._notify(events)
+        self._watches.notify(events)
         self._reschedule()
 
     def _on_records(self, now: float, records: list[RecordUpdate]) -> None:
@@ -468,7 +454,7 @@ class MdnsRegistry:
             if isinstance(record, DNSText) and record.key.endswith(self._type_key):
                 events += self._apply(record.key, record, now)
         if events:
-            self._notify(events)
+            self._watches.notify(events)
             self._reschedule()
 
     def _apply(self, name: str, record: DNSText, now: float) -> list[Event]:
@@ -548,7 +534,7 @@ class MdnsRegistry:
         for name, (_, until) in list(self._tombstones.items()):
             if until <= now:
                 del self._tombstones[name]
-        self._notify(events)
+        self._watches.notify(events)
         self._reschedule()
 
     def _reschedule(self) -> None:
@@ -608,22 +594,6 @@ class MdnsRegistry:
         with self._lock:
             return group([e.service for e in self._entries.values() if e.expires > now])
 
-    def _notify(self, events: list[Event]) -> None:
-        if not events:
-            return
-        with self._lock:
-            watchers = list(self._watchers)
-        for w in watchers:
-            for event in events:
-                wanted = w.service is None or w.service == event.service.name
-                if wanted and not _wake(w, event):
-                    self._unwatch(w)
-                    break
-
-    def _unwatch(self, watcher: _Watcher) -> None:
-        with self._lock, contextlib.suppress(ValueError):
-            self._watchers.remove(watcher)
-
     def _warn(self, name: str, text: bytes, reason: str) -> None:
         """Once per entry (a changed text of it at DEBUG; each is re-announced for as
         long as its sender likes), and throttled across entries."""
@@ -646,14 +616,14 @@ class _Watch:
     def __init__(
         self,
         registry: MdnsRegistry,
-        watcher: _Watcher,
+        feed: Feed,
         starting: asyncio.Task[asyncio.AbstractEventLoop] | None,
     ) -> None:
         self._registry = registry
-        self._watcher = watcher
+        self._feed = feed
         self._starting = starting  # held so the task is not collected mid-way
         self._done = False
-        self._finalizer = weakref.finalize(self, registry._unwatch, watcher)
+        self._finalizer = weakref.finalize(self, registry._watches.remove, feed)
 
     def __aiter__(self) -> _Watch:
         return self
@@ -667,8 +637,8 @@ class _Watch:
             except RegistryError:
                 await self.aclose()
                 raise
-        event = await self._watcher.queue.get()
-        if event is None:
+        event = await self._feed.queue.get()
+        if not isinstance(event, Event):  # None: the registry closed
             await self.aclose()
             raise StopAsyncIteration
         return event
@@ -711,14 +681,6 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
     """Mark a background start's failure as seen: ``__anext__`` reports it."""
     if not task.cancelled():
         task.exception()
-
-
-def _wake(watcher: _Watcher, event: Event | None) -> bool:
-    try:
-        watcher.loop.call_soon_threadsafe(watcher.queue.put_nowait, event)
-    except RuntimeError:  # that loop is closed: nobody is listening
-        return False
-    return True
 
 
 def _key(service: Service) -> tuple[str, str]:

@@ -1,13 +1,12 @@
 """An in-process registry: for tests and single-process setups.
 
 Safe to share between event loops and threads (a sync client's loop and a service's),
-so watchers are woken with ``call_soon_threadsafe``.
+so its watches are fed across threads (``micro.registry.feed``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 import weakref
@@ -15,19 +14,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from micro.registry.base import Event, EventType, Service, group
+from micro.registry.feed import Feed, Feeds
 
 
 @dataclass
 class _Entry:
     service: Service  # carries exactly one node
     expires: float
-
-
-@dataclass(frozen=True)
-class _Watcher:
-    service: str | None
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[Event]
 
 
 class MemoryRegistry:
@@ -37,7 +30,7 @@ class MemoryRegistry:
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, str], _Entry] = {}
-        self._watchers: list[_Watcher] = []
+        self._watches = Feeds()
 
     async def register(self, service: Service, ttl: float) -> None:
         events = []
@@ -53,7 +46,7 @@ class MemoryRegistry:
                 elif old.service != one:
                     events.append(Event(EventType.UPDATE, one))
             events += self._sweep()
-        self._notify(events)
+        self._watches.notify(events)
 
     async def deregister(self, service: Service) -> None:
         events = []
@@ -63,7 +56,7 @@ class MemoryRegistry:
                 if old is not None:
                     events.append(Event(EventType.DELETE, old.service))
             events += self._sweep()
-        self._notify(events)
+        self._watches.notify(events)
 
     async def get_service(self, name: str) -> list[Service]:
         return [s for s in self._services() if s.name == name]
@@ -74,34 +67,31 @@ class MemoryRegistry:
     def watch(self, service: str | None = None) -> AsyncIterator[Event]:
         """Changes from this call on, not from the first ``__anext__``: a caller that
         watches and then looks up (``CachingRegistry`` resyncing) misses nothing."""
-        watcher = _Watcher(service, asyncio.get_running_loop(), asyncio.Queue())
-        with self._lock:
-            self._watchers.append(watcher)
-        events = self._follow(watcher)
+        feed = self._watches.add(service)
+        events = self._follow(feed)
         # A watch dropped before it was ever iterated never runs its ``finally``.
-        weakref.finalize(events, self._unwatch, watcher)
+        weakref.finalize(events, self._watches.remove, feed)
         return events
 
-    async def _follow(self, watcher: _Watcher) -> AsyncIterator[Event]:
+    async def _follow(self, feed: Feed) -> AsyncIterator[Event]:
+        """The feed's events, and on the way the expiry of nodes whose TTL ran out."""
         try:
             while True:
                 # Not asyncio.wait_for: before Python 3.12 it can swallow a cancellation
                 # that races with an event, and the watch would never end.
-                getter = asyncio.ensure_future(watcher.queue.get())
+                getter = asyncio.ensure_future(feed.queue.get())
                 try:
                     await asyncio.wait({getter}, timeout=self._until_expiry())
                 finally:
                     getter.cancel()
-                if getter.done() and not getter.cancelled():
-                    yield getter.result()
-                else:
+                if not getter.done() or getter.cancelled():
                     self._expire()
+                elif isinstance(event := getter.result(), Event):
+                    yield event
+                else:
+                    return
         finally:
-            self._unwatch(watcher)
-
-    def _unwatch(self, watcher: _Watcher) -> None:
-        with self._lock, contextlib.suppress(ValueError):
-            self._watchers.remove(watcher)
+            self._watches.remove(feed)
 
     async def close(self) -> None:
         pass
@@ -114,7 +104,7 @@ class MemoryRegistry:
     def _expire(self) -> None:
         with self._lock:
             events = self._sweep()
-        self._notify(events)
+        self._watches.notify(events)
 
     def _sweep(self) -> list[Event]:
         now = self._clock()
@@ -126,16 +116,6 @@ class MemoryRegistry:
             if not self._entries:
                 return None
             return max(0.0, min(e.expires for e in self._entries.values()) - self._clock())
-
-    def _notify(self, events: list[Event]) -> None:
-        if not events:
-            return
-        with self._lock:
-            watchers = list(self._watchers)
-        for w in watchers:
-            for event in events:
-                if w.service is None or w.service == event.service.name:
-                    w.loop.call_soon_threadsafe(w.queue.put_nowait, event)
 
 
 _shared: list[MemoryRegistry] = []

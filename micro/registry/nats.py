@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import math
 from collections.abc import Sequence
@@ -32,7 +33,8 @@ except ImportError:  # pragma: no cover - depends on the installed extras
 
 from micro.registry.base import Event, EventType, RegistryError, Service
 from micro.registry.entry import decode_entry, encode
-from micro.registry.loop import Feed, LoopRegistry, LoopThread, quietly
+from micro.registry.feed import Feed
+from micro.registry.loop import LoopRegistry, LoopThread, quietly
 from micro.urls import masked_all
 
 log = logging.getLogger(__name__)
@@ -279,7 +281,10 @@ class _Watch:
     def __init__(self, registry: NatsRegistry, service: str | None) -> None:
         self.registry = registry
         self.service = service
-        self.feed = Feed(registry._thread, self.stop, "NATS registry watch failed")
+        self.feed = Feed(
+            on_drop=functools.partial(registry._thread.call_soon, self.stop),
+            failure="NATS registry watch failed",
+        )
         self.watcher: KeyValue.KeyWatcher | None = None
         self.pump: asyncio.Future[None] | None = None
         self.known: dict[str, Service] = {}
