@@ -23,8 +23,9 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from micro import options_pb2
-from micro.client import CallOptions, Metadata, Stub
+from micro.client import CallOptions, Metadata
 from micro.method import Idempotency, Method, StreamStream, StreamUnary, UnaryStream, UnaryUnary
+from micro.stub import Stub
 
 REFLECTION_TIMEOUT = 5.0  # seconds for each reflection request
 REFLECT_ON = 3  # nodes tried before giving up

@@ -24,7 +24,6 @@ from micro.cli.common import CliError
 from micro.client import CallOptions, Client, Metadata
 from micro.method import Method
 from micro.selector import matching_nodes
-from micro.stub import Stub
 from micro.tls import Tls, blocking_channel, uses_tls
 
 CALL = """\
