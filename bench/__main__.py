@@ -9,7 +9,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import broker, chart, codegen, environment, overload, registry, report, rpc, scale
+from bench import (
+    broker,
+    chart,
+    codegen,
+    environment,
+    overload,
+    registry,
+    report,
+    rpc,
+    scale,
+    secure,
+)
 
 SECTIONS: dict[str, Callable[[bool, Callable[[str], None]], dict[str, Any]]] = {
     "codegen": codegen.run,
@@ -18,6 +29,7 @@ SECTIONS: dict[str, Callable[[bool, Callable[[str], None]], dict[str, Any]]] = {
     "scale": scale.run,
     "registry": registry.run,
     "broker": broker.run,
+    "secure": secure.run,
 }
 
 

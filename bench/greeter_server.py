@@ -1,8 +1,9 @@
 """The greeter server the benchmarks call:
-``python -m bench.greeter_server [NODE] [--max-calls N] [--wait-ms MS]``.
+``python -m bench.greeter_server [NODE] [--max-calls N] [--wait-ms MS] [--secure DIR]``.
 
 A plain ``grpc.aio`` server with the generated handler mounted by ``micro.mount``;
-with ``--max-calls``, a ``micro.Server`` refusing calls beyond N in progress. With
+with ``--max-calls``, a ``micro.Server`` refusing calls beyond N in progress; with
+``--secure``, one serving mutual TLS and verifying tokens (``bench.secure``). With
 ``--wait-ms``, ``SayHello`` awaits that long first (a handler waiting on I/O).
 ``SayHello`` answers at once and ``LotsOfReplies`` with ``STREAM_REPLIES`` messages,
 so the benchmark measures the call path, not work. Every reply names ``NODE``, which
@@ -17,12 +18,14 @@ import argparse
 import asyncio
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc.aio
 
 import micro
 from bench import greeter
+from micro.tls import Tls
 
 HOST = "127.0.0.1"
 STREAM_REPLIES = 10  # messages per LotsOfReplies call
@@ -49,9 +52,24 @@ def handler(generated: greeter.Greeter, node: str, wait_s: float = 0.0) -> micro
     return result
 
 
-async def serve(node: str, max_calls: int | None, wait_s: float) -> None:
+def secure_server(where: Path) -> micro.Server:
+    """A ``micro.Server`` serving mutual TLS with ``where``'s certificates and verifying
+    every call's token against ``where/issuer.pem`` (see ``bench.secure``)."""
+    from micro.middleware.auth import Auth
+
+    tls = Tls(str(where / "server.pem"), str(where / "server-key.pem"), str(where / "ca.pem"))
+    auth = Auth(str(where / "issuer.pem"))
+    return micro.Server(f"{HOST}:0", health=False, reflection=False, tls=tls, middleware=[auth])
+
+
+async def serve(node: str, max_calls: int | None, wait_s: float, secure: Path | None) -> None:
     stop_server: Callable[[float | None], Awaitable[None]]
-    if max_calls is None:
+    if secure is not None:
+        server_ = secure_server(secure)
+        server_.add(handler(greeter.load(), node, wait_s))
+        port = int((await server_.start()).rpartition(":")[2])
+        stop_server = server_.stop
+    elif max_calls is None:
         server = grpc.aio.server()
         micro.mount(server, handler(greeter.load(), node, wait_s))
         port = server.add_insecure_port(f"{HOST}:0")
@@ -76,5 +94,6 @@ if __name__ == "__main__":
     parser.add_argument("node", nargs="?", default="bench")
     parser.add_argument("--max-calls", type=int)
     parser.add_argument("--wait-ms", type=float, default=0.0)
+    parser.add_argument("--secure", type=Path, metavar="DIR", help="mutual TLS and tokens")
     args = parser.parse_args()
-    asyncio.run(serve(args.node, args.max_calls, args.wait_ms / 1000))
+    asyncio.run(serve(args.node, args.max_calls, args.wait_ms / 1000, args.secure))

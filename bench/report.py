@@ -221,6 +221,23 @@ def broker_table(section: Results) -> list[str]:
     return lines
 
 
+def secure_table(section: Results) -> list[str]:
+    lines = [
+        "secure: async unary SayHello; raw = grpc.aio, -tls = mutual TLS with a bearer",
+        "token (ES256) verified by the server on every call; ratio = calls/s, median of",
+        "per-round ratios [min-max]; overhead = extra p50 latency per call (us)",
+        f"{'conc':>5} {'pair':<20} {'ratio':>7} {'min-max':>12} {'+p50 us':>9}",
+    ]
+    for entry in section["results"]:
+        for pair, ratio in entry["ratios"].items():
+            paired, p50 = ratio["calls_per_s_paired"], ratio["overhead_p50_us"]
+            lines.append(
+                f"{entry['concurrency']:>5} {pair:<20} {paired['median']:>7.3f} "
+                f"{_range(paired, '.2f'):>12} {p50['median']:>9.1f}"
+            )
+    return lines
+
+
 TABLES = {
     "codegen": codegen_table,
     "rpc": rpc_table,
@@ -228,6 +245,7 @@ TABLES = {
     "scale": scale_table,
     "registry": registry_table,
     "broker": broker_table,
+    "secure": secure_table,
 }
 
 

@@ -41,6 +41,7 @@ from micro.registry import (
 )
 from micro.registry.loop import LoopThread
 from micro.selector import Route, StrategyFactory, matching_nodes, strategy
+from micro.tls import TLS_KEY, Tls
 
 Metadata: TypeAlias = Mapping[str, str | bytes] | Sequence[tuple[str, str | bytes]]
 _Pairs: TypeAlias = tuple[tuple[str, str | bytes], ...]
@@ -133,8 +134,10 @@ class Client:
         max_message_size: int = MAX_MESSAGE_SIZE,
         middleware: Sequence[Middleware] = (),
         config: Config | None = None,
+        tls: Tls | None = None,
     ) -> None:
         self.config = config or Config.from_env()
+        self.tls = tls if tls is not None else Tls.from_config(self.config)
         self.retries = self.config.client_retries if retries is None else retries
         self.timeout = self.config.client_request_timeout if timeout is None else timeout
         self.attempt_timeout = (
@@ -142,8 +145,10 @@ class Client:
         )
         self.strategy = strategy
         CallOptions(retries=self.retries, strategy=strategy, attempt_timeout=attempt_timeout)
+        if self.config.auth_token is not None:  # this client's own token on every call
+            middleware = (*middleware, _token(self.config.auth_token))
         self.chain = chain(middleware)
-        self._pool = Pool(max_message_size)
+        self._pool = Pool(max_message_size, self.tls)
         self._registry = registry
         self._owns_registry = registry is None
         self._cache: CachingRegistry | None = None
@@ -205,7 +210,7 @@ class Client:
                     raise LookupError(service)
                 raise errors.ServiceNotFound(_not_found(service, options, bool(services)))
             pick = strategy(options.strategy or self.strategy)()
-            route = Route([self._node(n) for n in nodes], pick, cache.generation)
+            route = Route([self._node(n, service) for n in nodes], pick, cache.generation)
             self._routes[key] = route
             self._listed.update(_entries(cache, (service,)))  # so that their leaving is seen
         return route
@@ -219,8 +224,12 @@ class Client:
         key = (service, "", options)
         route = self._routes.get(key)
         if route is None:
-            route = self._routes[key] = Route((self._pool.peer(address),), _first)
             entry = _entries(cache, (service,)).get(address) if cache is not None else None
+            labels = _labels(entry, address)
+            # A peer broker's subscription entry names the service whose certificate
+            # its node carries; any other call verifies the name of the service called.
+            peer = self._pool.peer(address, labels.get(TLS_KEY, service), labels)
+            route = self._routes[key] = Route((peer,), _first)
             if entry is not None:
                 self._listed[address] = entry  # so that its leaving is noticed
         return route
@@ -244,7 +253,7 @@ class Client:
         self._listed = listed
         self._routes = {k: r for k, r in old.items() if not k[1] and k[2].address not in gone}
         live = listed.keys() | self._kept.keys()
-        live.update(p.address for r in self._routes.values() for p in r.nodes)
+        live.update(p.key for r in self._routes.values() for p in r.nodes)
         peers = self._pool.peers
         for address in [a for a in peers if a not in live]:
             self._pool.retire(peers.pop(address))
@@ -311,9 +320,9 @@ class Client:
             peer.kept = None
         return self._kept.pop(address, None) is not None
 
-    def _node(self, node: Node) -> Peer:
+    def _node(self, node: Node, service: str) -> Peer:
         """The peer at a registry node's address, which middleware sees as that node."""
-        peer = self._pool.peer(node.address)
+        peer = self._pool.peer(node.address, service, node.metadata)
         peer.node = node
         return peer
 
@@ -442,6 +451,19 @@ def _entries(cache: CachingRegistry, services: Iterable[str]) -> dict[str, Servi
         for s in cache.cached(name) or ()
         for n in s.nodes
     }
+
+
+def _labels(entry: Service | None, address: str) -> Mapping[str, str]:
+    """The metadata of the registry node at ``address`` (none for an unlisted one)."""
+    return {} if entry is None else entry.nodes[0].metadata
+
+
+def _token(token: str) -> Middleware:
+    """The middleware sending ``token`` (``MICRO_AUTH_TOKEN``) with every call; PyJWT,
+    the auth extra, is imported only then."""
+    from micro.middleware.auth import Auth
+
+    return Auth(token=token)
 
 
 def _not_found(service: str, options: CallOptions, known: bool) -> str:

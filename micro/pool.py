@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -24,6 +24,7 @@ from micro.method import Method
 from micro.plan import UNAVAILABLE
 from micro.registry import Node
 from micro.selector import NodeHealth
+from micro.tls import Tls, aio_channel, blocking_channel, uses_tls
 
 CONNECT_TIMEOUT = 2.0  # seconds a call waits for a connection before trying elsewhere
 READY = grpc.ChannelConnectivity.READY
@@ -35,13 +36,16 @@ RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 class Peer(NodeHealth):
     """One node address: its health, its channels (async and sync, made on first use)
     and their method callables. ``node`` is the registry's node there (one with no id
-    for a direct address)."""
+    for a direct address). ``name``: what its TLS certificate is verified to name
+    (None: plaintext); ``key``: where the pool keeps it."""
 
     __slots__ = (
         "calls",
         "channel",
         "kept",
+        "key",
         "lock",
+        "name",
         "node",
         "retired",
         "state",
@@ -49,8 +53,10 @@ class Peer(NodeHealth):
         "sync_channel",
     )
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, name: str | None = None, key: str | None = None) -> None:
         super().__init__(address)
+        self.name = name
+        self.key = address if key is None else key
         self.node = Node("", address)
         self.channel: grpc.aio.Channel | None = None
         self.calls: dict[Method[Any, Any], Any] = {}
@@ -99,9 +105,11 @@ class Peer(NodeHealth):
 
 
 class Pool:
-    """The peers of one client by address, and their channels."""
+    """The peers of one client by address, and their channels: TLS where ``tls`` or
+    the node's entry says (``micro.tls.uses_tls``), verifying the name called."""
 
-    def __init__(self, max_message_size: int = MAX_MESSAGE_SIZE) -> None:
+    def __init__(self, max_message_size: int = MAX_MESSAGE_SIZE, tls: Tls | None = None) -> None:
+        self.tls = tls
         self.options = (
             ("grpc.max_receive_message_length", max_message_size),
             ("grpc.max_send_message_length", max_message_size),
@@ -111,18 +119,28 @@ class Pool:
         # Async channels retired by a blocking call (no loop to close them on).
         self.orphans: list[grpc.aio.Channel] = []
 
-    def peer(self, address: str) -> Peer:
+    def peer(self, address: str, name: str, labels: Mapping[str, str]) -> Peer:
+        """The peer at ``address`` for calls to ``name``, a node labelled ``labels``.
+        An address is one server with one certificate: another name there (a forged
+        or stale entry) gets a peer of its own, never the first one's channel."""
+        verified = name if uses_tls(self.tls, labels) else None
         peer = self.peers.get(address)
-        if peer is None:
-            peer = self.peers[address] = Peer(address)
-        return peer
+        if peer is not None and peer.name == verified:
+            return peer
+        key = address if peer is None else f"{address} {verified}"
+        found = self.peers.get(key)
+        if found is None:
+            found = self.peers[key] = Peer(address, verified, key)
+        return found
 
     def call(self, peer: Peer, method: Method[Any, Any]) -> Any:
         """``method``'s async callable on ``peer``'s channel (opened on first use)."""
         call = peer.calls.get(method)
         if call is None:
             if peer.channel is None:
-                peer.channel = grpc.aio.insecure_channel(peer.address, options=self.options)
+                peer.channel = aio_channel(
+                    peer.address, peer.name or "", self.tls, peer.name is not None, self.options
+                )
             call = peer.calls[method] = _callable(peer.channel, method)
         return call
 
@@ -132,7 +150,9 @@ class Pool:
         if call is None:
             with peer.lock:
                 if peer.sync_channel is None:
-                    peer.sync_channel = grpc.insecure_channel(peer.address, options=self.options)
+                    peer.sync_channel = blocking_channel(
+                        peer.address, peer.name or "", self.tls, peer.name is not None, self.options
+                    )
                 call = peer.sync_calls[method] = _callable(peer.sync_channel, method)
         return call
 

@@ -131,13 +131,16 @@ class Service:
             reflection=self.config.reflection,
             tls=self.tls,
             guard=None if self.auth is None else self.auth.check,
-            middleware=middleware,
+            # auth last: the user's hooks (tracing, logs) see the calls it refuses
+            middleware=(*middleware, *(() if self.auth is None else (self.auth,))),
         )
         self.broker = broker or broker_from_config(self.config, self.registry)
         self._owns_broker = broker is None and self.config.broker != "memory"
         if isinstance(self.broker, GrpcBroker):
             self.server.add(self.broker.handler)  # subscribers receive on this server
-        self.client = client or Client(self.registry, middleware=middleware, config=self.config)
+        self.client = client or Client(
+            self.registry, middleware=middleware, config=self.config, tls=self.tls
+        )
         self.address = ""
         self._record: Record | None = None
         self._registered = False  # in the registry (not where it only discovers)
@@ -201,7 +204,8 @@ class Service:
         try:
             await self._register()
             if isinstance(self.broker, GrpcBroker):
-                self.broker.bind(self.address, self.id, self.client)
+                name = None if self.tls is None else self.name
+                self.broker.bind(self.address, self.id, self.client, tls_name=name)
             await self.broker.connect()
             for topic, queue, handler in self._event_handlers:
                 deliver = typed(handler, queue=queue, middleware=self.middleware)

@@ -31,6 +31,7 @@ from micro.delivery_micro import DeliveryClient, DeliveryHandler
 from micro.delivery_pb2 import Delivered
 from micro.delivery_pb2 import Envelope as WireEnvelope
 from micro.registry import Node, Registry, RegistryError, Service
+from micro.tls import TLS_KEY
 
 log = logging.getLogger("micro.broker")
 
@@ -74,6 +75,7 @@ class GrpcBroker:
         self._client: Client | None = None
         self._owns_client = False
         self._address: str | None = None
+        self._labels: dict[str, str] = {}  # on its registry entries' nodes
         self._node_id = ""
         self._subscriptions: dict[str, list[Listener]] = collections.defaultdict(list)
         self._turns: dict[tuple[str, str], itertools.count[int]] = {}
@@ -81,9 +83,13 @@ class GrpcBroker:
         self._heartbeat: asyncio.Task[None] | None = None
         self._unheard: set[str] = set()  # topics published to without a subscriber
 
-    def bind(self, address: str, node_id: str, client: Client) -> None:
-        """Receive at ``address`` (the service's server), as ``node_id``."""
+    def bind(
+        self, address: str, node_id: str, client: Client, *, tls_name: str | None = None
+    ) -> None:
+        """Receive at ``address`` (the service's server), as ``node_id``; ``tls_name``:
+        the server speaks TLS only, with a certificate naming that service."""
         self._address, self._node_id, self._client = address, node_id, client
+        self._labels = {} if tls_name is None else {TLS_KEY: tls_name}
 
     async def connect(self) -> None:
         if self._client is None:  # publishing only, without a service
@@ -168,7 +174,8 @@ class GrpcBroker:
         return sub
 
     def _entry(self, topic: str, queue: str | None) -> Service:
-        node = Node(f"{self._node_id}/{queue or '*'}", self._address or "", {"queue": queue or ""})
+        labels = {"queue": queue or "", **self._labels}
+        node = Node(f"{self._node_id}/{queue or '*'}", self._address or "", labels)
         return Service(entry_name(topic), nodes=(node,))
 
     def _entries(self) -> set[tuple[str, str | None]]:
