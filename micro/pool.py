@@ -23,7 +23,7 @@ from micro.config import MAX_MESSAGE_SIZE
 from micro.method import Method
 from micro.plan import UNAVAILABLE
 from micro.registry import Node
-from micro.selector import NodeHealth
+from micro.selector import Ejections, NodeHealth
 from micro.tls import Tls, aio_channel, blocking_channel, uses_tls
 
 CONNECT_TIMEOUT = 2.0  # seconds a call waits for a connection before trying elsewhere
@@ -53,8 +53,10 @@ class Peer(NodeHealth):
         "sync_channel",
     )
 
-    def __init__(self, address: str, name: str | None = None, key: str | None = None) -> None:
-        super().__init__(address)
+    def __init__(
+        self, address: str, board: Ejections, name: str | None = None, key: str | None = None
+    ) -> None:
+        super().__init__(address, board)
         self.name = name
         self.key = address if key is None else key
         self.node = Node("", address)
@@ -115,6 +117,7 @@ class Pool:
             ("grpc.max_send_message_length", max_message_size),
         )
         self.peers: dict[str, Peer] = {}
+        self.ejections = Ejections()  # of these peers: their routes count again when it moves
         self.closing: set[asyncio.Task[None]] = set()
         # Async channels retired by a blocking call (no loop to close them on).
         self.orphans: list[grpc.aio.Channel] = []
@@ -130,7 +133,7 @@ class Pool:
         key = address if peer is None else f"{address} {verified}"
         found = self.peers.get(key)
         if found is None:
-            found = self.peers[key] = Peer(address, verified, key)
+            found = self.peers[key] = Peer(address, self.ejections, verified, key)
         return found
 
     def call(self, peer: Peer, method: Method[Any, Any]) -> Any:

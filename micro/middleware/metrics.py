@@ -272,5 +272,5 @@ class _Ejections:
         yield CounterMetricFamily(
             "micro_client_ejections",
             "Nodes ejected after repeated failures (this process)",
-            value=NodeHealth.epoch,
+            value=NodeHealth.ejected_total,
         )

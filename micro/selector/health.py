@@ -17,15 +17,36 @@ EJECTION = 5.0  # seconds, first time
 MAX_EJECTION = 60.0
 
 
+class Ejections:
+    """How many ejections the nodes of one pool (a client's) have had: a route over
+    them counts its healthy nodes again when this moves, not on every call."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
 class NodeHealth:
-    """What the selector knows about one node address."""
+    """What the selector knows about one node address; ``board`` counts the ejections
+    of the pool it belongs to (None: a node on its own)."""
 
-    __slots__ = ("address", "ejected_until", "ejections", "failures", "inflight", "stopping")
+    __slots__ = (
+        "address",
+        "board",
+        "ejected_until",
+        "ejections",
+        "failures",
+        "inflight",
+        "stopping",
+    )
 
-    epoch: ClassVar[int] = 0  # ejections so far, of any node: routes count again when it moves
+    # Ejections in this process, for the ejections metric; no route reads it.
+    ejected_total: ClassVar[int] = 0
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, board: Ejections | None = None) -> None:
         self.address = address
+        self.board = board
         self.inflight = 0
         self.failures = 0
         self.ejections = 0
@@ -44,7 +65,9 @@ class NodeHealth:
         if self.failures >= EJECT_AFTER:
             seconds = min(MAX_EJECTION, EJECTION * 2**self.ejections)
             self.ejected_until = now + seconds
-            NodeHealth.epoch += 1
+            NodeHealth.ejected_total += 1
+            if self.board is not None:
+                self.board.count += 1
             log.info("ejected %s for %.0fs after repeated failures", self.address, seconds)
             self.ejections += 1
             self.failures = EJECT_AFTER - 1  # one more failure after it returns re-ejects

@@ -14,7 +14,7 @@ from micro import selector
 from micro.config import Config, ConfigError
 from micro.plan import BACKOFF, MAX_BACKOFF, Plan, RetryBudget
 from micro.registry import Endpoint, MemoryRegistry, Node, Service
-from micro.selector import NodeHealth, Route
+from micro.selector import Ejections, NodeHealth, Route
 from micro.selector.health import EJECTION
 
 GET = echo_micro.EchoMethods.get  # NO_SIDE_EFFECTS
@@ -36,8 +36,9 @@ def strategy(name: str) -> selector.Strategy[NodeHealth]:
     return factory()
 
 
-def nodes(n: int) -> list[NodeHealth]:
-    return [NodeHealth(f"127.0.0.1:{5000 + i}") for i in range(n)]
+def nodes(n: int, board: Ejections | None = None) -> list[NodeHealth]:
+    """``n`` nodes of one pool (``board``: its ejections) or each on its own."""
+    return [NodeHealth(f"127.0.0.1:{5000 + i}", board) for i in range(n)]
 
 
 def test_round_robin_is_exact() -> None:
@@ -96,11 +97,15 @@ def test_ejection_after_repeated_failures_and_never_all() -> None:
 
 
 @pytest.mark.parametrize("name", ["round_robin", "least_request", "random"])
-def test_a_node_ejected_after_the_route_counted_is_not_picked(name: str) -> None:
-    """The route counts its healthy nodes once, not per call: an ejection after that
-    must still keep the node out (the pick that falls on it counts again)."""
+@pytest.mark.parametrize("board", [Ejections(), None], ids=["one pool", "on their own"])
+def test_a_node_ejected_after_the_route_counted_is_not_picked(
+    name: str, board: Ejections | None
+) -> None:
+    """A route over one pool's nodes counts its healthy nodes again only when the
+    pool's ejections move (nodes on their own: on every first attempt); either way an
+    ejection after a count keeps the node out."""
     clock = Clock()
-    a, b, c = nodes(3)
+    a, b, c = nodes(3, board)
     route = Route([a, b, c], strategy(name))
     assert {route.select(clock.now).address for _ in range(60)} == {a.address, b.address, c.address}
     b.failed(clock.now)
