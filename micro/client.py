@@ -611,7 +611,7 @@ class Call:
     def failed(self, e: grpc.RpcError, received: bool = False) -> None:
         """The attempt failed with ``e`` (after ``received`` replies, for a stream):
         returns if the plan retries, else raises the call's error."""
-        peer = self._peer()
+        peer = self.sending
         draining = peer.draining_sync if self.sync else peer.draining
         code, ran = failure(e, peer, draining())
         with self.client._lock:
@@ -620,7 +620,7 @@ class Call:
 
     def unreachable(self) -> None:
         """No connection in time: returns if the plan retries, else raises."""
-        peer = self._peer()
+        peer = self.sending
         with self.client._lock:
             retry = self.plan.retry(UNAVAILABLE, sent=False)
         self._after(retry, UNAVAILABLE, lambda: unreachable(self.service, peer))
@@ -628,7 +628,7 @@ class Call:
     def expired(self, received: bool) -> None:
         """A stream sent nothing within the attempt timeout: returns if the plan
         retries, else raises."""
-        peer = self._peer()
+        peer = self.sending
         with self.client._lock:
             retry = not received and self.plan.retry(DEADLINE_EXCEEDED)
         self._after(retry, DEADLINE_EXCEEDED, lambda: _no_reply(peer, self.plan))
@@ -641,7 +641,9 @@ class Call:
         if self.chain is not None:
             end(self.endings, failed(e))
 
-    def _peer(self) -> Peer:
+    @property
+    def sending(self) -> Peer:
+        """The node of the attempt in flight."""
         peer = self.peer
         assert peer is not None, "no attempt in flight"
         return peer
@@ -662,7 +664,7 @@ class Call:
         raise e from None
 
     def _end_attempt(self, outcome: Outcome | None) -> None:
-        peer = self._peer()
+        peer = self.sending
         self.peer = None
         with peer.lock:
             peer.inflight -= 1

@@ -217,8 +217,9 @@ def _callable(channel: grpc.Channel | grpc.aio.Channel, method: Method[Any, Any]
     )
 
 
-async def ready(channel: grpc.aio.Channel, timeout: float | None) -> bool:
+async def ready(peer: Peer, timeout: float | None) -> bool:
     """Connect before sending, so a failure means the call never left (async)."""
+    channel: Any = peer.channel
     if channel.get_state(try_to_connect=True) is READY:
         return True
     limit = CONNECT_TIMEOUT if timeout is None else min(timeout, CONNECT_TIMEOUT)

@@ -70,10 +70,7 @@ class Stub:
                 if call.delay:
                     await asyncio.sleep(call.delay)
                 send = call.send()
-                if method.connect_first and not await ready(
-                    call.peer.channel,  # type: ignore[union-attr, arg-type]
-                    call.plan.timeout,
-                ):
+                if method.connect_first and not await ready(call.sending, call.plan.timeout):
                     call.unreachable()
                     continue
                 response: Resp = await send(
@@ -110,10 +107,7 @@ class Stub:
                 if call.delay:
                     await asyncio.sleep(call.delay)
                 send = call.send()
-                if method.connect_first and not await ready(
-                    call.peer.channel,  # type: ignore[union-attr, arg-type]
-                    call.plan.timeout,
-                ):
+                if method.connect_first and not await ready(call.sending, call.plan.timeout):
                     call.unreachable()
                     continue
                 plan = call.plan
@@ -186,7 +180,7 @@ class SyncStub:
                 if call.delay:
                     time.sleep(call.delay)
                 send = call.send()
-                if method.connect_first and not ready_sync(call.peer, call.plan.timeout):  # type: ignore[arg-type]
+                if method.connect_first and not ready_sync(call.sending, call.plan.timeout):
                     call.unreachable()
                     continue
                 response: Resp = send(request, timeout=call.plan.timeout, metadata=call.metadata)
@@ -222,7 +216,7 @@ class SyncStub:
                 if call.delay:
                     time.sleep(call.delay)
                 send = call.send()
-                if method.connect_first and not ready_sync(call.peer, call.plan.timeout):  # type: ignore[arg-type]
+                if method.connect_first and not ready_sync(call.sending, call.plan.timeout):
                     call.unreachable()
                     continue
                 plan = call.plan
