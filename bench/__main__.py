@@ -14,6 +14,7 @@ from bench import (
     chart,
     codegen,
     environment,
+    observe,
     overload,
     registry,
     report,
@@ -30,6 +31,7 @@ SECTIONS: dict[str, Callable[[bool, Callable[[str], None]], dict[str, Any]]] = {
     "registry": registry.run,
     "broker": broker.run,
     "secure": secure.run,
+    "observe": observe.run,
 }
 
 

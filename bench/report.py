@@ -238,6 +238,36 @@ def secure_table(section: Results) -> list[str]:
     return lines
 
 
+def observe_table(section: Results) -> list[str]:
+    settings = section["settings"]
+    lines = [
+        "observe: client and server in one process, async unary; cpu = both sides per call; "
+        f"{settings['rounds']} interleaved rounds of {settings['round_s']}s",
+        "+cpu = added cpu us per call, median of per-round differences: the OTel "
+        "instrumentation over raw grpc.aio, micro's Tracing+Metrics over plain micro;",
+        f"ratio = micro's added / the instrumentation's added (goal <= {section['goal']})",
+        f"{'c':>3} {'variant':<26} {'calls/s':>7} {'cpu us':>7} {'+cpu us':>8} {'ratio':>6}",
+    ]
+    for result in section["results"]:
+        added = {
+            "raw+otel-instrumentation": result["instrumentation_vs_raw"],
+            "micro": result["micro_vs_raw"],
+            "micro+observe": result["observe_vs_micro"],
+        }
+        for name, stats in result["variants"].items():
+            line = (
+                f"{result['concurrency']:>3} {name:<26} {stats['calls_per_s']['median']:>7.0f} "
+                f"{stats['cpu_us_per_call']:>7.1f}"
+            )
+            if name in added:
+                line += f" {added[name]['overhead_cpu_us']['median']:>8.1f}"
+            if name == "micro+observe" and result["added_cpu_ratio"] is not None:
+                verdict = "ok" if result["meets_goal"] else "OVER"
+                line += f" {result['added_cpu_ratio']:>6.2f} {verdict}"
+            lines.append(line)
+    return lines
+
+
 TABLES = {
     "codegen": codegen_table,
     "rpc": rpc_table,
@@ -246,6 +276,7 @@ TABLES = {
     "registry": registry_table,
     "broker": broker_table,
     "secure": secure_table,
+    "observe": observe_table,
 }
 
 

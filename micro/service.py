@@ -32,6 +32,8 @@ from micro.broker.peer import GrpcBroker
 from micro.client import Client
 from micro.config import MAX_MESSAGE_SIZE, Config, host_port
 from micro.middleware import Middleware
+from micro.middleware.metrics import Metrics
+from micro.middleware.observe import observing
 from micro.registry import Endpoint, Node, ReadOnly, Registry, RegistryError
 from micro.registry import Service as Record
 from micro.registry import from_config as registry_from_config
@@ -66,7 +68,11 @@ class Service:
     a CA; the certificate must name the service), ``MICRO_REFLECTION=0`` (no reflection).
 
     ``middleware`` hooks the server's handlers, the client's calls and the service's
-    publishers and subscribers, in the order given (``micro.Middleware``). A ready
+    publishers and subscribers, in the order given (``micro.Middleware``), after the
+    observability built in (``micro.middleware.observe``): OpenTelemetry tracing and
+    metrics when it is installed, Prometheus ``/metrics`` served on
+    ``MICRO_METRICS_ADDRESS`` (``metrics_address``; ``self.metrics``), an access log with
+    ``MICRO_ACCESS_LOG=1``. A ready
     ``server`` or ``client`` may be given instead of the one built here, with every
     option of its own (and its own middleware)::
 
@@ -91,6 +97,7 @@ class Service:
         max_calls: int | None = None,
         threads: int | None = None,
         middleware: Sequence[Middleware] = (),
+        metrics_address: str | None = None,
         server: Server | None = None,
         client: Client | None = None,
         config: Config | None = None,
@@ -104,6 +111,7 @@ class Service:
             register_interval=register_interval,
             server_max_calls=max_calls,
             server_threads=threads,
+            metrics_address=metrics_address,
         )
         self.name = name
         self.version = version
@@ -122,7 +130,8 @@ class Service:
             self.tls.check_name(name)
         self.auth = _auth(self.config)
         self.registry = registry or registry_from_config(self.config)
-        self.middleware = tuple(middleware)
+        middleware = self.middleware = observing(self.config, name, middleware)
+        self.metrics = next((m for m in middleware if isinstance(m, Metrics)), None)
         self.server = server or Server(
             self.config.server_address,
             max_message_size=max_message_size,
@@ -184,6 +193,8 @@ class Service:
 
     async def start(self) -> None:
         bound = await self.server.start()
+        if self.metrics is not None and self.config.metrics_address:
+            self.metrics.serve(self.config.metrics_address)
         self.address = _advertised(bound, self.config.server_advertise)
         self._record = Record(
             name=self.name,
@@ -285,6 +296,8 @@ class Service:
         if self._owns_broker:
             await self.broker.close()
         await self.client.close()
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.close)
         if self._owns_registry:
             await self.registry.close()
         log.info("%s stopped", self.id)

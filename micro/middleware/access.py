@@ -7,7 +7,7 @@ Never metadata or payloads, so never credentials. Lines go to the ``micro.access
 logger at INFO; a Service with ``MICRO_ACCESS_LOG=1`` installs this.
 
     {"kind": "server", "service": "greeter", "method": "/greeter.v1.Greeter/SayHello",
-     "trace_id": "4bf9…", "node": "ipv4:127.0.0.1:51234", "code": "OK", "duration": 0.0004}
+     "trace_id": "4bf9…", "node": "127.0.0.1:51234", "code": "OK", "duration": 0.0004}
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class AccessLog(Middleware):
             time.perf_counter(),
             _line("server", self.service or call.service, call.method),
         )
-        line["node"] = call.ctx.peer
+        line["node"] = call.ctx.peer.address
         return lambda outcome: self._write(began, outcome, line)
 
     def deliver(self, message: Incoming) -> Ending:

@@ -89,13 +89,14 @@ class Metrics(Middleware):
             if series is not None:
                 series.client(call.service, call.method, outcome.code, seconds)
             if meters is not None:
-                meters.client.record(seconds, _rpc(call.method, outcome.code))
+                meters.client.record(seconds, meters.attributes(call.method, outcome.code))
 
         return ended
 
     def attempt(self, attempt: ClientAttempt) -> Ending | None:
         if attempt.number > 1 and self.prometheus is not None:
-            self.prometheus.retries.labels(attempt.call.service, attempt.call.method).inc()
+            series = self.prometheus
+            series.child(series.retries, attempt.call.service, attempt.call.method).inc()
         return None
 
     def handle(self, call: ServerCall) -> Ending | None:
@@ -103,7 +104,7 @@ class Metrics(Middleware):
         if meters is None and series is None:
             return None
         service = self.service or call.service
-        inflight = None if series is None else series.inflight.labels(service, call.method)
+        inflight = None if series is None else series.child(series.inflight, service, call.method)
         if inflight is not None:
             inflight.inc()
         began = time.perf_counter()
@@ -114,7 +115,7 @@ class Metrics(Middleware):
                 inflight.dec()
                 series.server(service, call.method, outcome.code, seconds)
             if meters is not None:
-                meters.server.record(seconds, _rpc(call.method, outcome.code))
+                meters.server.record(seconds, meters.attributes(call.method, outcome.code))
 
         return ended
 
@@ -127,7 +128,7 @@ class Metrics(Middleware):
             if outcome.error is not None:
                 return
             if series is not None:
-                series.published.labels(message.topic).inc()
+                series.child(series.published, message.topic).inc()
             if meters is not None:
                 meters.sent.add(1, {"messaging.destination.name": message.topic})
 
@@ -143,7 +144,7 @@ class Metrics(Middleware):
             seconds = time.perf_counter() - began
             disposition = outcome.disposition or ("acked" if outcome.error is None else "retried")
             if series is not None:
-                series.handled.labels(message.topic, disposition).inc()
+                series.child(series.handled, message.topic, disposition).inc()
             if meters is not None:
                 attributes = {
                     "messaging.destination.name": message.topic,
@@ -185,16 +186,6 @@ class Metrics(Middleware):
             thread.join()
 
 
-def _rpc(path: str, code: grpc.StatusCode) -> dict[str, Any]:
-    service, _, method = path[1:].rpartition("/")
-    return {
-        "rpc.system": "grpc",
-        "rpc.service": service,
-        "rpc.method": method,
-        "rpc.grpc.status_code": code.value[0],
-    }
-
-
 class _Otel:
     """The OpenTelemetry instruments (OTel's RPC and messaging conventions)."""
 
@@ -212,6 +203,20 @@ class _Otel:
         self.process = meter.create_histogram(
             "messaging.process.duration", unit="s", description="Deliveries to subscribers"
         )
+        self._attributes: dict[tuple[str, grpc.StatusCode], dict[str, Any]] = {}
+
+    def attributes(self, path: str, code: grpc.StatusCode) -> dict[str, Any]:
+        """A call's attributes, made once per method and code (the SDK copies them)."""
+        found = self._attributes.get((path, code))
+        if found is None:
+            service, _, method = path[1:].rpartition("/")
+            found = self._attributes[path, code] = {
+                "rpc.system": "grpc",
+                "rpc.service": service,
+                "rpc.method": method,
+                "rpc.grpc.status_code": code.value[0],
+            }
+        return found
 
 
 class _Prometheus:
@@ -252,14 +257,23 @@ class _Prometheus:
             registry=r,
         )
         r.register(_Ejections())
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up there once (it takes a lock each time)."""
+        key = id(metric), labels
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def client(self, service: str, method: str, code: grpc.StatusCode, seconds: float) -> None:
-        self.client_requests.labels(service, method, code.name).inc()
-        self.client_duration.labels(service, method).observe(seconds)
+        self.child(self.client_requests, service, method, code.name).inc()
+        self.child(self.client_duration, service, method).observe(seconds)
 
     def server(self, service: str, method: str, code: grpc.StatusCode, seconds: float) -> None:
-        self.server_requests.labels(service, method, code.name).inc()
-        self.server_duration.labels(service, method).observe(seconds)
+        self.child(self.server_requests, service, method, code.name).inc()
+        self.child(self.server_duration, service, method).observe(seconds)
 
 
 class _Ejections:

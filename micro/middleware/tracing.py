@@ -103,14 +103,9 @@ class Tracing(Middleware):
         parent = self._calls.get(id(attempt.call))
         if parent is None or self._tracer is None:
             return None
-        host, _, port = attempt.node.address.rpartition(":")
-        attributes: dict[str, Any] = {
-            "server.address": host.strip("[]"),
-            "micro.node.id": attempt.node.id,
-            "micro.attempt": attempt.number,
-        }
-        if port.isdigit():
-            attributes["server.port"] = int(port)
+        attributes = _address("server", attempt.node.address)
+        attributes["micro.node.id"] = attempt.node.id
+        attributes["micro.attempt"] = attempt.number
         if attempt.retry_of is not None:
             attributes["micro.retry_of"] = attempt.retry_of.name
         span = self._tracer.start_span(
@@ -133,7 +128,7 @@ class Tracing(Middleware):
             return None
         incoming = {k: v for k, v in call.ctx.metadata.items() if isinstance(v, str)}
         attributes = _rpc(call.method)
-        attributes["network.peer.address"] = call.ctx.peer
+        attributes.update(_address("network.peer", call.ctx.peer.address))
         return _current(
             tracer.start_span(
                 call.method[1:],
@@ -204,6 +199,14 @@ def _finish(span: trace.Span, outcome: Outcome, *, error: bool, rpc: bool = True
 def _rpc(path: str) -> dict[str, Any]:
     service, _, method = path[1:].rpartition("/")
     return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+
+
+def _address(prefix: str, address: str) -> dict[str, Any]:
+    """``host:port`` as OTel's ``<prefix>.address`` and ``<prefix>.port``."""
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        return {f"{prefix}.address": address}
+    return {f"{prefix}.address": host.strip("[]"), f"{prefix}.port": int(port)}
 
 
 def _messaging(topic: str, operation: str) -> dict[str, Any]:

@@ -32,14 +32,18 @@ class Prometheus:
             return json.load(reply)
 
     def query(self, promql: str) -> dict[tuple[tuple[str, str], ...], float]:
-        """An instant query's vector: each series' labels (sorted, without the
-        scrape's ``job`` and ``instance``) → its value."""
+        """An instant query's vector: each series' labels (sorted, without its name
+        and the scrape's ``job`` and ``instance``) → its value."""
         answer = self.get("/api/v1/query", query=promql)
         assert answer["status"] == "success", answer
         found = {}
         for sample in answer["data"]["result"]:
             labels = sample["metric"]
-            key = tuple(sorted((k, v) for k, v in labels.items() if k not in ("job", "instance")))
+            key = tuple(
+                sorted(
+                    (k, v) for k, v in labels.items() if k not in ("__name__", "job", "instance")
+                )
+            )
             found[key] = float(sample["value"][1])
         return found
 
