@@ -48,17 +48,24 @@ class Peer(NodeHealth):
         "name",
         "node",
         "retired",
+        "security",
         "state",
         "sync_calls",
         "sync_channel",
     )
 
     def __init__(
-        self, address: str, board: Ejections, name: str | None = None, key: str | None = None
+        self,
+        address: str,
+        board: Ejections,
+        name: str | None = None,
+        key: str | None = None,
+        security: str = "",
     ) -> None:
         super().__init__(address, board)
         self.name = name
         self.key = address if key is None else key
+        self.security = security  # how it is dialled, for errors: what a handshake checks
         self.node = Node("", address)
         self.channel: grpc.aio.Channel | None = None
         self.calls: dict[Method[Any, Any], Any] = {}
@@ -133,8 +140,23 @@ class Pool:
         key = address if peer is None else f"{address} {verified}"
         found = self.peers.get(key)
         if found is None:
-            found = self.peers[key] = Peer(address, self.ejections, verified, key)
+            found = self.peers[key] = Peer(
+                address, self.ejections, verified, key, self._security(verified)
+            )
         return found
+
+    def _security(self, verified: str | None) -> str:
+        """How a peer is dialled, as its errors say it: a failed handshake's own
+        message may not (a server wanting a client certificate just closes)."""
+        if verified is None:
+            return ""
+        trust = "the system's roots" if self.tls is None or self.tls.ca is None else self.tls.ca
+        presented = (
+            "no client certificate"
+            if self.tls is None or not self.tls.serves
+            else (f"client certificate {self.tls.cert}")
+        )
+        return f" (TLS: certificate naming {verified!r} signed by {trust}; {presented})"
 
     def call(self, peer: Peer, method: Method[Any, Any]) -> Any:
         """``method``'s async callable on ``peer``'s channel (opened on first use)."""
@@ -297,10 +319,12 @@ def error(
         return errors.Unavailable(f"{peer.address} dropped the call (CANCELLED): it is stopping")
     if e.code() is UNAVAILABLE and gone:
         return errors.Unavailable(
-            f"cannot connect to service {service!r} at {peer.address}: {e.details()}"
+            f"cannot connect to service {service!r} at {peer.address}{peer.security}: {e.details()}"
         )
     return errors.from_rpc_error(e)
 
 
 def unreachable(service: str, peer: Peer) -> errors.Unavailable:
-    return errors.Unavailable(f"cannot connect to service {service!r} at {peer.address}")
+    return errors.Unavailable(
+        f"cannot connect to service {service!r} at {peer.address}{peer.security}"
+    )

@@ -55,11 +55,15 @@ class Reflection:
     """Descriptors served by the node at ``address``, fetched as they are needed."""
 
     def __init__(
-        self, address: str, timeout: float = REFLECTION_TIMEOUT, dial: Dial = grpc.insecure_channel
+        self,
+        address: str,
+        timeout: float = REFLECTION_TIMEOUT,
+        dial: Dial = grpc.insecure_channel,
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.address = address
         self._channel = dial(address)
-        bounded = grpc.intercept_channel(self._channel, _Deadline(timeout))
+        bounded = grpc.intercept_channel(self._channel, _Deadline(timeout, tuple(metadata)))
         self._db = ProtoReflectionDescriptorDatabase(bounded)
         self.pool = DescriptorPool(self._db)
 
@@ -134,13 +138,15 @@ def first_answer(
     ask: Callable[[Reflection], T],
     timeout: float = REFLECTION_TIMEOUT,
     dial: Dial = grpc.insecure_channel,
+    metadata: Sequence[tuple[str, str]] = (),
 ) -> T:
     """``ask`` of the first of up to ``REFLECT_ON`` nodes that answers: a node that
     died but is still registered must not fail the command while others serve.
-    ``dial``: the channel to an address (TLS where the settings say)."""
+    ``dial``: the channel to an address (TLS where the settings say); ``metadata``
+    goes with each request (a bearer token where reflection needs one)."""
     failure: Unreachable | None = None
     for address in addresses[:REFLECT_ON]:
-        node = Reflection(address, timeout, dial)
+        node = Reflection(address, timeout, dial, metadata)
         try:
             return ask(node)
         except Unreachable as e:
@@ -209,13 +215,16 @@ class _Deadline(
     grpc.StreamStreamClientInterceptor,  # type: ignore[type-arg]
 ):
     """A timeout on every reflection request: grpc's reflection client sets none, and
-    a node that accepts connections but never answers must not hang the CLI."""
+    a node that accepts connections but never answers must not hang the CLI. And the
+    metadata to send (grpc's reflection client sends none)."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, metadata: tuple[tuple[str, str], ...] = ()) -> None:
         self.timeout = timeout
+        self.metadata = metadata or None
 
     def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return continuation(details._replace(timeout=self.timeout), request)
+        return continuation(details._replace(timeout=self.timeout, metadata=self.metadata), request)
 
     def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return continuation(details._replace(timeout=self.timeout), requests)
+        bounded = details._replace(timeout=self.timeout, metadata=self.metadata)
+        return continuation(bounded, requests)

@@ -127,7 +127,11 @@ async def resolve(client: Client, args: argparse.Namespace) -> tuple[Method[Any,
     def dial(address: str) -> grpc.Channel:
         return blocking_channel(address, args.service, tls, secure.get(address, uses_tls(tls, {})))
 
-    return await asyncio.to_thread(reflection.first_answer, list(candidates), ask, limit, dial)
+    token = config.auth_token
+    metadata = () if token is None else (("authorization", f"Bearer {token}"),)
+    return await asyncio.to_thread(
+        reflection.first_answer, list(candidates), ask, limit, dial, metadata
+    )
 
 
 def _check(args: argparse.Namespace) -> Metadata:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import echo_micro
 import echo_pb2
+import grpc
+import grpc.aio
 import pytest
 from etcd_support import EtcdServer, running
 from registry_support import loopback_multicast
@@ -203,3 +205,40 @@ async def test_rotation_under_load_fails_no_call(start: Start, authority: Author
                 await asyncio.gather(*running)
     assert failures == []
     assert handler.received == ROTATIONS * (1 + 2 * CALLERS * CALLS)
+
+
+async def test_each_bad_certificate_says_which(start: Start, authority: Authority) -> None:
+    registry = MemoryRegistry()
+    await start("echo", registry)
+    other = Authority(authority.where / "other", "other-ca")
+    stranger = other.issue("caller")
+    cases = {
+        # a mutual server closes on a client without a certificate: micro says so
+        authority.config(None): "no client certificate",
+        # the client does not trust the CA that signed the server
+        other.config(stranger): "unable to get local issuer certificate",
+    }
+    for config, why in cases.items():
+        async with micro.Client(registry, config=config) as client:
+            with pytest.raises(errors.Unavailable, match=why):
+                await echo_micro.EchoClient("echo", client).get(Req(), timeout=TIMEOUT)
+
+
+async def test_an_expired_server_certificate_is_named(authority: Authority) -> None:
+    """A server presenting an expired certificate (micro refuses to serve one; plain
+    grpc does) is refused by the client with that reason."""
+    pair = authority.issue("echo", expired=True)
+    server = grpc.aio.server()
+    micro.mount(server, Echo("stale"))
+    key_cert = [(pair.key.read_bytes(), pair.cert.read_bytes())]
+    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials(key_cert))
+    await server.start()
+    registry = MemoryRegistry()
+    node = Node("stale", f"127.0.0.1:{port}", {TLS_KEY: "echo"})
+    await registry.register(Service("echo", nodes=(node,)), ttl=3600)
+    try:
+        async with micro.Client(registry, config=authority.config(authority.issue("c"))) as c:
+            with pytest.raises(errors.Unavailable, match="certificate has expired"):
+                await echo_micro.EchoClient("echo", c).get(Req(), timeout=TIMEOUT)
+    finally:
+        await server.stop(None)

@@ -1,0 +1,66 @@
+"""The CLI over mutual TLS with a token: flags and MICRO_* variables alike, for
+reflection (which a service with a key answers only to a valid token) and the call."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from cli_support import micro as run_micro
+from runtime_support import Echo
+from tls_support import Authority
+from token_support import Issuer
+
+import micro
+from micro.registry import MemoryRegistry
+
+
+@pytest.fixture
+async def secure(authority: Authority, tmp_path: Path) -> AsyncIterator[tuple[str, Issuer]]:
+    """A node of echo serving mutual TLS and checking tokens; its address and issuer."""
+    issuer = Issuer(tmp_path / "issuer")
+    config = authority.config(authority.issue("echo"), auth_public_key=str(issuer.key))
+    svc = micro.Service("echo", registry=MemoryRegistry(), config=config)
+    svc.handle(Echo(svc.id))
+    await svc.start()
+    yield svc.address, issuer
+    await svc.stop(grace=0)
+
+
+async def test_micro_call_with_flags_and_with_variables(
+    secure: tuple[str, Issuer], authority: Authority
+) -> None:
+    address, issuer = secure
+    pair = authority.issue("cli")
+    call = ("call", "echo", "Echo.Get", '{"text": "hi"}', "--address", address, "--json")
+    flags = (
+        "--tls-cert",
+        str(pair.cert),
+        "--tls-key",
+        str(pair.key),
+        "--tls-ca",
+        str(authority.ca),
+    )
+    done = await asyncio.to_thread(run_micro, *call, *flags, "--token", issuer.token())
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["text"] == "hi"
+    token = issuer.token()
+    done = await asyncio.to_thread(
+        lambda: run_micro(
+            *call,
+            MICRO_TLS_CERT=str(pair.cert),
+            MICRO_TLS_KEY=str(pair.key),
+            MICRO_TLS_CA=str(authority.ca),
+            MICRO_AUTH_TOKEN=token,
+        )
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["text"] == "hi"
+    refused = await asyncio.to_thread(run_micro, *call, *flags)  # no token
+    assert refused.returncode == 1
+    assert "UNAUTHENTICATED" in refused.stderr
+    assert "a bearer token is required" in refused.stderr
+    assert "Traceback" not in refused.stderr
