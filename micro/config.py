@@ -33,6 +33,7 @@ MAX_CALLS = 1_000_000  # calls in progress on one server: far past what one proc
 MAX_THREADS = 1024  # threads for def handlers: each holds a stack of its own
 # Messages server and client take by default: grpc's own default for received ones.
 MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+MAX_WORKERS = 1024  # processes `micro run --workers` starts: far past any host's cores
 
 
 def _number(
@@ -109,6 +110,18 @@ def _flag(text: str) -> bool:
     return word in ("1", "true", "yes", "on")
 
 
+def workers_option(text: str) -> int:
+    """A count of processes, or ``auto``: the cores this process may run on."""
+    if text == "auto":
+        if hasattr(os, "sched_getaffinity"):
+            return len(os.sched_getaffinity(0))
+        return os.cpu_count() or 1
+    try:
+        return int(_number(int, 1, MAX_WORKERS)(text))
+    except ValueError:
+        raise ValueError(f"expected auto or a whole number in [1, {MAX_WORKERS}]") from None
+
+
 def _level(text: str) -> str:
     level = text.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -161,6 +174,7 @@ class Config:
     # whether it writes an access log line per call and delivery.
     metrics_address: str | None = None
     access_log: bool = False
+    workers: int = 1  # processes `micro run` serves the service from, each its own node
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -246,4 +260,5 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "auth_allow_hs256": _flag,
     "metrics_address": _address,
     "access_log": _flag,
+    "workers": workers_option,
 }

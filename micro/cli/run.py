@@ -4,6 +4,7 @@ ATTR is a ``Service`` or a factory returning one (plain or ``async``); without i
 module's ``service`` or ``create_service`` is used. ``--reload`` runs the service in a
 child process and restarts it, gracefully, when a ``.py`` file under the module's
 directory changes (mtimes polled: no dependency, and it works on every filesystem).
+``--workers N`` (``MICRO_WORKERS``) serves it from N processes: see supervisor.py.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import importlib.util
 import inspect
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +26,8 @@ from typing import Any
 
 from micro.cli import common, output
 from micro.cli.common import CliError
+from micro.cli.supervisor import Supervisor
+from micro.config import workers_option
 from micro.service import Service
 
 DEFAULT_ATTRS = ("service", "create_service")
@@ -36,6 +40,7 @@ EXAMPLES = """\
 examples:
   micro run shop.main                        the module's `service` or `create_service`
   micro run shop.main:create_service --reload
+  micro run shop.main --workers auto         a worker process per core, each its own node
   MICRO_SERVER_ADDRESS=0.0.0.0:9090 micro run app:service
 The module is imported with the current directory first on sys.path.
 """
@@ -55,11 +60,26 @@ def add_parser(commands: Any, shared: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reload", action="store_true", help="restart when a .py file under the module changes"
     )
+    parser.add_argument(
+        "--workers",
+        metavar="N|auto",
+        type=_workers,
+        help="serve from N processes, each its own node; auto: one per core (MICRO_WORKERS)",
+    )
+    # A worker of a supervisor: the file descriptor of its end of their socket pair.
+    parser.add_argument("--supervisor-fd", type=int, help=argparse.SUPPRESS)
     parser.set_defaults(run=_run, log_level="WARNING")
 
 
+def _workers(text: str) -> int:
+    try:
+        return workers_option(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _run(args: argparse.Namespace) -> int:
-    common.config(args)  # a bad flag or variable fails here, before anything starts
+    config = common.config(args)  # a bad flag or variable fails here, before anything starts
     # The service reads its own config: flags reach it (and a reloaded child) as the
     # variables they override.
     for flag in ("registry", "registry_address", "broker", "broker_address"):
@@ -67,6 +87,12 @@ def _run(args: argparse.Namespace) -> int:
         if value is not None:
             os.environ[f"MICRO_{flag.upper()}"] = value
     sys.path.insert(0, os.getcwd())
+    if args.supervisor_fd is not None:
+        return common.run(_serve(load(args.target), args.supervisor_fd))
+    workers = config.workers if args.workers is None else args.workers
+    if workers > 1:
+        watch = _directory(args.target.partition(":")[0]) if args.reload else None
+        return Supervisor(args.target, workers, config=config, watch=watch).run()
     if args.reload:
         return Reloader(args).run()
     return common.run(_serve(load(args.target)))
@@ -91,7 +117,7 @@ def load(target: str) -> Any:
     return found
 
 
-async def _serve(target: Any) -> int:
+async def _serve(target: Any, supervisor_fd: int | None = None) -> int:
     # Signals are caught from the start: a SIGTERM while the service starts, or just
     # after it says it serves, still means a graceful stop, never a kill.
     loop = asyncio.get_running_loop()
@@ -109,10 +135,19 @@ async def _serve(target: Any) -> int:
         )
     await service.start()
     output.note(f"micro run: {service.name} serving on {service.address} as {service.id}")
+    supervisor = None
+    if supervisor_fd is not None:
+        # Say where it serves; the supervisor's end closing (it stopped, or died) is a stop.
+        reader, supervisor = await asyncio.open_connection(sock=socket.socket(fileno=supervisor_fd))
+        supervisor.write(f"{service.address} {service.id}\n".encode())
+        orphaned = asyncio.ensure_future(reader.read())
+        orphaned.add_done_callback(lambda _: stopping.set())
     try:
         await stopping.wait()
     finally:
         await service.stop()  # deregister, drain for its grace period, stop
+        if supervisor is not None:
+            supervisor.close()
     output.note(f"micro run: {service.id} stopped")
     return 0
 
