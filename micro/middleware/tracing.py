@@ -16,6 +16,7 @@ set, each hook costs one check and records nothing. Needs ``micro-grpc[otel]``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -103,9 +104,11 @@ class Tracing(Middleware):
         parent = self._calls.get(id(attempt.call))
         if parent is None or self._tracer is None:
             return None
-        attributes = _address("server", attempt.node.address)
-        attributes["micro.node.id"] = attempt.node.id
-        attributes["micro.attempt"] = attempt.number
+        attributes = {
+            **_address("server", attempt.node.address),
+            "micro.node.id": attempt.node.id,
+            "micro.attempt": attempt.number,
+        }
         if attempt.retry_of is not None:
             attributes["micro.retry_of"] = attempt.retry_of.name
         span = self._tracer.start_span(
@@ -126,13 +129,12 @@ class Tracing(Middleware):
         tracer = self._tracer or self.tracer()
         if tracer is None:
             return None
-        incoming = {k: v for k, v in call.ctx.metadata.items() if isinstance(v, str)}
-        attributes = _rpc(call.method)
-        attributes.update(_address("network.peer", call.ctx.peer.address))
+        attributes = {**_rpc(call.method), **_address("network.peer", call.ctx.peer.address)}
         return _current(
             tracer.start_span(
                 call.method[1:],
-                context=propagate.extract(incoming),
+                # only the trace keys are read, never a -bin (bytes) one
+                context=propagate.extract(call.ctx.metadata),
                 kind=trace.SpanKind.SERVER,
                 attributes=attributes,
             ),
@@ -196,11 +198,14 @@ def _finish(span: trace.Span, outcome: Outcome, *, error: bool, rpc: bool = True
     span.end()
 
 
+# Attributes by method and by address, made once (spans copy what they are given).
+@functools.lru_cache(maxsize=1024)
 def _rpc(path: str) -> dict[str, Any]:
     service, _, method = path[1:].rpartition("/")
     return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
 
 
+@functools.lru_cache(maxsize=1024)
 def _address(prefix: str, address: str) -> dict[str, Any]:
     """``host:port`` as OTel's ``<prefix>.address`` and ``<prefix>.port``."""
     host, _, port = address.rpartition(":")

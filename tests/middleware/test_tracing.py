@@ -160,6 +160,31 @@ async def test_a_call_through_two_services_is_one_trace(
     assert all(s.status.status_code is trace.StatusCode.UNSET for s in spans)
 
 
+async def test_blocking_calls_and_streams_are_traced_alike(
+    stack: AsyncExitStack, exporter: Spans, tracing: Tracing
+) -> None:
+    registry = MemoryRegistry()
+    await serve(stack, "echo", registry, tracing)
+    blocking = micro.Client(registry, middleware=[tracing], config=CONFIG)
+    stack.push_async_callback(asyncio.to_thread, blocking.close_sync)
+
+    def calls() -> list[str]:
+        echo = echo_micro.EchoSyncClient("echo", blocking)
+        echo.get(echo_pb2.EchoRequest())
+        return [r.text for r in echo.watch(echo_pb2.EchoRequest(text="w"))]
+
+    assert await asyncio.to_thread(calls) == ["w0", "w1", "w2"]
+    watch = "echo.v1.Echo/Watch"
+    assert tree(await exporter.wait(6)) == [
+        (0, GET, CLIENT),
+        (1, f"Attempt.{GET}", INTERNAL),
+        (2, GET, SERVER),
+        (0, watch, CLIENT),  # a stream's spans end when it does
+        (1, f"Attempt.{watch}", INTERNAL),
+        (2, watch, SERVER),
+    ]
+
+
 async def test_attempts_show_node_number_and_why_retried(
     stack: AsyncExitStack, exporter: Spans, tracing: Tracing
 ) -> None:
