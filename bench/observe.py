@@ -2,10 +2,12 @@
 gRPC instrumentation doing the same tracing on raw grpc.aio.
 
 Client and server share one process and one loop, so CPU per call is both sides'
-(grpc's threads included). Four variants, interleaved rounds (``bench.load``):
+(grpc's threads included). Five variants, interleaved rounds (``bench.load``):
 raw grpc.aio; raw with ``opentelemetry-instrumentation-grpc``'s client and server
 interceptors; micro (a ``micro.Server`` and a direct ``micro.Client``, no middleware);
-micro with ``Tracing`` and ``Metrics`` (OpenTelemetry and Prometheus). Both traced
+micro with the ``Tracing`` and ``Metrics`` a Service installs, before any provider is
+set (idle: what having the otel extra costs); micro with ``Tracing`` and ``Metrics``
+recording (OpenTelemetry and Prometheus). Both traced
 variants record every span through the same SDK TracerProvider (a processor that
 drops finished spans: exporting is not what is measured). The figure: micro's added
 CPU per call (traced minus plain micro) over the instrumentation's (traced minus
@@ -32,7 +34,8 @@ from bench.greeter_server import handler
 from micro.middleware.metrics import Metrics
 from micro.middleware.tracing import Tracing
 
-RAW, INSTRUMENTED, MICRO, OBSERVED = "raw", "raw+otel-instrumentation", "micro", "micro+observe"
+RAW, INSTRUMENTED = "raw", "raw+otel-instrumentation"
+MICRO, IDLE, OBSERVED = "micro", "micro+observe-idle", "micro+observe"
 GOAL = 0.5  # micro's added cost over the instrumentation's, at most
 
 
@@ -96,7 +99,12 @@ async def compare(
     plain.add(handler(generated, "micro"))
     traced = micro.Server("127.0.0.1:0", health=False, reflection=False, middleware=observe)
     traced.add(handler(generated, "micro"))
-    plain_address, traced_address = await plain.start(), await traced.start()
+    # what a Service installs by itself, before the application sets any provider
+    idle = [Tracing(), Metrics()]
+    waiting = micro.Server("127.0.0.1:0", health=False, reflection=False, middleware=idle)
+    waiting.add(handler(generated, "micro"))
+    servers = (plain, waiting, traced)
+    plain_address, idle_address, traced_address = [await s.start() for s in servers]
     channels = [
         grpc.aio.insecure_channel(raw_address),
         grpc.aio.insecure_channel(
@@ -104,7 +112,7 @@ async def compare(
             interceptors=aio_client_interceptors(provider),  # type: ignore[no-untyped-call]
         ),
     ]
-    clients = [micro.Client(), micro.Client(middleware=observe)]
+    clients = [micro.Client(), micro.Client(middleware=idle), micro.Client(middleware=observe)]
 
     def raw_call(channel: grpc.aio.Channel) -> load.AsyncCall:
         call: load.AsyncCall = channel.unary_unary(
@@ -124,7 +132,8 @@ async def compare(
         RAW: raw_call(channels[0]),
         INSTRUMENTED: raw_call(channels[1]),
         MICRO: micro_call(clients[0], plain_address),
-        OBSERVED: micro_call(clients[1], traced_address),
+        IDLE: micro_call(clients[1], idle_address),
+        OBSERVED: micro_call(clients[2], traced_address),
     }
     results = []
     try:
@@ -144,7 +153,7 @@ async def compare(
             await client.close()
         for channel in channels:
             await channel.close(grace=None)
-        for server in (plain, traced):
+        for server in servers:
             await server.stop(None)
         for raw in (raw_server, otel_server):
             await raw.stop(None)
@@ -167,6 +176,7 @@ def summarise(concurrency: int, rounds: dict[str, list[load.Round]]) -> dict[str
         "instrumentation_vs_raw": instrumentation,
         "observe_vs_micro": observe,
         "micro_vs_raw": load.versus(rounds[RAW], rounds[MICRO]),
+        "idle_vs_micro": load.versus(rounds[MICRO], rounds[IDLE]),
         "added_cpu_ratio": ratio,
         "meets_goal": None if ratio is None else ratio <= GOAL,
     }

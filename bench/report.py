@@ -244,7 +244,8 @@ def observe_table(section: Results) -> list[str]:
         "observe: client and server in one process, async unary; cpu = both sides per call; "
         f"{settings['rounds']} interleaved rounds of {settings['round_s']}s",
         "+cpu = added cpu us per call, median of per-round differences: the OTel "
-        "instrumentation over raw grpc.aio, micro's Tracing+Metrics over plain micro;",
+        "instrumentation over raw grpc.aio, micro's Tracing+Metrics over plain micro (idle: "
+        "no provider set yet);",
         f"ratio = micro's added / the instrumentation's added (goal <= {section['goal']})",
         f"{'c':>3} {'variant':<26} {'calls/s':>7} {'cpu us':>7} {'+cpu us':>8} {'ratio':>6}",
     ]
@@ -252,6 +253,7 @@ def observe_table(section: Results) -> list[str]:
         added = {
             "raw+otel-instrumentation": result["instrumentation_vs_raw"],
             "micro": result["micro_vs_raw"],
+            "micro+observe-idle": result["idle_vs_micro"],
             "micro+observe": result["observe_vs_micro"],
         }
         for name, stats in result["variants"].items():

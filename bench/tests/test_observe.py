@@ -1,4 +1,4 @@
-"""The observability bench runs its four variants and reports micro's added cost
+"""The observability bench runs its five variants and reports micro's added cost
 against the OpenTelemetry instrumentation's."""
 
 from __future__ import annotations
@@ -10,7 +10,13 @@ def test_every_variant_is_measured_and_compared() -> None:
     section = observe.run(True, lambda message: None)
     [result] = section["results"]  # the quick run: concurrency 1 only
     variants = result["variants"]
-    assert list(variants) == [observe.RAW, observe.INSTRUMENTED, observe.MICRO, observe.OBSERVED]
+    assert list(variants) == [
+        observe.RAW,
+        observe.INSTRUMENTED,
+        observe.MICRO,
+        observe.IDLE,
+        observe.OBSERVED,
+    ]
     assert all(stats["calls"] > 0 for stats in variants.values())
     added = result["instrumentation_vs_raw"]["overhead_cpu_us"]["median"]
     assert result["added_cpu_ratio"] is None or result["added_cpu_ratio"] == (
