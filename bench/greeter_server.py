@@ -4,7 +4,8 @@
 A plain ``grpc.aio`` server with the generated handler mounted by ``micro.mount``;
 with ``--max-calls``, a ``micro.Server`` refusing calls beyond N in progress; with
 ``--secure``, one serving mutual TLS and verifying tokens (``bench.secure``). With
-``--wait-ms``, ``SayHello`` awaits that long first (a handler waiting on I/O).
+``--wait-ms``, ``SayHello`` awaits that long first (a handler waiting on I/O); with
+``--noop-middleware``, the mounted handlers run one middleware that does nothing.
 ``SayHello`` answers at once and ``LotsOfReplies`` with ``STREAM_REPLIES`` messages,
 so the benchmark measures the call path, not work. Every reply names ``NODE``, which
 shows how a client spread its calls over several instances. Binds 127.0.0.1:0 and
@@ -62,7 +63,33 @@ def secure_server(where: Path) -> micro.Server:
     return micro.Server(f"{HOST}:0", health=False, reflection=False, tls=tls, middleware=[auth])
 
 
-async def serve(node: str, max_calls: int | None, wait_s: float, secure: Path | None) -> None:
+class Noop(micro.Middleware):
+    """Every hook, each returning an ending that does nothing: what the middleware
+    seam itself costs."""
+
+    def call(self, call: micro.ClientCall) -> micro.Ending:
+        return _ignore
+
+    def attempt(self, attempt: micro.ClientAttempt) -> micro.Ending:
+        return _ignore
+
+    def handle(self, call: micro.ServerCall) -> micro.Ending:
+        return _ignore
+
+    def publish(self, message: micro.Outgoing) -> micro.Ending:
+        return _ignore
+
+    def deliver(self, message: micro.Incoming) -> micro.Ending:
+        return _ignore
+
+
+def _ignore(outcome: micro.Outcome) -> None:
+    pass
+
+
+async def serve(
+    node: str, max_calls: int | None, wait_s: float, secure: Path | None, noop: bool = False
+) -> None:
     stop_server: Callable[[float | None], Awaitable[None]]
     if secure is not None:
         server_ = secure_server(secure)
@@ -71,7 +98,9 @@ async def serve(node: str, max_calls: int | None, wait_s: float, secure: Path | 
         stop_server = server_.stop
     elif max_calls is None:
         server = grpc.aio.server()
-        micro.mount(server, handler(greeter.load(), node, wait_s))
+        micro.mount(
+            server, handler(greeter.load(), node, wait_s), middleware=[Noop()] if noop else []
+        )
         port = server.add_insecure_port(f"{HOST}:0")
         await server.start()
         stop_server = server.stop
@@ -95,5 +124,8 @@ if __name__ == "__main__":
     parser.add_argument("--max-calls", type=int)
     parser.add_argument("--wait-ms", type=float, default=0.0)
     parser.add_argument("--secure", type=Path, metavar="DIR", help="mutual TLS and tokens")
+    parser.add_argument("--noop-middleware", action="store_true", help="one middleware, no-op")
     args = parser.parse_args()
-    asyncio.run(serve(args.node, args.max_calls, args.wait_ms / 1000, args.secure))
+    asyncio.run(
+        serve(args.node, args.max_calls, args.wait_ms / 1000, args.secure, args.noop_middleware)
+    )

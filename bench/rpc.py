@@ -19,7 +19,9 @@ another asyncio gRPC client, for scale.
 Micro clients come from ``CLIENT_MODES``: each entry turns the server's address into
 a ``micro.Client`` plus the stub options to call through. ``direct-noop`` is
 ``direct`` with one middleware whose every hook does nothing but return an ending:
-the cost of the middleware seam itself (``direct`` has none installed).
+the cost of the middleware seam itself (``direct`` has none installed). On the
+server side, ``server-noop`` is the raw stub calling a second server whose handlers
+run one such middleware: its ratio to raw is what the server's seam costs.
 """
 
 from __future__ import annotations
@@ -35,13 +37,14 @@ import grpc.aio
 
 import micro
 from bench import greeter, load, measure
-from bench.greeter_server import STREAM_REPLIES
+from bench.greeter_server import STREAM_REPLIES, Noop
 from bench.grpclib_greeter import GrpclibGreeter
 from bench.servers import greeter_server
 from micro.registry import MemoryRegistry, Node, Registry, Service
 
 RAW = "raw"
 CONTROL = "raw-control"  # raw again on its own connection: the noise floor (an A/A test)
+SERVER_NOOP = "server-noop"  # raw, to a server running one no-op middleware
 GRPCLIB = "grpclib"
 # An argument grpc ignores: a channel with other arguments gets its own connection.
 _OWN_CONNECTION = (("bench.connection", CONTROL),)
@@ -77,29 +80,6 @@ class Target:
 def direct(address: str) -> Target:
     """Calls go straight to the server's address; no registry is opened."""
     return Target(micro.Client(), micro.CallOptions(address=address))
-
-
-class Noop(micro.Middleware):
-    """Every hook, each returning an ending that does nothing."""
-
-    def call(self, call: micro.ClientCall) -> micro.Ending:
-        return _ignore
-
-    def attempt(self, attempt: micro.ClientAttempt) -> micro.Ending:
-        return _ignore
-
-    def handle(self, call: micro.ServerCall) -> micro.Ending:
-        return _ignore
-
-    def publish(self, message: micro.Outgoing) -> micro.Ending:
-        return _ignore
-
-    def deliver(self, message: micro.Incoming) -> micro.Ending:
-        return _ignore
-
-
-def _ignore(outcome: micro.Outcome) -> None:
-    pass
 
 
 def direct_noop(address: str) -> Target:
@@ -214,6 +194,7 @@ def summarise(
 
 async def compare_async(
     address: str,
+    noop_address: str,
     targets: dict[str, Target],
     generated: greeter.Greeter,
     settings: Settings,
@@ -224,6 +205,7 @@ async def compare_async(
     channels = [
         grpc.aio.insecure_channel(address),
         grpc.aio.insecure_channel(address, _OWN_CONNECTION),
+        grpc.aio.insecure_channel(noop_address),
     ]
     peer = GrpclibGreeter(address, pb2)
     stubs = {
@@ -235,7 +217,7 @@ async def compare_async(
     try:
         for shape in SHAPES:
             calls: dict[str, load.AsyncCall] = {}
-            for name, channel in ((RAW, channels[0]), (CONTROL, channels[1])):
+            for name, channel in zip((RAW, CONTROL, SERVER_NOOP), channels, strict=True):
                 multicallable = raw_multicallable(channel, pb2, shape)
                 calls[name] = async_call(shape, multicallable, multicallable)
             # grpclib's stream call reads the whole stream itself, into a list.
@@ -267,6 +249,7 @@ async def compare_async(
 
 def compare_sync(
     address: str,
+    noop_address: str,
     targets: dict[str, Target],
     generated: greeter.Greeter,
     settings: Settings,
@@ -274,7 +257,11 @@ def compare_sync(
 ) -> list[dict[str, Any]]:
     """Raw, micro (one per target) and control from threads; closes the targets."""
     pb2 = generated.pb2
-    channels = [grpc.insecure_channel(address), grpc.insecure_channel(address, _OWN_CONNECTION)]
+    channels = [
+        grpc.insecure_channel(address),
+        grpc.insecure_channel(address, _OWN_CONNECTION),
+        grpc.insecure_channel(noop_address),
+    ]
     stubs = {
         variant(mode): generated.micro.GreeterSyncClient("greeter", t.client, options=t.options)
         for mode, t in targets.items()
@@ -285,7 +272,7 @@ def compare_sync(
     try:
         for shape in SHAPES:
             calls: dict[str, load.SyncCall] = {}
-            for name, channel in ((RAW, channels[0]), (CONTROL, channels[1])):
+            for name, channel in zip((RAW, CONTROL, SERVER_NOOP), channels, strict=True):
                 multicallable = raw_multicallable(channel, pb2, shape)
                 calls[name] = sync_call(shape, multicallable, multicallable)
             for name, stub in stubs.items():
@@ -316,11 +303,13 @@ def compare_sync(
 def run(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
     settings = Settings.for_run(quick)
     generated = greeter.load()
-    with greeter_server() as address:
+    with greeter_server() as address, greeter_server("--noop-middleware") as noop_address:
         results = asyncio.run(
-            compare_async(address, make_targets(address), generated, settings, log)
+            compare_async(address, noop_address, make_targets(address), generated, settings, log)
         )
-        results += compare_sync(address, make_targets(address), generated, settings, log)
+        results += compare_sync(
+            address, noop_address, make_targets(address), generated, settings, log
+        )
     return {
         "settings": asdict(settings),
         "client_modes": list(CLIENT_MODES),
