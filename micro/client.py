@@ -41,7 +41,7 @@ from micro.registry import (
 )
 from micro.registry.loop import LoopThread
 from micro.selector import Route, StrategyFactory, matching_nodes, strategy
-from micro.tls import TLS_KEY, Tls
+from micro.tls import TLS_KEY, Tls, plaintext_refused
 
 Metadata: TypeAlias = Mapping[str, str | bytes] | Sequence[tuple[str, str | bytes]]
 _Pairs: TypeAlias = tuple[tuple[str, str | bytes], ...]
@@ -209,6 +209,8 @@ class Client:
                 if time.monotonic() - self._looked.get(service, -math.inf) >= RELOOKUP:
                     raise LookupError(service)
                 raise errors.ServiceNotFound(_not_found(service, options, bool(services)))
+            if self.tls is not None:
+                nodes = _secured(service, nodes, self.tls)
             pick = strategy(options.strategy or self.strategy)()
             route = Route([self._node(n, service) for n in nodes], pick, cache.generation)
             self._routes[key] = route
@@ -451,6 +453,17 @@ def _entries(cache: CachingRegistry, services: Iterable[str]) -> dict[str, Servi
         for s in cache.cached(name) or ()
         for n in s.nodes
     }
+
+
+def _secured(service: str, nodes: list[Node], tls: Tls) -> list[Node]:
+    """The nodes this client calls: not the plaintext ones when it calls in TLS only."""
+    secured = [n for n in nodes if not plaintext_refused(tls, n.metadata)]
+    if not secured:
+        raise errors.Unavailable(
+            f"no node of service {service!r} serves TLS ({len(nodes)} plaintext): this "
+            "client trusts MICRO_TLS_CA and never calls in plaintext"
+        )
+    return secured
 
 
 def _labels(entry: Service | None, address: str) -> Mapping[str, str]:

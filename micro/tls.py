@@ -166,6 +166,13 @@ def uses_tls(tls: Tls | None, node_metadata: Mapping[str, str]) -> bool:
     return (tls is not None and tls.mutual) or TLS_KEY in node_metadata
 
 
+def plaintext_refused(tls: Tls | None, node_metadata: Mapping[str, str]) -> bool:
+    """Whether a client with ``tls`` never calls such a node: it trusts a CA, so calls
+    in TLS only, and the node's entry does not say it serves TLS (trying would cost
+    an attempt and a failed handshake)."""
+    return tls is not None and tls.mutual and TLS_KEY not in node_metadata
+
+
 def aio_channel(
     address: str,
     name: str,

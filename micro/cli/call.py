@@ -24,7 +24,7 @@ from micro.cli.common import CliError
 from micro.client import CallOptions, Client, Metadata
 from micro.method import Method
 from micro.selector import matching_nodes
-from micro.tls import Tls, blocking_channel, uses_tls
+from micro.tls import Tls, blocking_channel, plaintext_refused, uses_tls
 
 CALL = """\
 examples:
@@ -105,10 +105,19 @@ async def resolve(client: Client, args: argparse.Namespace) -> tuple[Method[Any,
         if not services:
             raise CliError(f"service {args.service!r} not found in the {common.where(config)}")
         candidates = {}
+        plaintext = 0  # nodes a client calling in TLS only leaves out
         for service in services:
             for node in matching_nodes([service], version=args.version):
+                if plaintext_refused(tls, node.metadata):
+                    plaintext += 1
+                    continue
                 candidates.setdefault(node.address, service.version)
                 secure.setdefault(node.address, uses_tls(tls, node.metadata))
+        if not candidates and plaintext:
+            raise CliError(
+                f"no node of service {args.service!r} serves TLS ({plaintext} plaintext): "
+                "with a CA (--tls-ca, MICRO_TLS_CA) calls are TLS only"
+            )
         if not candidates:
             versions = ", ".join(sorted(s.version or "''" for s in services))
             raise CliError(

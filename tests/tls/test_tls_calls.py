@@ -127,7 +127,8 @@ async def test_a_forged_entry_gets_no_call_and_no_header(
 
 async def test_a_client_with_a_ca_never_dials_plaintext(authority: Authority) -> None:
     """An entry without the TLS mark, pointing at a plaintext server: a client that
-    trusts a CA dials it in TLS all the same, and the server gets nothing."""
+    trusts a CA calls in TLS only, so it leaves the node out, and the server gets
+    nothing (a direct call to the address would be TLS too)."""
     registry = MemoryRegistry()
     plain = micro.Service("echo", registry=registry, config=micro.Config(registry="memory"))
     handler = Echo(plain.id)
@@ -136,7 +137,7 @@ async def test_a_client_with_a_ca_never_dials_plaintext(authority: Authority) ->
     try:
         config = authority.config(authority.issue("caller"), auth_token="caller-secret")
         async with micro.Client(registry, config=config) as client:
-            with pytest.raises(errors.Unavailable):
+            with pytest.raises(errors.Unavailable, match="no node of service 'echo' serves TLS"):
                 await echo_micro.EchoClient("echo", client).get(Req(), timeout=TIMEOUT)
     finally:
         await plain.stop(grace=0)
