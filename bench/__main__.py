@@ -21,6 +21,7 @@ from bench import (
     rpc,
     scale,
     secure,
+    workers,
 )
 
 SECTIONS: dict[str, Callable[[bool, Callable[[str], None]], dict[str, Any]]] = {
@@ -28,6 +29,7 @@ SECTIONS: dict[str, Callable[[bool, Callable[[str], None]], dict[str, Any]]] = {
     "rpc": rpc.run,
     "overload": overload.run,
     "scale": scale.run,
+    "workers": workers.run,
     "registry": registry.run,
     "broker": broker.run,
     "secure": secure.run,

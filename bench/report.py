@@ -161,6 +161,30 @@ def scale_table(section: Results) -> list[str]:
     return lines
 
 
+def workers_table(section: Results) -> list[str]:
+    settings = section["settings"]
+    raw = section["raw_calls_per_s"]
+    lines = [
+        f"workers: async SayHello to one service run with `micro run --workers N` (loopback "
+        f"mDNS); {settings['clients']} client processes x {settings['concurrency']} in flight; "
+        f"calls/s median [min-max] over {settings['rounds']} interleaved rounds of "
+        f"{settings['round_s']}s",
+        "x one = calls/s / one worker's, per round (scaling); efficiency = x one / N, goal "
+        f">= {section['goal']}; x raw = / a plain grpc.aio server in one process "
+        f"({raw['median']:.0f} calls/s)",
+        f"{'workers':>7} {'calls/s':>7} {'min-max':>13} {'x one':>6} {'min-max':>11} "
+        f"{'efficiency':>10} {'x raw':>6}",
+    ]
+    for result in section["results"]:
+        rate, one = result["calls_per_s"], result["ratio_to_one"]
+        lines.append(
+            f"{result['workers']:>7} {rate['median']:>7.0f} {_range(rate, '.0f'):>13} "
+            f"{one['median']:>6.2f} {_range(one, '.2f'):>11} {result['efficiency']:>10.2f} "
+            f"{result['ratio_to_raw']['median']:>6.2f}"
+        )
+    return lines
+
+
 def registry_table(section: Results) -> list[str]:
     lookups = section["lookups"]
     lines = [
@@ -275,6 +299,7 @@ TABLES = {
     "rpc": rpc_table,
     "overload": overload_table,
     "scale": scale_table,
+    "workers": workers_table,
     "registry": registry_table,
     "broker": broker_table,
     "secure": secure_table,

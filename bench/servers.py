@@ -61,7 +61,7 @@ def greeter_servers(
         ]
     finally:
         for process in processes:
-            _stop(process)
+            stop(process)
 
 
 @contextmanager
@@ -86,7 +86,7 @@ def _port(process: subprocess.Popen[str], deadline: float) -> int:
     return int(line.split()[1])
 
 
-def _stop(process: subprocess.Popen[str]) -> None:
+def stop(process: subprocess.Popen[str]) -> None:
     if process.poll() is None:
         os.kill(process.pid, signal.SIGTERM)
         try:

@@ -149,8 +149,8 @@ class Supervisor:
                 return
 
     async def _until_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
-        """Run ``work`` unless a stop comes first; False if one did. Deaths meanwhile
-        are handled after it."""
+        """Run ``work`` unless a stop comes first; False if one did. Other events
+        meanwhile (deaths, a replace) are handled after it, a replace once."""
         task = asyncio.ensure_future(work)
         later: list[str | Worker] = []
         try:
@@ -164,9 +164,7 @@ class Supervisor:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                     return False
-                elif getting.result() == "replace":
-                    output.note("micro run: replacing already, SIGHUP ignored")
-                else:
+                elif getting.result() not in later:
                     later.append(getting.result())
         finally:
             for event in later:
@@ -211,6 +209,9 @@ class Supervisor:
         except asyncio.TimeoutError:
             await self._end(worker)
             raise CliError(f"{worker} did not serve within {START_WAIT:.0f} s: stopping") from None
+        except BaseException:  # a stop while it starts: _stop_all ends the process
+            writer.close()
+            raise
         if not line:
             code = await process.wait()
             writer.close()

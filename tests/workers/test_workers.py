@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -98,6 +99,7 @@ class Load:
         self.outcomes: collections.Counter[str] = collections.Counter()
         self.nodes: collections.Counter[str] = collections.Counter()
         self.stopping = False
+        self.answered = asyncio.Event()  # set at each call's end
         self.tasks = [asyncio.ensure_future(self._call(i, limit)) for i in range(callers)]
 
     async def _call(self, caller: int, limit: int) -> None:
@@ -111,12 +113,16 @@ class Load:
                 self.outcomes["OK"] += 1
             except micro_grpc.errors.Error as e:
                 self.outcomes[e.code.name] += 1
+            finally:
+                self.answered.set()
 
     async def until(self, nodes: set[str], calls: int = 20) -> None:
         """Until each of ``nodes`` has answered ``calls`` calls (bounded by ``limit``)."""
         while not all(self.nodes[n] >= calls for n in nodes):
             assert not all(t.done() for t in self.tasks), f"load ended: {self.nodes}"
-            await asyncio.sleep(0.05)  # progress is polled: the load runs meanwhile
+            self.answered.clear()
+            # Bounded by a call's timeout: some call has ended by then.
+            await asyncio.wait_for(self.answered.wait(), 30)
 
     async def stop(self) -> collections.Counter[str]:
         self.stopping = True
@@ -272,3 +278,34 @@ def test_workers_setting() -> None:
 def test_exit_status_is_said_as_people_read_it() -> None:
     assert status(3) == "exit status 3"
     assert status(-signal.SIGKILL) == "signal SIGKILL"
+
+
+APP = """
+import micro
+
+def create_service() -> micro.Service:
+    return micro.Service("{name}", version="{version}", grace=5.0)
+"""
+
+
+def test_reload_replaces_the_workers_when_a_file_changes(tmp_path: Path, multicast: None) -> None:
+    name = unique("workers")
+    path = tmp_path / "app.py"
+    path.write_text(APP.format(name=name, version="1"))
+    running = Running("run", "app", "--workers", "2", "--reload", cwd=tmp_path)
+    try:
+        first = {running.wait_for(SERVING, START)[1] for _ in range(WORKERS)}
+        running.wait_for("2 workers serving", START)
+        path.write_text(APP.format(name=name, version="2"))
+        later = time.time() + 5  # a new mtime even where its resolution is coarse
+        os.utime(path, (later, later))
+        running.wait_for(r"micro run: .*app\.py changed, replacing the workers")  # polled
+        running.wait_for("micro run: every worker replaced", START)
+        described = micro("describe", name, "--json")
+    finally:
+        code, _ = running.stop(STOP)
+    assert code == 0
+    new = {m[1] for line in running.seen if (m := re.match(SERVING, line))} - first
+    assert len(new) == WORKERS
+    assert '"version": "2"' in described.stdout
+    assert '"version": "1"' not in described.stdout  # the old workers left the registry
