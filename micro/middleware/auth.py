@@ -24,8 +24,10 @@ that returns the current one), never the token of the call being served, unless
 
 from __future__ import annotations
 
+import collections
 import fnmatch
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -47,6 +49,7 @@ PUBLIC = "public"
 ANY = "*"
 """A rule scope: any caller with a valid token."""
 LEEWAY = 30.0  # seconds of clock skew allowed on exp and nbf
+VERIFIED = 1024  # tokens kept verified (the oldest forgotten first): callers at once
 _ASYMMETRIC = ("RS256", "ES256", "EdDSA")
 
 
@@ -118,9 +121,26 @@ class Verifier:
         except OSError as e:
             raise AuthError(f"MICRO_AUTH_PUBLIC_KEY={path}: cannot read it: {e.strerror}") from None
         self._keys = _keys(path, data, allow_hs256)
+        # Tokens verified, until their expiry: a caller sends the same one on every
+        # call, and a signature check costs more than the rest of a call.
+        self._verified: collections.OrderedDict[str, tuple[Identity, float]] = (
+            collections.OrderedDict()
+        )
 
     def verify(self, token: str) -> Identity:
         """The caller the token proves, or ``errors.Unauthenticated`` saying why not."""
+        known = self._verified.get(token)
+        if known is not None:
+            if time.time() <= known[1] + LEEWAY:
+                return known[0]
+            del self._verified[token]
+        identity = self._check(token)
+        self._verified[token] = (identity, float(identity.claims["exp"]))
+        if len(self._verified) > VERIFIED:
+            self._verified.popitem(last=False)
+        return identity
+
+    def _check(self, token: str) -> Identity:
         try:
             header = jwt.get_unverified_header(token)
             kid = header.get("kid")

@@ -243,3 +243,21 @@ async def test_an_expired_server_certificate_is_named(authority: Authority) -> N
                 await echo_micro.EchoClient("echo", c).get(Req(), timeout=TIMEOUT)
     finally:
         await server.stop(None)
+
+
+async def test_new_client_channels_present_new_files(start: Start, authority: Authority) -> None:
+    """The client's certificate is replaced: channels opened after it present the new
+    one (the server names its caller from the certificate it verified)."""
+    registry = MemoryRegistry()
+    await start("echo", registry)
+    pair = authority.issue("caller-a", file="caller")
+    config = authority.config(pair)
+    async with micro.Client(registry, config=config) as client:
+        assert (await echo_micro.EchoClient("echo", client).get(Req(), timeout=TIMEOUT)).text == (
+            "caller-a"
+        )
+    authority.issue("caller-b", file="caller")  # written over the same files
+    async with micro.Client(registry, config=config) as client:
+        assert (await echo_micro.EchoClient("echo", client).get(Req(), timeout=TIMEOUT)).text == (
+            "caller-b"
+        )
