@@ -60,13 +60,16 @@ lint: gen
 # Debian packages the backend tests run against: dnsmasq (DNS discovery), redis-server
 # and prometheus (tests start their own; the package's own service is not started where
 # policy-rc.d forbids it, as in containers), and a RabbitMQ broker on 127.0.0.1:5672
-# (tests share it). etcd and nats-server come from PyPI with the dev extra.
+# (tests share it); chromium, headless, for the gateway's /docs page. etcd and nats-server
+# come from PyPI with the dev extra.
 apt = { apt-get update -qq || true; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; }
 backends:
 	@command -v dnsmasq >/dev/null || test -x /usr/sbin/dnsmasq || $(call apt,dnsmasq-base) || \
 	    echo "could not install dnsmasq-base: the DNS registry tests will not run"
 	@command -v redis-server >/dev/null || $(call apt,redis-server) || \
 	    echo "could not install redis-server: the Redis broker tests will not run"
+	@command -v chromium >/dev/null || $(call apt,chromium) || \
+	    echo "could not install chromium: the gateway's /docs browser test will not run"
 	@command -v prometheus >/dev/null || $(call apt,--no-install-recommends prometheus) || \
 	    echo "could not install prometheus: the Prometheus metrics test will not run"
 	@$(PY) .ci/wait_port.py 5672 || \

@@ -14,6 +14,7 @@ from bench import (
     chart,
     codegen,
     environment,
+    gateway,
     observe,
     overload,
     registry,
@@ -34,6 +35,7 @@ SECTIONS: dict[str, Callable[[bool, Callable[[str], None]], dict[str, Any]]] = {
     "broker": broker.run,
     "secure": secure.run,
     "observe": observe.run,
+    "gateway": gateway.run,
 }
 
 

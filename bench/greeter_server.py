@@ -1,11 +1,13 @@
 """The greeter server the benchmarks call:
-``python -m bench.greeter_server [NODE] [--max-calls N] [--wait-ms MS] [--secure DIR]``.
+``python -m bench.greeter_server [NODE] [--max-calls N] [--wait-ms MS] [--secure DIR]
+[--noop-middleware] [--reflection]``.
 
 A plain ``grpc.aio`` server with the generated handler mounted by ``micro.mount``;
 with ``--max-calls``, a ``micro.Server`` refusing calls beyond N in progress; with
 ``--secure``, one serving mutual TLS and verifying tokens (``bench.secure``). With
 ``--wait-ms``, ``SayHello`` awaits that long first (a handler waiting on I/O); with
-``--noop-middleware``, the mounted handlers run one middleware that does nothing.
+``--noop-middleware``, the mounted handlers run one middleware that does nothing; with
+``--reflection``, a ``micro.Server`` serving reflection (the HTTP gateway reads it).
 ``SayHello`` answers at once and ``LotsOfReplies`` with ``STREAM_REPLIES`` messages,
 so the benchmark measures the call path, not work. Every reply names ``NODE``, which
 shows how a client spread its calls over several instances. Binds 127.0.0.1:0 and
@@ -88,7 +90,12 @@ def _ignore(outcome: micro.Outcome) -> None:
 
 
 async def serve(
-    node: str, max_calls: int | None, wait_s: float, secure: Path | None, noop: bool = False
+    node: str,
+    max_calls: int | None,
+    wait_s: float,
+    secure: Path | None,
+    noop: bool = False,
+    reflection: bool = False,
 ) -> None:
     stop_server: Callable[[float | None], Awaitable[None]]
     if secure is not None:
@@ -96,7 +103,7 @@ async def serve(
         server_.add(handler(greeter.load(), node, wait_s))
         port = int((await server_.start()).rpartition(":")[2])
         stop_server = server_.stop
-    elif max_calls is None:
+    elif max_calls is None and not reflection:
         server = grpc.aio.server()
         micro.mount(
             server, handler(greeter.load(), node, wait_s), middleware=[Noop()] if noop else []
@@ -105,7 +112,7 @@ async def serve(
         await server.start()
         stop_server = server.stop
     else:
-        capped = micro.Server(f"{HOST}:0", max_calls=max_calls, health=False, reflection=False)
+        capped = micro.Server(f"{HOST}:0", max_calls=max_calls, health=False, reflection=reflection)
         capped.add(handler(greeter.load(), node, wait_s))
         port = int((await capped.start()).rpartition(":")[2])
         stop_server = capped.stop
@@ -125,7 +132,15 @@ if __name__ == "__main__":
     parser.add_argument("--wait-ms", type=float, default=0.0)
     parser.add_argument("--secure", type=Path, metavar="DIR", help="mutual TLS and tokens")
     parser.add_argument("--noop-middleware", action="store_true", help="one middleware, no-op")
+    parser.add_argument("--reflection", action="store_true", help="serve grpc reflection")
     args = parser.parse_args()
     asyncio.run(
-        serve(args.node, args.max_calls, args.wait_ms / 1000, args.secure, args.noop_middleware)
+        serve(
+            args.node,
+            args.max_calls,
+            args.wait_ms / 1000,
+            args.secure,
+            args.noop_middleware,
+            args.reflection,
+        )
     )

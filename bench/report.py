@@ -262,6 +262,27 @@ def secure_table(section: Results) -> list[str]:
     return lines
 
 
+def gateway_table(section: Results) -> list[str]:
+    lines = [
+        "gateway: unary JSON over HTTP (micro api's app) vs micro's client direct (gRPC) "
+        "and vs a hand-written Starlette endpoint (the floor)",
+        f"{'conc':>4}  {'variant':<13} {'calls/s':>9} {'p50 us':>8} {'p99 us':>8}  ratio",
+    ]
+    for row in section["results"]:
+        for name, stats in row["variants"].items():
+            ratio = ""
+            if name == "gateway":
+                ratio = (
+                    f"{row['gateway_vs_direct']['calls_per_s']:.2f}x direct, "
+                    f"{row['gateway_vs_floor']['calls_per_s']:.2f}x floor"
+                )
+            lines.append(
+                f"{row['concurrency']:>4}  {name:<13} {stats['calls_per_s']['median']:>9.0f} "
+                f"{stats['p50_us']:>8.0f} {stats['p99_us']:>8.0f}  {ratio}"
+            )
+    return lines
+
+
 def observe_table(section: Results) -> list[str]:
     settings = section["settings"]
     lines = [
@@ -304,6 +325,7 @@ TABLES = {
     "broker": broker_table,
     "secure": secure_table,
     "observe": observe_table,
+    "gateway": gateway_table,
 }
 
 

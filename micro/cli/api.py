@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 from typing import Any
 
-from micro.cli import common
+from micro.cli import common, output
 from micro.cli.common import CliError
 from micro.client import Client
 from micro.config import Config
@@ -42,14 +41,20 @@ def add_parser(commands: Any, shared: argparse.ArgumentParser) -> None:
 async def _serve(args: argparse.Namespace) -> int:
     try:
         from micro.gateway import MAX_BODY, Gateway
-        from micro.gateway.serving import Server
+        from micro.gateway.serving import Server, bind
     except ImportError as e:
         raise CliError(str(e)) from None
     config = common.config(args)
     _plain_http(config)
     if args.max_body is not None and args.max_body <= 0:
         raise CliError(f"--max-body {args.max_body}: expected a positive number of bytes")
-    listener = _bind(args.address)
+    host, sep, port = args.address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise CliError(f"--address {args.address!r}: expected HOST:PORT")
+    try:
+        listener = bind(host.strip("[]"), int(port))
+    except OSError as e:
+        raise CliError(f"--address {args.address}: {e.strerror}") from None
     async with Client(config=config) as client:
         server = Server(Gateway(client, max_body=args.max_body or MAX_BODY))
         serving = asyncio.ensure_future(server.serve(sockets=[listener]))
@@ -58,7 +63,7 @@ async def _serve(args: argparse.Namespace) -> int:
         started.cancel()
         if server.started:
             host, port = listener.getsockname()[:2]
-            print(f"micro api: serving on http://{host}:{port} (docs at /docs)", flush=True)
+            output.note(f"micro api: serving on http://{host}:{port} (docs at /docs)")
         await serving  # until SIGINT/SIGTERM, which uvicorn handles: requests drain
     return 0
 
@@ -72,19 +77,3 @@ def _plain_http(config: Config) -> None:
             "MICRO_TLS_CERT is set but micro api serves plain HTTP only: put it behind a "
             "TLS proxy, and leave only MICRO_TLS_CA (to verify the services) for it"
         )
-
-
-def _bind(address: str) -> socket.socket:
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise CliError(f"--address {address!r}: expected HOST:PORT")
-    host = host.strip("[]")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind((host, int(port)))
-    except OSError as e:
-        listener.close()
-        raise CliError(f"--address {address}: {e.strerror}") from None
-    return listener

@@ -53,7 +53,7 @@ class Operation:
     """A method of a registered service, ready to call."""
 
     service: str  # the registry name
-    version: str | None
+    version: str | None  # calls go to nodes of this version (None: the only one there is)
     method: Method[Any, Any]
     descriptor: MethodDescriptor
     bindings: tuple[Binding, ...]  # annotated routes (the default one is implied)
@@ -70,7 +70,7 @@ class Api:
     under both the short and the full proto service name."""
 
     service: str
-    version: str | None
+    version: str  # of the node the descriptors came from
     operations: tuple[Operation, ...]
 
     def find(self, service: str, method: str) -> Operation | None:
@@ -159,7 +159,7 @@ async def _read(name: str, services: Sequence[Service], tls: Tls | None) -> Api:
         for m in desc.methods:
             bindings = _bindings(m)
             operations.append(Operation(name, pinned, reflection.method(m), m, bindings, pool))
-    return Api(name, pinned, tuple(operations))
+    return Api(name, version, tuple(operations))
 
 
 def _served(node: reflection.Reflection) -> list[str]:

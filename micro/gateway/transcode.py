@@ -43,7 +43,8 @@ def message(
         return json_format.ParseDict(data, kind(), descriptor_pool=pool)
     except (json_format.ParseError, TypeError, ValueError) as e:
         # TypeError: JSON of the wrong shape (an object where a wrapper type wants a string)
-        raise BadRequest(f"{where} does not fit {kind.DESCRIPTOR.full_name}: {e}") from None
+        why = str(e).splitlines()[0]  # json_format goes on to list every field
+        raise BadRequest(f"{where} does not fit {kind.DESCRIPTOR.full_name}: {why}") from None
 
 
 def request(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import httpx
+from gateway_support import Stack
 
 
 def test_every_method_answers_a_post_to_service_service_method(http: httpx.Client) -> None:
@@ -66,3 +67,13 @@ def test_unknown_routes_services_and_methods_are_404(http: httpx.Client) -> None
     answer = http.get("/v2/nothing/here")
     assert answer.status_code == 404
     assert answer.json()["message"] == "no route for GET /v2/nothing/here"
+
+
+def test_descriptors_are_read_once_per_version(stack: Stack, http: httpx.Client) -> None:
+    http.post("/library/Library/GetBook", json={})
+    first = stack.run(stack.gateway.catalog.api("library"))
+    http.post("/library/Library/GetBook", json={})
+    assert stack.run(stack.gateway.catalog.api("library")) is first
+    assert first is not None
+    assert first.version == ""  # the node's version; calls are not pinned to the only one
+    assert {op.version for op in first.operations} == {None}

@@ -5,7 +5,6 @@ loopback socket, both on one event loop in a thread of their own."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import threading
@@ -60,7 +59,7 @@ from library_pb2 import (  # noqa: E402
 import micro  # noqa: E402
 from micro import errors  # noqa: E402
 from micro.gateway import Gateway  # noqa: E402
-from micro.gateway.serving import Server  # noqa: E402
+from micro.gateway.serving import Server, bind  # noqa: E402
 from micro.registry import MemoryRegistry  # noqa: E402
 
 CONFIG = micro.Config(registry="memory", register_ttl=30.0, register_interval=10.0)
@@ -133,8 +132,7 @@ class Stack:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="gateway-stack")
         self._thread.start()
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
+        self._sock = bind("127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
         self._gateway_options = gateway
         self.run(self._start())
