@@ -35,12 +35,21 @@ def add_parser(commands: Any, shared: argparse.ArgumentParser) -> None:
         "--address", default=DEFAULT_ADDRESS, metavar="HOST:PORT", help=f"({DEFAULT_ADDRESS})"
     )
     parser.add_argument("--max-body", type=int, metavar="BYTES", help="largest request body")
+    parser.add_argument(
+        "--descriptor-set",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="descriptors with source info (buf build -o FILE): .proto comments become "
+        "the OpenAPI descriptions (repeatable)",
+    )
     parser.set_defaults(run=lambda args: common.run(_serve(args)))
 
 
 async def _serve(args: argparse.Namespace) -> int:
     try:
         from micro.gateway import MAX_BODY, Gateway
+        from micro.gateway.comments import DescriptorSetError
         from micro.gateway.serving import Server, bind
     except ImportError as e:
         raise CliError(str(e)) from None
@@ -56,7 +65,13 @@ async def _serve(args: argparse.Namespace) -> int:
     except OSError as e:
         raise CliError(f"--address {args.address}: {e.strerror}") from None
     async with Client(config=config) as client:
-        server = Server(Gateway(client, max_body=args.max_body or MAX_BODY))
+        try:
+            gateway = Gateway(
+                client, max_body=args.max_body or MAX_BODY, descriptor_sets=args.descriptor_set
+            )
+        except DescriptorSetError as e:
+            raise CliError(str(e)) from None
+        server = Server(gateway)
         serving = asyncio.ensure_future(server.serve(sockets=[listener]))
         started = asyncio.ensure_future(server.ready.wait())
         await asyncio.wait([serving, started], return_when=asyncio.FIRST_COMPLETED)

@@ -20,8 +20,9 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -36,7 +37,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from micro import errors
 from micro.client import CallOptions, Client
-from micro.gateway import openapi, status, transcode
+from micro.gateway import comments, openapi, status, transcode
 from micro.gateway.catalog import DEFAULT, Binding, Catalog, Operation
 from micro.gateway.transcode import BadRequest
 from micro.reflection import Dynamic, ReflectionError, Unreachable
@@ -61,11 +62,21 @@ class Gateway:
 
     The client is the caller's: close it when the app is done. ``max_body``: the
     largest request body (and WebSocket message) accepted, in bytes.
+    ``descriptor_sets``: files built with source info, whose .proto comments describe
+    the methods and messages in /openapi.json (reflection carries none).
     """
 
-    def __init__(self, client: Client, *, max_body: int = MAX_BODY, title: str = "micro api"):
+    def __init__(
+        self,
+        client: Client,
+        *,
+        max_body: int = MAX_BODY,
+        title: str = "micro api",
+        descriptor_sets: Sequence[str | Path] = (),
+    ):
         self.client = client
         self.catalog = Catalog(client)
+        self.notes = comments.load(descriptor_sets)
         self.max_body = max_body
         self.title = title
         self._app = Starlette(
@@ -82,7 +93,7 @@ class Gateway:
         await self._app(scope, receive, send)
 
     async def _openapi(self, request: Request) -> Response:
-        return JSONResponse(openapi.document(await self.catalog.apis(), self.title))
+        return JSONResponse(openapi.document(await self.catalog.apis(), self.title, self.notes))
 
     async def _docs(self, request: Request) -> Response:
         page = resources.files("micro.gateway").joinpath("assets/docs.html").read_text()

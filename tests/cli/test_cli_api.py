@@ -35,6 +35,11 @@ def test_bad_settings_are_one_line() -> None:
         (["--address", "nowhere"], "", "micro api: --address 'nowhere': expected HOST:PORT"),
         (["--max-body", "0"], "", "micro api: --max-body 0: expected a positive number of bytes"),
         ([], "cert.pem", "micro api: MICRO_TLS_CERT is set but micro api"),
+        (
+            ["--address", "127.0.0.1:0", "--descriptor-set", "missing.binpb"],
+            "",
+            "micro api: descriptor set missing.binpb: No such file or directory",
+        ),
     ]:
         done = micro("api", *args, MICRO_REGISTRY="memory", MICRO_TLS_CERT=cert)
         assert done.returncode == 1

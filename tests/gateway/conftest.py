@@ -6,12 +6,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from gateway_support import Stack
+from gateway_support import DESCRIPTOR_SET, Stack
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    running = Stack(max_body=64 * 1024)
+    running = Stack(max_body=64 * 1024, descriptor_sets=[DESCRIPTOR_SET])
     yield running
     running.close()
 

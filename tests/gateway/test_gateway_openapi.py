@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from micro.gateway import comments
+from micro.gateway.comments import DescriptorSetError
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +66,27 @@ def test_streams_errors_and_deprecation_are_described(spec: Any) -> None:
     assert status == "#/components/schemas/google.rpc.Status"
     assert spec["paths"]["/library/Library/Old"]["post"]["deprecated"] is True
     assert "deprecated" not in spec["paths"]["/library/Library/GetBook"]["post"]
+
+
+def test_proto_comments_from_a_descriptor_set_are_the_descriptions(spec: Any) -> None:
+    get = spec["paths"]["/library/Library/GetBook"]["post"]
+    assert get["description"] == "One book by its resource name."
+    printing = spec["components"]["schemas"]["library.v1.PrintRequest"]["properties"]
+    assert (
+        printing["failAfter"]["description"]
+        == "Fail with ABORTED after this many books (0: never)."
+    )
+    collect = spec["paths"]["/library/Library/Collect"]["post"]["description"]
+    assert collect.startswith("Shelves every book sent.\n\nClient streaming: open a WebSocket")
+
+
+def test_a_descriptor_set_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    garbage = tmp_path / "api.binpb"
+    garbage.write_text("not protobuf")
+    with pytest.raises(DescriptorSetError) as failure:
+        comments.load([garbage])
+    assert str(failure.value) == (
+        f"descriptor set {garbage}: not a FileDescriptorSet (protoc --descriptor_set_out)"
+    )
+    with pytest.raises(DescriptorSetError, match=r"descriptor set .*missing\.binpb: No such file"):
+        comments.load([tmp_path / "missing.binpb"])

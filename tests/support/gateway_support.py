@@ -21,16 +21,27 @@ GOOGLEAPIS = Path(google.api.__path__[0]).parent.parent  # site-packages: google
 T = TypeVar("T")
 
 
+DESCRIPTOR_SET = GEN / "library.binpb"  # with source info: the comments for OpenAPI
+
+
 def _generate() -> None:
-    """Generate library.proto unless the output is newer (collection imports it)."""
+    """Generate library.proto, and its descriptor set, unless the output is newer
+    (collection imports it)."""
     out = GEN / "library_micro.py"
     if out.exists() and out.stat().st_mtime >= (HERE / "library.proto").stat().st_mtime:
         return
     GEN.mkdir(parents=True, exist_ok=True)
+    includes = ("-I", str(HERE), "-I", str(GOOGLEAPIS))
+    source = str(HERE / "library.proto")
+    subprocess.run(
+        [sys.executable, "-m", "micro", "gen", *includes, "--out", str(GEN), source],
+        check=True,
+        capture_output=True,
+    )
     subprocess.run(
         [
-            *(sys.executable, "-m", "micro", "gen", "-I", str(HERE), "-I", str(GOOGLEAPIS)),
-            *("--out", str(GEN), str(HERE / "library.proto")),
+            *(sys.executable, "-m", "grpc_tools.protoc", *includes, "--include_source_info"),
+            *(f"--descriptor_set_out={DESCRIPTOR_SET}", source),
         ],
         check=True,
         capture_output=True,
