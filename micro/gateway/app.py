@@ -138,12 +138,23 @@ class Gateway:
         for stale in (False, True):
             for binding, op in await self.catalog.routes(stale):
                 if binding.verb == verb and (found := binding.template.match(path)) is not None:
-                    return op, binding, found
+                    return await self._current(op), binding, found
         if default:
             if await self.catalog.api(name) is None:
                 raise errors.NotFound(f"no service {name!r} in the registry")
             raise errors.NotFound(f"service {name!r} has no method {service}/{method}")
         raise errors.NotFound(f"no route for {verb} {path}")
+
+    async def _current(self, op: Operation) -> Operation:
+        """``op`` as its service is registered now (the route table may be older)."""
+        api = await self.catalog.api(op.service)
+        proto = op.descriptor.containing_service.full_name
+        now = api.find(proto, op.descriptor.name) if api is not None else None
+        if now is None:
+            raise errors.NotFound(
+                f"service {op.service!r} no longer serves {proto}/{op.descriptor.name}"
+            )
+        return now
 
     async def _body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")

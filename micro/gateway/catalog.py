@@ -71,6 +71,7 @@ class Api:
 
     service: str
     version: str  # of the node the descriptors came from
+    pinned: bool  # other versions were registered too: calls go to this one only
     operations: tuple[Operation, ...]
 
     def find(self, service: str, method: str) -> Operation | None:
@@ -98,12 +99,16 @@ class Catalog:
         if not any(s.nodes for s in services):
             return None
         versions = {s.version for s in services}
+
+        def current(api: Api | None) -> bool:
+            return api is not None and api.version in versions and api.pinned == (len(versions) > 1)
+
         cached = self._apis.get(name)
-        if cached is not None and cached.version in versions:
+        if cached is not None and current(cached):
             return cached
         async with self._lock:
             cached = self._apis.get(name)
-            if cached is None or cached.version not in versions:
+            if cached is None or not current(cached):
                 cached = self._apis[name] = await _read(name, services, self._tls)
         return cached
 
@@ -152,14 +157,18 @@ async def _read(name: str, services: Sequence[Service], tls: Tls | None) -> Api:
     version, protos, pool = await asyncio.to_thread(
         reflection.first_answer, list(candidates), ask, reflection.REFLECTION_TIMEOUT, dial
     )
-    pinned = version if len({s.version for s in services}) > 1 else None
+    pinned = len({s.version for s in services}) > 1
     operations = []
     for proto in protos:
         desc: ServiceDescriptor = pool.FindServiceByName(proto)
         for m in desc.methods:
             bindings = _bindings(m)
-            operations.append(Operation(name, pinned, reflection.method(m), m, bindings, pool))
-    return Api(name, version, tuple(operations))
+            operations.append(
+                Operation(
+                    name, version if pinned else None, reflection.method(m), m, bindings, pool
+                )
+            )
+    return Api(name, version, pinned, tuple(operations))
 
 
 def _served(node: reflection.Reflection) -> list[str]:

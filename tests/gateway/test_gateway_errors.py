@@ -3,8 +3,13 @@ bodies, bad input as 400 naming the field, limits, no traceback anywhere."""
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 import pytest
+from gateway_support import Stack
+
+from micro.registry import Node, Service
 
 STATUSES = [
     ("INVALID_ARGUMENT", 3, 400),
@@ -102,3 +107,21 @@ def test_a_client_stream_over_plain_http_says_to_use_a_websocket(http: httpx.Cli
     assert answer.json()["message"] == (
         "library.v1.Library/Collect is client streaming: call it over a WebSocket"
     )
+
+
+def test_a_service_whose_nodes_do_not_answer_is_503_naming_the_node(
+    stack: Stack, http: httpx.Client
+) -> None:
+    with socket.socket() as closed:  # a port nothing listens on: bound, never listening
+        closed.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{closed.getsockname()[1]}"
+        ghost = Service(name="ghost", nodes=(Node("ghost-1", address),))
+        stack.run(stack.registry.register(ghost, ttl=60))
+        try:
+            answer = http.post("/ghost/Ghost/Boo", json={})
+        finally:
+            stack.run(stack.registry.deregister(ghost))
+    assert answer.status_code == 503
+    assert answer.json()["code"] == 14
+    assert answer.json()["message"].startswith(f"reflection of {address} failed: UNAVAILABLE")
+    assert "Traceback" not in answer.text

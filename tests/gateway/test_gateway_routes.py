@@ -6,6 +6,8 @@ from __future__ import annotations
 import httpx
 from gateway_support import Stack
 
+from micro.registry import Node, Service
+
 
 def test_every_method_answers_a_post_to_service_service_method(http: httpx.Client) -> None:
     answer = http.post("/library/Library/GetBook", json={"name": "shelves/1/books/2"})
@@ -77,3 +79,22 @@ def test_descriptors_are_read_once_per_version(stack: Stack, http: httpx.Client)
     assert first is not None
     assert first.version == ""  # the node's version; calls are not pinned to the only one
     assert {op.version for op in first.operations} == {None}
+
+
+def test_calls_stay_on_the_described_version_once_another_is_registered(
+    stack: Stack, http: httpx.Client
+) -> None:
+    node = stack.service.record.nodes[0]
+    other = Service(name="library", version="2", nodes=(Node("library-v2", node.address),))
+    stack.run(stack.registry.register(other, ttl=60))
+    try:
+        assert http.get("/v1/shelves/1/books/2").status_code == 200
+        api = stack.run(stack.gateway.catalog.api("library"))
+        assert api is not None
+        assert api.pinned
+        assert {op.version for op in api.operations} == {""}  # the version reflected
+    finally:
+        stack.run(stack.registry.deregister(other))
+    api = stack.run(stack.gateway.catalog.api("library"))
+    assert api is not None
+    assert not api.pinned
