@@ -599,8 +599,12 @@ class Call:
         """Begin the plan's attempt: the method's callable on its node."""
         peer = self.plan.node
         pool = self.client._pool
-        send = pool.sync_call(peer, self.method) if self.sync else pool.call(peer, self.method)
-        with peer.lock:
+        if self.sync:  # blocking callers count from many threads; async ones from one
+            send = pool.sync_call(peer, self.method)
+            with peer.lock:
+                peer.inflight += 1
+        else:
+            send = pool.call(peer, self.method)
             peer.inflight += 1
         self.peer = peer
         if self.chain is not None:
@@ -679,7 +683,10 @@ class Call:
     def _end_attempt(self, outcome: Outcome | None) -> None:
         peer = self.sending
         self.peer = None
-        with peer.lock:
+        if self.sync:
+            with peer.lock:
+                peer.inflight -= 1
+        else:
             peer.inflight -= 1
         if peer.retired and not peer.inflight:
             self.client._pool.close_peer(peer)

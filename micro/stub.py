@@ -28,8 +28,8 @@ _DEFAULT = CallOptions()
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # what read() returns at a stream's end
 
 
-class Stub:
-    """Base of generated async clients: ``GreeterClient("greeter", client)``."""
+class _Base:
+    """What both stubs hold: the service they call, the client, their options."""
 
     __slots__ = ("_client", "_options", "_service")
 
@@ -38,6 +38,16 @@ class Stub:
         self._client = client
         self._options = options or _DEFAULT
 
+    def _over(self, options: CallOptions | None) -> CallOptions:
+        """A call's options over the stub's."""
+        return self._options if options is None else options.over(self._options)
+
+
+class Stub(_Base):
+    """Base of generated async clients: ``GreeterClient("greeter", client)``."""
+
+    __slots__ = ()
+
     async def _call(
         self,
         method: Method[Any, Any],
@@ -45,7 +55,7 @@ class Stub:
         metadata: Metadata | None,
         options: CallOptions | None,
     ) -> Call:
-        opts = self._options if options is None else options.over(self._options)
+        opts = self._over(options)
         client = self._client
         try:
             return client._start(self._service, method, opts, timeout, metadata, False)
@@ -137,15 +147,10 @@ class Stub:
     _stream_stream = _unary_stream
 
 
-class SyncStub:
+class SyncStub(_Base):
     """Base of generated blocking clients: ``GreeterSyncClient("greeter", client)``."""
 
-    __slots__ = ("_client", "_options", "_service")
-
-    def __init__(self, service: str, client: Client, *, options: CallOptions | None = None):
-        self._service = service
-        self._client = client
-        self._options = options or _DEFAULT
+    __slots__ = ()
 
     def _call(
         self,
@@ -154,7 +159,7 @@ class SyncStub:
         metadata: Metadata | None,
         options: CallOptions | None,
     ) -> Call:
-        opts = self._options if options is None else options.over(self._options)
+        opts = self._over(options)
         client = self._client
         try:
             return client._start(self._service, method, opts, timeout, metadata, True)
