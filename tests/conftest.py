@@ -15,6 +15,9 @@ import pytest
 
 REQUIRE_BACKENDS = os.environ.get("MICRO_REQUIRE_BACKENDS") == "1"
 
+# Generated code is no test, whatever its name (interop's test.proto makes test_micro.py).
+collect_ignore_glob = ["gen/*"]
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(
