@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 from typing import Any
 
 from micro.cli import common, output
@@ -64,10 +65,15 @@ async def _serve(args: argparse.Namespace) -> int:
         listener = bind(host.strip("[]"), int(port))
     except OSError as e:
         raise CliError(f"--address {args.address}: {e.strerror}") from None
-    async with Client(config=config) as client:
+    # The gateway's own token (MICRO_AUTH_TOKEN, --token) reads reflection; calls carry
+    # each HTTP caller's Authorization, so the client sends none of its own.
+    async with Client(config=dataclasses.replace(config, auth_token=None)) as client:
         try:
             gateway = Gateway(
-                client, max_body=args.max_body or MAX_BODY, descriptor_sets=args.descriptor_set
+                client,
+                max_body=args.max_body or MAX_BODY,
+                descriptor_sets=args.descriptor_set,
+                token=config.auth_token,
             )
         except DescriptorSetError as e:
             raise CliError(str(e)) from None

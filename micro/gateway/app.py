@@ -63,7 +63,9 @@ class Gateway:
     The client is the caller's: close it when the app is done. ``max_body``: the
     largest request body (and WebSocket message) accepted, in bytes.
     ``descriptor_sets``: files built with source info, whose .proto comments describe
-    the methods and messages in /openapi.json (reflection carries none).
+    the methods and messages in /openapi.json (reflection carries none). ``token``:
+    the gateway's own, for services whose reflection needs one; calls carry the HTTP
+    caller's ``Authorization``, never the gateway's.
     """
 
     def __init__(
@@ -73,9 +75,16 @@ class Gateway:
         max_body: int = MAX_BODY,
         title: str = "micro api",
         descriptor_sets: Sequence[str | Path] = (),
+        token: str | None = None,
     ):
+        if client.config.auth_token is not None:
+            raise ValueError(
+                "Gateway: the client sends its own token (MICRO_AUTH_TOKEN) with every call, "
+                "so every HTTP caller would act with its rights; give the token as "
+                "Gateway(token=...), used for reflection only, and a client without one"
+            )
         self.client = client
-        self.catalog = Catalog(client)
+        self.catalog = Catalog(client, token)
         self.notes = comments.load(descriptor_sets)
         self.max_body = max_body
         self.title = title

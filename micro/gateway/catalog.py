@@ -83,11 +83,15 @@ class Api:
 
 
 class Catalog:
-    """Descriptors of the services ``client``'s registry lists, fetched as needed."""
+    """Descriptors of the services ``client``'s registry lists, fetched as needed;
+    ``token``: sent with reflection requests."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, token: str | None = None) -> None:
         self.client = client
-        self._tls = Tls.from_config(client.config)  # reflection dials nodes as calls do
+        # Reflection dials nodes as calls do, and with the gateway's own token, if
+        # any, for services whose reflection needs one.
+        self._tls = Tls.from_config(client.config)
+        self._token = () if token is None else (("authorization", f"Bearer {token}"),)
         self._apis: dict[str, Api] = {}
         self._lock = asyncio.Lock()
         self._routes: list[tuple[Binding, Operation]] = []
@@ -109,7 +113,7 @@ class Catalog:
         async with self._lock:
             cached = self._apis.get(name)
             if cached is None or not current(cached):
-                cached = self._apis[name] = await _read(name, services, self._tls)
+                cached = self._apis[name] = await _read(name, services, self._tls, self._token)
         return cached
 
     async def apis(self) -> list[Api]:
@@ -137,7 +141,9 @@ class Catalog:
         return self._routes
 
 
-async def _read(name: str, services: Sequence[Service], tls: Tls | None) -> Api:
+async def _read(
+    name: str, services: Sequence[Service], tls: Tls | None, metadata: Sequence[tuple[str, str]]
+) -> Api:
     """The descriptors of ``name`` from one of its nodes, and that node's version."""
     candidates: dict[str, tuple[str, list[str], bool]] = {}
     for service in services:
@@ -155,7 +161,12 @@ async def _read(name: str, services: Sequence[Service], tls: Tls | None) -> Api:
         return blocking_channel(address, name, tls, candidates[address][2])
 
     version, protos, pool = await asyncio.to_thread(
-        reflection.first_answer, list(candidates), ask, reflection.REFLECTION_TIMEOUT, dial
+        reflection.first_answer,
+        list(candidates),
+        ask,
+        reflection.REFLECTION_TIMEOUT,
+        dial,
+        metadata,
     )
     pinned = len({s.version for s in services}) > 1
     operations = []

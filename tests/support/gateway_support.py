@@ -135,10 +135,18 @@ class Library(library_micro.LibraryHandler):
 
 class Stack:
     """A Library service and a gateway in front of it, on a loop in its own thread:
-    ``url`` is the gateway's. ``run`` runs a coroutine there (the handler's events)."""
+    ``url`` is the gateway's. ``run`` runs a coroutine there (the handler's events).
+    ``service``: the service's config; the rest are the gateway's options."""
 
-    def __init__(self, name: str = "library", **gateway: Any) -> None:
+    def __init__(
+        self,
+        name: str = "library",
+        *,
+        service: micro.Config = CONFIG,
+        **gateway: Any,
+    ) -> None:
         self.name = name
+        self._config = service
         self.library = Library()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="gateway-stack")
@@ -155,7 +163,7 @@ class Stack:
 
     async def _start(self) -> None:
         self.registry = MemoryRegistry()
-        self.service = micro.Service(self.name, registry=self.registry, config=CONFIG)
+        self.service = micro.Service(self.name, registry=self.registry, config=self._config)
         self.service.handle(self.library)
         await self.service.start()
         self.client = micro.Client(self.registry, config=CONFIG)
