@@ -14,7 +14,7 @@ from echo_pb2 import EchoRequest as Req
 import micro
 from micro.broker import Envelope
 from micro.broker.base import REASON_HEADER
-from micro.testing import Harness
+from micro.testing import Harness, SyncHarness
 
 TOPIC = "echo.put"
 
@@ -145,3 +145,13 @@ async def test_a_delivery_that_outlasts_its_wait_says_how_far_it_got(
     with pytest.raises(TimeoutError, match=r"so far: \[Delivery\(.*attempts=1.*not within"):
         await micro_harness.deliver(TOPIC, Req(), timeout=0.1)
     release.set()
+
+
+def test_events_in_a_plain_test(micro_sync_harness: SyncHarness) -> None:
+    micro_sync_harness.serve(create_service)
+    echo = micro_sync_harness.client(echo_micro.EchoSyncClient, "echo")
+    echo.put(Req(text="a"), timeout=10)
+    assert micro_sync_harness.wait_published(TOPIC, Req) == [Req(text="a")]
+    assert micro_sync_harness.published(TOPIC, Req) == [Req(text="a")]
+    delivery = micro_sync_harness.deliver(TOPIC, Req(text="flaky"))
+    assert (delivery.outcome, delivery.attempts) == ("acked", 2)

@@ -3,6 +3,7 @@ name: the handler under test calls it through its real generated client."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import echo_micro
@@ -15,6 +16,25 @@ from micro import errors
 from micro.testing import Call, Fake, Harness
 
 Req, Reply = echo_pb2.EchoRequest, echo_pb2.EchoReply
+
+
+class TallyMethods:
+    """Methods with streamed requests (echo has none), declared as generated code does."""
+
+    tally = micro.StreamUnary("/tally.v1.Tally/Tally", Req, Reply)
+    chat = micro.StreamStream("/tally.v1.Tally/Chat", Req, Reply)
+
+
+class TallyHandler(micro.Handler):
+    __service__ = micro.ServiceDescriptor("tally.v1.Tally", TallyMethods)
+
+
+class TallyClient(micro.Stub):
+    async def tally(self, requests: Iterable[Req]) -> Reply:
+        return await self._stream_unary(TallyMethods.tally, requests, 10, None, None)
+
+    def chat(self, requests: Iterable[Req]) -> AsyncIterator[Reply]:
+        return self._stream_stream(TallyMethods.chat, requests, 10, None, None)
 
 
 def create_front(**options: Any) -> micro.Service:
@@ -55,6 +75,16 @@ async def test_streamed_replies(micro_harness: Harness) -> None:
     stream = micro_harness.client(echo_micro.EchoClient, "back").watch(Req(), timeout=10)
     assert [r.text async for r in stream] == ["a", "b"]
     assert back.calls == [Call("watch", Req(), back.calls[0].metadata)]
+
+
+async def test_streamed_requests_are_recorded_as_a_list(micro_harness: Harness) -> None:
+    tally = Fake(TallyHandler, tally=Reply(text="2"), chat=[Reply(text="x")])
+    await micro_harness.serve("tally", tally.handler)
+    client = micro_harness.client(TallyClient, "tally")
+    assert (await client.tally([Req(text="a"), Req(text="b")])).text == "2"
+    assert [r.text async for r in client.chat([Req(text="c")])] == ["x"]
+    assert tally.requests("tally") == [[Req(text="a"), Req(text="b")]]
+    assert tally.requests("chat") == [[Req(text="c")]]
 
 
 def test_a_method_the_service_lacks_is_named() -> None:
