@@ -7,15 +7,14 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import echo_micro
-import echo_pb2
 import pytest
+from echo_pb2 import EchoReply as Reply
+from echo_pb2 import EchoRequest as Req
 from runtime_support import Echo
 
 import micro
 from micro import errors
 from micro.testing import Call, Fake, Harness
-
-Req, Reply = echo_pb2.EchoRequest, echo_pb2.EchoReply
 
 
 class TallyMethods:
