@@ -3,6 +3,7 @@ openapi.json with assets the gateway itself serves, and its form calls a method.
 
 from __future__ import annotations
 
+import json
 import re
 
 import browser
@@ -44,14 +45,28 @@ def test_the_page_lists_every_route_and_calls_a_method(stack: Stack) -> None:
             "document.getElementById('library.library.v1.Library.Old').className"
         )
         assert deprecated == "deprecated"
-        answer = page.evaluate(
-            """(async () => {
-                const part = document.getElementById('library.library.v1.Library.GetBook');
-                part.querySelector('textarea').value = '{"name": "shelves/1/books/9"}';
-                part.querySelector('button').click();
-                const shown = part.querySelector('pre');
-                while (!shown.dataset.status) await new Promise(r => setTimeout(r, 20));
-                return shown.textContent;
-            })()"""
-        )
+        answer = page.evaluate(SEND % ("library.library.v1.Library.GetBook", _json(GET)))
         assert answer == '200 {"id":"9","title":"Title of shelves/1/books/9"}'
+        listed = page.evaluate(SEND % ("library.library.v1.Library.ListBooks.1", _json(LISTING)))
+        asked = json.loads(listed.removeprefix("200 "))["asked"]
+        assert asked == "shelf=s 1 page_size=3 tags=a,b include_hidden=False"
+        created = page.evaluate(SEND % ("library.library.v1.Library.CreateBook.1", _json(BOOK)))
+        assert json.loads(created.removeprefix("200 ")) == {"title": "T", "tags": ["shelf:s1"]}
+
+
+# The form of one section filled with a JSON request and sent: what it shows.
+SEND = """(async () => {
+    const part = document.getElementById('%s');
+    part.querySelector('textarea').value = %s;
+    part.querySelector('button').click();
+    const shown = part.querySelector('pre');
+    while (!shown.dataset.status) await new Promise(r => setTimeout(r, 20));
+    return shown.textContent;
+})()"""
+GET = {"name": "shelves/1/books/9"}  # the whole body of the default POST route
+LISTING = {"shelf": "s 1", "pageSize": 3, "tags": ["a", "b"]}  # path, then query
+BOOK = {"shelf": "s1", "title": "T"}  # the path's shelf; the rest is the body (a Book)
+
+
+def _json(data: object) -> str:
+    return json.dumps(json.dumps(data))  # a JavaScript string literal of the JSON

@@ -1,5 +1,5 @@
 // The docs page: one section per route of openapi.json, each with a form that sends
-// its JSON body (unary and server-streaming calls; streams show every line).
+// a JSON request (unary and server-streaming calls; streams show every line).
 "use strict";
 
 function element(tag, attributes, ...children) {
@@ -9,13 +9,41 @@ function element(tag, attributes, ...children) {
   return node;
 }
 
-async function send(verb, path, body, answer) {
-  answer.textContent = "…";
+// The request a form's JSON means for a route: {variables} of the path from its
+// fields (a dotted name reads nested ones), the other top-level fields as the body,
+// or as query parameters for GET and DELETE.
+function request(verb, path, text) {
+  const data = JSON.parse(text || "{}");
+  const used = new Set();
+  const url = path.replace(/\{([^}]+)\}/g, (_, name) => {
+    used.add(name);
+    const value = name.split(".").reduce((at, key) => (at == null ? undefined : at[key]), data);
+    return String(value ?? "").split("/").map(encodeURIComponent).join("/");
+  });
+  const rest = Object.fromEntries(Object.entries(data).filter(([key]) => !used.has(key)));
   const init = { method: verb, headers: { "content-type": "application/json" } };
-  if (verb !== "GET" && verb !== "DELETE") init.body = body;
-  const response = await fetch(path.replace(/^\//, ""), init);
-  answer.textContent = response.status + " " + (await response.text());
-  answer.dataset.status = String(response.status);
+  if (verb !== "GET" && verb !== "DELETE") {
+    init.body = JSON.stringify(rest);
+    return [url, init];
+  }
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(rest)) {
+    for (const one of [].concat(value)) query.append(key, String(one));
+  }
+  return [query.size ? `${url}?${query}` : url, init];
+}
+
+async function send(verb, path, text, answer) {
+  answer.textContent = "…";
+  try {
+    const [url, init] = request(verb, path, text);
+    const response = await fetch(url.replace(/^\//, ""), init);
+    answer.textContent = response.status + " " + (await response.text());
+    answer.dataset.status = String(response.status);
+  } catch (error) {
+    answer.textContent = String(error);
+    answer.dataset.status = "error";
+  }
 }
 
 function section(path, verb, operation) {
