@@ -218,3 +218,22 @@ async def test_an_injected_event_without_a_token_is_refused(
         assert received.empty()
     finally:
         await svc.stop(grace=0)
+
+
+async def test_a_token_provider_is_asked_on_every_call(
+    start: Start, registry: MemoryRegistry, issuer: Issuer
+) -> None:
+    """A callable token source (one that refreshes): each call sends what it returns."""
+    await start()
+    subjects = iter(["first", "second"])
+
+    def current() -> str:
+        return issuer.token(next(subjects))
+
+    config = micro.Config(registry="memory")
+    async with micro.Client(registry, config=config, middleware=[Auth(token=current)]) as c:
+        echo = echo_micro.EchoClient("echo", c)
+        assert [(await echo.get(Req(), timeout=TIMEOUT)).text for _ in range(2)] == [
+            "first",
+            "second",
+        ]
