@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, TextIO
 
 from micro.config import Config, ConfigError
 from micro.middleware.access import AccessLog
@@ -50,8 +51,24 @@ def observing(
 
 
 def _shown(logger: logging.Logger) -> None:
-    """Asked for, access lines are written: at INFO, to stderr unless logging is
-    configured to put them somewhere."""
+    """Asked for, access lines are written: at INFO, where logging is configured to
+    put them, else (until it is) to stderr."""
     logger.setLevel(logging.INFO)
-    if not logger.hasHandlers():
-        logger.addHandler(logging.StreamHandler(sys.stderr))
+    if not any(isinstance(h, _Unconfigured) for h in logger.handlers):
+        logger.addHandler(_Unconfigured(sys.stderr))
+
+
+if TYPE_CHECKING:
+    _StreamHandler = logging.StreamHandler[TextIO]
+else:  # generic only in typeshed before Python 3.11
+    _StreamHandler = logging.StreamHandler
+
+
+class _Unconfigured(_StreamHandler):
+    """Writes only while the root logger has no handler (an application that
+    configures logging later, ``Service.run`` under ``MICRO_LOG_LEVEL`` say, gets each
+    line once, through its own)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not logging.getLogger().handlers:
+            super().emit(record)

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import subprocess
+import sys
 from typing import Any
 
 import echo_micro
@@ -13,7 +16,7 @@ import echo_pb2
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 from opentelemetry.sdk.trace import TracerProvider
-from runtime_support import Echo
+from runtime_support import GEN, HERE, Echo
 
 import micro
 from micro import errors
@@ -98,3 +101,43 @@ async def test_lines_carry_the_trace_id_and_deliveries_their_disposition(
         "code": "OK",
         "duration": line["duration"],
     }
+
+
+SCRIPT = """
+import asyncio, logging, sys
+import echo_micro, echo_pb2
+import micro
+from echo_node import Echo
+from micro.registry import MemoryRegistry
+
+async def main() -> None:
+    svc = micro.Service("echo", registry=MemoryRegistry())  # MICRO_ACCESS_LOG=1
+    if sys.argv[1] == "configured":  # as Service.run does under MICRO_LOG_LEVEL
+        logging.basicConfig(level=logging.WARNING, format="root %(message)s")
+    svc.handle(Echo(svc.id))
+    await svc.start()
+    await echo_micro.EchoClient("echo", svc.client).get(echo_pb2.EchoRequest())
+    await svc.stop(grace=0)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("logging_", ["unconfigured", "configured"])
+def test_lines_reach_stderr_once_whether_or_not_logging_is_configured(logging_: str) -> None:
+    env = {**os.environ, "MICRO_ACCESS_LOG": "1", "MICRO_REGISTRY": "memory"}
+    env["PYTHONPATH"] = os.pathsep.join([str(GEN), str(HERE), env.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, logging_],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,  # a process start, one call: far less, even on a loaded machine
+    )
+    assert done.returncode == 0, done.stderr
+    access = [line for line in done.stderr.splitlines() if '"kind": ' in line]
+    prefix = "root " if logging_ == "configured" else ""
+    assert [json.loads(line.removeprefix(prefix))["kind"] for line in access] == [
+        "server",
+        "client",
+    ]

@@ -18,7 +18,11 @@ import prometheus_support
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import (
+    HistogramDataPoint,
+    InMemoryMetricReader,
+    NumberDataPoint,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from runtime_support import Echo
 
@@ -183,39 +187,68 @@ async def test_deliveries_are_counted_by_outcome(stack: AsyncExitStack) -> None:
     assert found[("micro_broker_published_total", (("topic", "orders"),))] == 2
 
 
-async def test_opentelemetry_call_durations() -> None:
+async def test_opentelemetry_call_durations_and_messages() -> None:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     metrics = Metrics(meter_provider=provider)
-    registry = MemoryRegistry()
     svc = micro.Service(
-        "echo", registry=registry, config=micro.Config(registry="memory"), middleware=[metrics]
+        "echo",
+        registry=MemoryRegistry(),
+        broker=MemoryBroker(),
+        config=micro.Config(registry="memory"),
+        middleware=[metrics],
     )
     svc.handle(Echo(svc.id))
+    delivered = asyncio.Event()
+
+    @svc.subscribe("orders")
+    async def on_order(event: StringValue, ctx: micro.EventContext) -> None:
+        delivered.set()
+
     await svc.start()
     try:
         echo = echo_micro.EchoClient("echo", svc.client)
         await echo.get(echo_pb2.EchoRequest())
         with pytest.raises(errors.NotFound):
             await echo.put(echo_pb2.EchoRequest(fail="NOT_FOUND"))
+        await svc.publisher("orders", StringValue).publish(StringValue(value="1"))
+        await asyncio.wait_for(delivered.wait(), 30)  # generous, for a loaded machine
     finally:
-        await svc.stop(grace=0)
+        await svc.stop(grace=0)  # returns once the delivery has ended, and been counted
 
     data = reader.get_metrics_data()
     assert data is not None
-    points = {
-        (m.name, p.attributes["rpc.method"], p.attributes["rpc.grpc.status_code"]): p.count
+    found = [
+        (m.name, p)
         for rm in data.resource_metrics
         for sm in rm.scope_metrics
         for m in sm.metrics
         for p in m.data.data_points
-        if isinstance(p, HistogramDataPoint) and p.attributes
+    ]
+    calls = {
+        (name, p.attributes["rpc.method"], p.attributes["rpc.grpc.status_code"]): p.count
+        for name, p in found
+        if name.startswith("rpc.") and isinstance(p, HistogramDataPoint) and p.attributes
     }
     ok, not_found = grpc.StatusCode.OK.value[0], grpc.StatusCode.NOT_FOUND.value[0]
-    assert points == {
+    assert calls == {
         ("rpc.client.call.duration", "Get", ok): 1,
         ("rpc.client.call.duration", "Put", not_found): 1,
         ("rpc.server.call.duration", "Get", ok): 1,
         ("rpc.server.call.duration", "Put", not_found): 1,
     }
+    messages = {
+        name: (dict(p.attributes or {}), p) for name, p in found if name.startswith("messaging.")
+    }
+    sent_attributes, sent = messages["messaging.client.sent.messages"]
+    assert sent_attributes == {"messaging.destination.name": "orders"}
+    assert isinstance(sent, NumberDataPoint)
+    assert sent.value == 1
+    processed_attributes, processed = messages["messaging.process.duration"]
+    assert processed_attributes == {
+        "messaging.destination.name": "orders",
+        "micro.disposition": "acked",
+    }
+    assert isinstance(processed, HistogramDataPoint)
+    assert processed.count == 1
     provider.shutdown()
