@@ -3,6 +3,7 @@ accepts, refuses, and that new certificate files are served without a restart.""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import echo_micro
@@ -11,6 +12,9 @@ import grpc
 import grpc.aio
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpclib.client import Channel, UnaryUnaryMethod
+from grpclib.config import Configuration
+from grpclib.exceptions import StreamTerminatedError
 from runtime_support import Echo
 from tls_support import Authority, Pair
 
@@ -128,3 +132,37 @@ async def test_reflection_can_be_turned_off(start: Start, authority: Authority) 
             async for _ in stub.ServerReflectionInfo(iter([ask]), timeout=TIMEOUT):
                 pass
     assert failed.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_another_grpc_implementation_calls_with_ca_cert_and_key(
+    start: Start, authority: Authority
+) -> None:
+    """What grpcurl's -cacert/-cert/-key/-servername do, by grpclib over Python's own
+    TLS (no grpcurl package exists on PyPI or in Debian): micro's TLS is plain gRPC
+    over TLS, verified by any client; one without a client certificate is refused."""
+    svc = await start(authority.issue("echo"))
+    pair = authority.issue("grpclib-client")
+    host, _, port = svc.address.rpartition(":")
+    get = echo_micro.EchoHandler.__service__.methods[0].path
+
+    async def call(context: ssl.SSLContext) -> str:
+        config = Configuration(ssl_target_name_override="echo")
+        channel = Channel(host, int(port), ssl=context, config=config)
+        try:
+            method: UnaryUnaryMethod[echo_pb2.EchoRequest, echo_pb2.EchoReply] = UnaryUnaryMethod(
+                channel, get, echo_pb2.EchoRequest, echo_pb2.EchoReply
+            )
+            return (await method(echo_pb2.EchoRequest(), timeout=TIMEOUT)).node
+        finally:
+            channel.close()
+
+    context = ssl.create_default_context(cafile=str(authority.ca))
+    context.set_alpn_protocols(["h2"])
+    without = ssl.create_default_context(cafile=str(authority.ca))
+    without.set_alpn_protocols(["h2"])
+    context.load_cert_chain(str(pair.cert), str(pair.key))
+    assert await call(context) == svc.id
+    # TLS 1.3: the client's handshake ends before the server checks its certificate,
+    # so the refusal arrives as the connection closing
+    with pytest.raises((StreamTerminatedError, ssl.SSLError, ConnectionError)):
+        await call(without)
