@@ -100,6 +100,17 @@ class Supervisor:
         self.target = target
         self.count = workers
         self.config = config or Config.from_env()
+        # Each worker would have its own: callers could not find them, nor they share messages.
+        if self.config.registry == "memory":
+            raise CliError(
+                f"--workers {workers} with registry memory (MICRO_REGISTRY): no caller could "
+                "find the workers, each would register in its own; use mdns, etcd or nats"
+            )
+        if self.config.broker == "memory":
+            raise CliError(
+                f"--workers {workers} with broker memory (MICRO_BROKER): the workers would not "
+                "share messages, each would have its own; use grpc, nats, redis or rabbitmq"
+            )
         self.watch = watch
         self.stop_wait = stop_wait
         self.workers: dict[int, Worker] = {}  # serving, by slot

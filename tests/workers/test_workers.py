@@ -227,7 +227,7 @@ async def test_a_queue_subscription_is_handled_once_across_workers(
 
 
 def test_a_worker_that_cannot_start_stops_the_whole(tmp_path: Path) -> None:
-    done = micro("run", "nosuch", "--workers", "3", MICRO_REGISTRY="memory", cwd=tmp_path)
+    done = micro("run", "nosuch", "--workers", "3", cwd=tmp_path)  # fails before mDNS
     assert done.returncode == 1
     lines = done.stderr.splitlines()
     assert lines[0] == "micro run: cannot import 'nosuch': No module named 'nosuch'"
@@ -245,12 +245,20 @@ def test_a_port_in_use_stops_the_whole() -> None:
         port = taken.getsockname()[1]
         done = micro(
             "run", "worker_app", "--workers", "2", cwd=HERE, PYTHONPATH=PATH,
-            WORKERS_TEST_SERVICE=unique("workers"), MICRO_REGISTRY="memory",
-            MICRO_SERVER_ADDRESS=f"127.0.0.1:{port}", timeout=START,
+            WORKERS_TEST_SERVICE=unique("workers"), MICRO_SERVER_ADDRESS=f"127.0.0.1:{port}",
+            timeout=START,  # worker 0 fails to bind before it announces anything
         )  # fmt: skip
     assert done.returncode == 1
     assert f"cannot bind gRPC server to 127.0.0.1:{port}" in done.stderr
     assert done.stderr.splitlines()[-1].endswith("before serving: stopping")
+
+
+@pytest.mark.parametrize("part", ["registry", "broker"])
+def test_a_memory_registry_or_broker_is_refused(part: str) -> None:
+    done = micro("run", "app", "--workers", "2", f"--{part}", "memory")
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"micro run: --workers 2 with {part} memory (MICRO_")
+    assert len(done.stderr.splitlines()) == 1
 
 
 def test_fixed_ports_go_up_by_one_per_worker() -> None:
