@@ -3,7 +3,7 @@
 ATTR is a ``Service`` or a factory returning one (plain or ``async``); without it the
 module's ``service`` or ``create_service`` is used. ``--reload`` runs the service in a
 child process and restarts it, gracefully, when a ``.py`` file under the module's
-directory changes (mtimes polled: no dependency, and it works on every filesystem).
+directory changes (see watch.py).
 ``--workers N`` (``MICRO_WORKERS``) serves it from N processes: see supervisor.py.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import importlib.util
 import inspect
 import os
 import signal
@@ -26,15 +25,12 @@ from typing import Any
 
 from micro.cli import common, output
 from micro.cli.common import CliError
-from micro.cli.supervisor import Supervisor
+from micro.cli.supervisor import STOP_WAIT, Supervisor
+from micro.cli.watch import POLL, changed, directory, snapshot
 from micro.config import workers_option
 from micro.service import Service
 
 DEFAULT_ATTRS = ("service", "create_service")
-POLL = 0.3  # seconds between scans of the watched files
-MAX_FILES = 5000  # a scan stops here: a module directory is not a whole disk
-STOP_WAIT = 35.0  # seconds a child gets to stop gracefully (its grace is 30 s)
-SKIPPED = {"__pycache__", "node_modules", "venv", ".venv", "build", "dist"}
 
 EXAMPLES = """\
 examples:
@@ -91,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
         return common.run(_serve(load(args.target), args.supervisor_fd))
     workers = config.workers if args.workers is None else args.workers
     if workers > 1:
-        watch = _directory(args.target.partition(":")[0]) if args.reload else None
+        watch = directory(args.target.partition(":")[0]) if args.reload else None
         return Supervisor(args.target, workers, config=config, watch=watch).run()
     if args.reload:
         return Reloader(args).run()
@@ -158,7 +154,7 @@ class Reloader:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.command = [sys.executable, "-m", "micro", "run", args.target]
-        self.root = _directory(args.target.partition(":")[0])
+        self.root = directory(args.target.partition(":")[0])
         self.stopping = threading.Event()
 
     def run(self) -> int:
@@ -169,10 +165,10 @@ class Reloader:
             # Its own session: a terminal's Ctrl-C reaches only us, and we stop it once.
             child = subprocess.Popen(self.command, start_new_session=True)
             files = snapshot(self.root)
-            changed = self._wait(child, files)
-            if changed is None:  # asked to stop
+            path = self._wait(child, files)
+            if path is None:  # asked to stop
                 return self._end(child)
-            output.note(f"micro run: {changed} changed, restarting")
+            output.note(f"micro run: {path} changed, restarting")
             self._end(child)
 
     def _wait(self, child: subprocess.Popen[bytes], files: dict[Path, int]) -> Path | None:
@@ -182,9 +178,9 @@ class Reloader:
             if child.poll() is not None and not announced:
                 output.note(f"micro run: exited with {child.returncode}, waiting for a change")
                 announced = True
-            now = snapshot(self.root)
-            if now != files:
-                return next(iter(set(now.items()) ^ set(files.items())))[0]
+            path = changed(files, snapshot(self.root))
+            if path is not None:
+                return path
         return None
 
     def _end(self, child: subprocess.Popen[bytes]) -> int:
@@ -199,31 +195,3 @@ class Reloader:
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         self.stopping.set()
-
-
-def _directory(module_name: str) -> Path:
-    """The directory holding the module's file (its package directory for a package)."""
-    try:
-        spec = importlib.util.find_spec(module_name)
-    except (ImportError, ValueError) as e:
-        raise CliError(f"cannot find {module_name!r}: {e}") from None
-    if spec is None or spec.origin is None:
-        raise CliError(f"cannot find module {module_name!r} (from {os.getcwd()})")
-    return Path(spec.origin).resolve().parent
-
-
-def snapshot(root: Path) -> dict[Path, int]:
-    """Modification times (ns) of the ``.py`` files under ``root``, at most MAX_FILES."""
-    found: dict[Path, int] = {}
-    for directory, subdirs, names in os.walk(root):
-        subdirs[:] = [d for d in subdirs if d not in SKIPPED and not d.startswith(".")]
-        for name in names:
-            if name.endswith(".py"):
-                path = Path(directory, name)
-                try:
-                    found[path] = path.stat().st_mtime_ns
-                except FileNotFoundError:  # removed while we looked
-                    continue
-                if len(found) >= MAX_FILES:
-                    return found
-    return found

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from micro.cli import output
+from micro.cli import output, watch
 from micro.cli.common import CliError
 from micro.config import Config, host_port
 
@@ -47,7 +47,6 @@ STOP_WAIT = 35.0  # seconds a worker gets to stop gracefully (a service's grace 
 FIRST_BACKOFF = 0.5  # seconds before restarting a worker that died; doubles per death in a row
 MAX_BACKOFF = 30.0
 STABLE = 10.0  # seconds of serving after which a death is no longer "in a row"
-POLL = 0.3  # seconds between scans of the watched files (--reload)
 
 
 def status(code: int) -> str:
@@ -313,16 +312,14 @@ class Supervisor:
 
     async def _watch(self) -> None:
         """Replace the workers when a watched file changes (``--reload``)."""
-        from micro.cli.run import snapshot
-
         assert self.watch is not None
         loop = asyncio.get_running_loop()
-        files = await loop.run_in_executor(None, snapshot, self.watch)
+        files = await loop.run_in_executor(None, watch.snapshot, self.watch)
         while True:
-            await asyncio.sleep(POLL)
-            now = await loop.run_in_executor(None, snapshot, self.watch)
-            if now != files:
-                changed = next(iter(set(now.items()) ^ set(files.items())))[0]
-                output.note(f"micro run: {changed} changed, replacing the workers")
+            await asyncio.sleep(watch.POLL)
+            now = await loop.run_in_executor(None, watch.snapshot, self.watch)
+            path = watch.changed(files, now)
+            if path is not None:
+                output.note(f"micro run: {path} changed, replacing the workers")
                 files = now
                 self.events.put_nowait("replace")
