@@ -170,7 +170,7 @@ def workers_table(section: Results) -> list[str]:
         f"calls/s median [min-max] over {settings['rounds']} interleaved rounds of "
         f"{settings['round_s']}s",
         "x one = calls/s / one worker's, per round (scaling); efficiency = x one / N, goal "
-        f">= {section['goal']}; x raw = / a plain grpc.aio server in one process "
+        f">= {section['goal']}; x raw = / raw grpc.aio, one server process, plain channels "
         f"({raw['median']:.0f} calls/s)",
         f"{'workers':>7} {'calls/s':>7} {'min-max':>13} {'x one':>6} {'min-max':>11} "
         f"{'efficiency':>10} {'x raw':>6}",

@@ -133,9 +133,10 @@ async def _serve(target: Any, supervisor_fd: int | None = None) -> int:
     output.note(f"micro run: {service.name} serving on {service.address} as {service.id}")
     supervisor = None
     if supervisor_fd is not None:
-        # Say where it serves; the supervisor's end closing (it stopped, or died) is a stop.
+        # Say where it serves and its grace; the supervisor's end closing (it stopped,
+        # or died) is a stop.
         reader, supervisor = await asyncio.open_connection(sock=socket.socket(fileno=supervisor_fd))
-        supervisor.write(f"{service.address} {service.id}\n".encode())
+        supervisor.write(f"{service.address} {service.id} {service.grace}\n".encode())
         orphaned = asyncio.ensure_future(reader.read())
         orphaned.add_done_callback(lambda _: stopping.set())
     try:

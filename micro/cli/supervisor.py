@@ -8,8 +8,9 @@ among separate instances. It is its own module because it owns processes, where
 run.py owns one service in this process.
 
 Each worker holds one end of a socket pair to the supervisor: on it the worker says
-where it serves once it has started, and it stops gracefully when the other end
-closes, so a supervisor that is killed leaves no workers behind.
+where it serves once it has started, and its grace (how long its stop may take, after
+which it is killed), and it stops gracefully when the other end closes, so a
+supervisor that is killed leaves no workers behind.
 
 - A worker that exits before it serves (bad module, port in use) stops the whole with
   its error: the module is imported in one worker first, so a bad one fails once.
@@ -43,7 +44,8 @@ from micro.cli.common import CliError
 from micro.config import Config, host_port
 
 START_WAIT = 60.0  # seconds a worker may take to import its module and start serving
-STOP_WAIT = 35.0  # seconds a worker gets to stop gracefully (a service's grace is 30 s)
+STOP_WAIT = 35.0  # seconds a process whose grace is unknown gets to stop (the default is 30 s)
+STOP_MARGIN = 5.0  # seconds past a worker's grace before it is killed: its last steps
 FIRST_BACKOFF = 0.5  # seconds before restarting a worker that died; doubles per death in a row
 MAX_BACKOFF = 30.0
 STABLE = 10.0  # seconds of serving after which a death is no longer "in a row"
@@ -68,6 +70,7 @@ class Worker:
     address: str = ""
     id: str = ""
     since: float = field(default_factory=time.monotonic)
+    grace: float = STOP_WAIT - STOP_MARGIN  # its service's, once it serves
     reaper: asyncio.Future[None] | None = None  # says when it exits
 
     def __str__(self) -> str:
@@ -92,7 +95,6 @@ class Supervisor:
         *,
         config: Config | None = None,
         watch: Path | None = None,
-        stop_wait: float = STOP_WAIT,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers={workers}: at least one")
@@ -111,7 +113,6 @@ class Supervisor:
                 "share messages, each would have its own; use grpc, nats, redis or rabbitmq"
             )
         self.watch = watch
-        self.stop_wait = stop_wait
         self.workers: dict[int, Worker] = {}  # serving, by slot
         self.processes: set[asyncio.subprocess.Process] = set()  # every one not yet reaped
         self.deaths = [0] * workers  # in a row, by slot
@@ -226,7 +227,8 @@ class Supervisor:
             code = await process.wait()
             writer.close()
             raise CliError(f"{worker} exited with {status(code)} before serving: stopping")
-        worker.address, worker.id = line.decode().split()
+        worker.address, worker.id, grace = line.decode().split()
+        worker.grace = float(grace)
         worker.reaper = asyncio.ensure_future(self._reap(worker))
         return worker
 
@@ -278,13 +280,13 @@ class Supervisor:
         output.note("micro run: every worker replaced")
 
     async def _end(self, worker: Worker) -> int:
-        """Stop a worker gracefully (killed past ``stop_wait``); its exit code."""
+        """Stop a worker gracefully (killed past its grace); its exit code."""
         if worker.process.returncode is None:
             worker.process.send_signal(signal.SIGTERM)
         try:
-            code = await asyncio.wait_for(worker.process.wait(), self.stop_wait)
+            code = await asyncio.wait_for(worker.process.wait(), worker.grace + STOP_MARGIN)
         except asyncio.TimeoutError:
-            output.note(f"micro run: {worker} still stopping after {self.stop_wait:g} s: killed")
+            output.note(f"micro run: {worker} still stopping past its grace: killed")
             worker.process.kill()
             code = await worker.process.wait()
         worker.channel.close()
@@ -300,7 +302,7 @@ class Supervisor:
         codes = await asyncio.gather(*(self._end(w) for w in self.workers.values()))
         for process in starting:
             try:
-                await asyncio.wait_for(process.wait(), self.stop_wait)
+                await asyncio.wait_for(process.wait(), STOP_WAIT)
             except asyncio.TimeoutError:
                 process.kill()
                 await process.wait()
