@@ -2,12 +2,12 @@
 gRPC instrumentation doing the same tracing on raw grpc.aio.
 
 Client and server share one process and one loop, so CPU per call is both sides'
-(grpc's threads included). Five variants, interleaved rounds (``bench.load``):
+(grpc's threads included). Seven variants, interleaved rounds (``bench.load``):
 raw grpc.aio; raw with ``opentelemetry-instrumentation-grpc``'s client and server
 interceptors; micro (a ``micro.Server`` and a direct ``micro.Client``, no middleware);
 micro with the ``Tracing`` and ``Metrics`` a Service installs, before any provider is
-set (idle: what having the otel extra costs); micro with ``Tracing`` and ``Metrics``
-recording (OpenTelemetry and Prometheus). Both traced
+set (idle: what having the otel extra costs); micro with ``Tracing`` recording, with
+``Metrics`` recording (OpenTelemetry and Prometheus), and with both. Both traced
 variants record every span through the same SDK TracerProvider (a processor that
 drops finished spans: exporting is not what is measured). The figure: micro's added
 CPU per call (traced minus plain micro) over the instrumentation's (traced minus
@@ -36,6 +36,7 @@ from micro.middleware.tracing import Tracing
 
 RAW, INSTRUMENTED = "raw", "raw+otel-instrumentation"
 MICRO, IDLE, OBSERVED = "micro", "micro+observe-idle", "micro+observe"
+TRACED, COUNTED = "micro+tracing", "micro+metrics"  # the two parts of micro+observe
 GOAL = 0.5  # micro's added cost over the instrumentation's, at most
 
 
@@ -86,7 +87,15 @@ async def compare(
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(Dropped()))
     meters = MeterProvider()
-    observe = [Tracing(provider), Metrics(prometheus=True, meter_provider=meters)]
+    tracing, metrics = Tracing(provider), Metrics(prometheus=True, meter_provider=meters)
+    variants: dict[str, list[micro.Middleware]] = {
+        MICRO: [],
+        # what a Service installs by itself, before the application sets any provider
+        IDLE: [Tracing(), Metrics()],
+        TRACED: [tracing],
+        COUNTED: [metrics],
+        OBSERVED: [tracing, metrics],
+    }
     pb2 = generated.pb2
     request = pb2.HelloRequest(name="bench")
 
@@ -95,16 +104,13 @@ async def compare(
         generated,
         [aio_server_interceptor(provider)],  # type: ignore[no-untyped-call]
     )
-    plain = micro.Server("127.0.0.1:0", health=False, reflection=False)
-    plain.add(handler(generated, "micro"))
-    traced = micro.Server("127.0.0.1:0", health=False, reflection=False, middleware=observe)
-    traced.add(handler(generated, "micro"))
-    # what a Service installs by itself, before the application sets any provider
-    idle = [Tracing(), Metrics()]
-    waiting = micro.Server("127.0.0.1:0", health=False, reflection=False, middleware=idle)
-    waiting.add(handler(generated, "micro"))
-    servers = (plain, waiting, traced)
-    plain_address, idle_address, traced_address = [await s.start() for s in servers]
+    servers = {
+        name: micro.Server("127.0.0.1:0", health=False, reflection=False, middleware=hooks)
+        for name, hooks in variants.items()
+    }
+    for server in servers.values():
+        server.add(handler(generated, "micro"))
+    addresses = {name: await server.start() for name, server in servers.items()}
     channels = [
         grpc.aio.insecure_channel(raw_address),
         grpc.aio.insecure_channel(
@@ -112,7 +118,7 @@ async def compare(
             interceptors=aio_client_interceptors(provider),  # type: ignore[no-untyped-call]
         ),
     ]
-    clients = [micro.Client(), micro.Client(middleware=idle), micro.Client(middleware=observe)]
+    clients = {name: micro.Client(middleware=hooks) for name, hooks in variants.items()}
 
     def raw_call(channel: grpc.aio.Channel) -> load.AsyncCall:
         call: load.AsyncCall = channel.unary_unary(
@@ -131,9 +137,7 @@ async def compare(
     calls = {
         RAW: raw_call(channels[0]),
         INSTRUMENTED: raw_call(channels[1]),
-        MICRO: micro_call(clients[0], plain_address),
-        IDLE: micro_call(clients[1], idle_address),
-        OBSERVED: micro_call(clients[2], traced_address),
+        **{name: micro_call(clients[name], addresses[name]) for name in variants},
     }
     results = []
     try:
@@ -149,11 +153,11 @@ async def compare(
                     )
             results.append(summarise(concurrency, rounds))
     finally:
-        for client in clients:
+        for client in clients.values():
             await client.close()
         for channel in channels:
             await channel.close(grace=None)
-        for server in servers:
+        for server in servers.values():
             await server.stop(None)
         for raw in (raw_server, otel_server):
             await raw.stop(None)
@@ -166,6 +170,7 @@ def summarise(concurrency: int, rounds: dict[str, list[load.Round]]) -> dict[str
     """Each variant's figures; the added CPU per call of each traced variant against
     its untraced one, round by round, and their ratio."""
     instrumentation = load.versus(rounds[RAW], rounds[INSTRUMENTED])
+    added = {name: load.versus(rounds[MICRO], rounds[name]) for name in (IDLE, TRACED, COUNTED)}
     observe = load.versus(rounds[MICRO], rounds[OBSERVED])
     added_otel = instrumentation["overhead_cpu_us"]["median"]
     added_micro = observe["overhead_cpu_us"]["median"]
@@ -176,7 +181,7 @@ def summarise(concurrency: int, rounds: dict[str, list[load.Round]]) -> dict[str
         "instrumentation_vs_raw": instrumentation,
         "observe_vs_micro": observe,
         "micro_vs_raw": load.versus(rounds[RAW], rounds[MICRO]),
-        "idle_vs_micro": load.versus(rounds[MICRO], rounds[IDLE]),
+        "parts_vs_micro": added,
         "added_cpu_ratio": ratio,
         "meets_goal": None if ratio is None else ratio <= GOAL,
     }

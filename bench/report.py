@@ -298,7 +298,7 @@ def observe_table(section: Results) -> list[str]:
         added = {
             "raw+otel-instrumentation": result["instrumentation_vs_raw"],
             "micro": result["micro_vs_raw"],
-            "micro+observe-idle": result["idle_vs_micro"],
+            **result["parts_vs_micro"],
             "micro+observe": result["observe_vs_micro"],
         }
         for name, stats in result["variants"].items():

@@ -1,4 +1,4 @@
-"""The observability bench runs its five variants and reports micro's added cost
+"""The observability bench runs its seven variants and reports micro's added cost
 against the OpenTelemetry instrumentation's."""
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ def test_every_variant_is_measured_and_compared() -> None:
         observe.INSTRUMENTED,
         observe.MICRO,
         observe.IDLE,
+        observe.TRACED,
+        observe.COUNTED,
         observe.OBSERVED,
     ]
     assert all(stats["calls"] > 0 for stats in variants.values())
