@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import os
 import re
 import signal
@@ -175,26 +176,41 @@ async def test_a_killed_worker_is_restarted(workers: Callable[..., Workers]) -> 
     assert code == 0
 
 
+def free_pair() -> int:
+    """A loopback port P such that P and P+1 were free just now."""
+    for _ in range(50):
+        with socket.socket() as first, socket.socket() as second:
+            first.bind(("127.0.0.1", 0))
+            port: int = first.getsockname()[1]
+            try:
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no two consecutive free ports on 127.0.0.1")
+
+
+@pytest.mark.parametrize("fixed", [False, True], ids=["port-0", "fixed-ports"])
 async def test_sighup_replaces_workers_one_at_a_time_with_no_failed_call(
-    workers: Callable[..., Workers],
+    workers: Callable[..., Workers], fixed: bool
 ) -> None:
-    started = workers()
+    base = free_pair() if fixed else 0
+    started = workers(MICRO_SERVER_ADDRESS=f"127.0.0.1:{base}")
     async with micro_grpc.Client(config=MDNS) as client:
         load = Load(echo_micro.EchoClient(started.name, client))
         await load.until(set(started.ids))
         started.running.process.send_signal(signal.SIGHUP)
         await started.wait_for("micro run: replacing 2 workers one at a time")
         events = [(await started.wait_for(r"micro run: (.+)"))[1] for _ in range(5)]
-        new = [m[1] for e in events if (m := re.match(r"\S+ serving on \S+ as (\S+)", e))]
-        # Each new one serves before the old one in its slot stops.
-        assert events == [
-            f"{started.name} serving on {events[0].split()[3]} as {new[0]}",
-            f"{started.ids[0]} stopped",
-            f"{started.name} serving on {events[2].split()[3]} as {new[1]}",
-            f"{started.ids[1]} stopped",
-            "every worker replaced",
-        ]
-        await load.until(set(new))  # the callers moved on to the new workers
+        serving = [m for e in events if (m := re.match(r"\S+ serving on (\S+) as (\S+)", e))]
+        # Slot by slot, the new one serves before the old one stops; a fixed port is
+        # free only once the old one has stopped.
+        slots = [[m[0], f"{old} stopped"] for m, old in zip(serving, started.ids, strict=True)]
+        if fixed:
+            slots = [slot[::-1] for slot in slots]
+            assert [m[1] for m in serving] == [f"127.0.0.1:{base + i}" for i in range(WORKERS)]
+        assert events == [*itertools.chain(*slots), "every worker replaced"]
+        await load.until({m[2] for m in serving})  # the callers moved on to the new workers
         outcomes = await load.stop()
     assert set(outcomes) == {"OK"}, outcomes
     code, _ = started.running.stop(STOP)
