@@ -69,7 +69,7 @@ class Metrics(Middleware):
         self._otel: _Otel | None = None
         self._http: tuple[WSGIServer, threading.Thread] | None = None
 
-    def otel(self) -> _Otel | None:
+    def meters(self) -> _Otel | None:
         """The OpenTelemetry instruments, once a MeterProvider that records is set."""
         if self._otel is None and otel is not None:
             provider = self._meter_provider or otel.get_meter_provider()
@@ -79,7 +79,7 @@ class Metrics(Middleware):
         return self._otel
 
     def call(self, call: ClientCall) -> Ending | None:
-        meters, series = self._otel or self.otel(), self.prometheus
+        meters, series = self._otel or self.meters(), self.prometheus
         if meters is None and series is None:
             return None
         began = time.perf_counter()
@@ -100,7 +100,7 @@ class Metrics(Middleware):
         return None
 
     def handle(self, call: ServerCall) -> Ending | None:
-        meters, series = self._otel or self.otel(), self.prometheus
+        meters, series = self._otel or self.meters(), self.prometheus
         if meters is None and series is None:
             return None
         service = self.service or call.service
@@ -120,7 +120,7 @@ class Metrics(Middleware):
         return ended
 
     def publish(self, message: Outgoing) -> Ending | None:
-        meters, series = self._otel or self.otel(), self.prometheus
+        meters, series = self._otel or self.meters(), self.prometheus
         if meters is None and series is None:
             return None
 
@@ -135,7 +135,7 @@ class Metrics(Middleware):
         return ended
 
     def deliver(self, message: Incoming) -> Ending | None:
-        meters, series = self._otel or self.otel(), self.prometheus
+        meters, series = self._otel or self.meters(), self.prometheus
         if meters is None and series is None:
             return None
         began = time.perf_counter()

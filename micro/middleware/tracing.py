@@ -55,12 +55,10 @@ SERVER_ERRORS = frozenset(
 TRACE_KEYS = frozenset({"traceparent", "tracestate", "baggage"})
 
 
-def provider_set(provider: object) -> bool:
+def _records(provider: object) -> bool:
     """Whether ``provider`` records: the ones the API package itself defines (the
     proxy that stands in until the application sets one, the no-op) do not."""
-    return not type(provider).__module__.startswith(
-        ("opentelemetry.trace", "opentelemetry.metrics")
-    )
+    return not type(provider).__module__.startswith("opentelemetry.trace")
 
 
 class Tracing(Middleware):
@@ -79,7 +77,7 @@ class Tracing(Middleware):
         """The tracer, once there is a provider that records (set once, so kept)."""
         if self._tracer is None:
             provider = self._provider or trace.get_tracer_provider()
-            if not provider_set(provider):
+            if not _records(provider):
                 return None
             self._tracer = provider.get_tracer("micro")
         return self._tracer
@@ -163,7 +161,7 @@ class Tracing(Middleware):
             attributes["messaging.consumer.group.name"] = message.queue
         span = tracer.start_span(
             f"process {message.topic}",
-            context=propagate.extract(dict(message.headers)),
+            context=propagate.extract(message.headers),
             kind=trace.SpanKind.CONSUMER,
             attributes=attributes,
         )
