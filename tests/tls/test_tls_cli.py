@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from cli_support import micro as run_micro
+from etcd_support import EtcdServer, running
 from runtime_support import Echo
 from tls_support import Authority
 from token_support import Issuer
 
 import micro
 from micro.registry import MemoryRegistry
+from micro.registry.etcd import EtcdRegistry
 
 
 @pytest.fixture
@@ -64,3 +66,41 @@ async def test_micro_call_with_flags_and_with_variables(
     assert "UNAUTHENTICATED" in refused.stderr
     assert "a bearer token is required" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+@pytest.fixture
+def etcd_server(tmp_path: Path) -> Iterator[EtcdServer]:
+    with running(tmp_path) as etcd:
+        yield etcd
+
+
+@pytest.mark.backend
+async def test_micro_health_checks_tls_nodes(authority: Authority, etcd_server: EtcdServer) -> None:
+    """Nodes found through a registry, checked over mutual TLS (health needs no token)."""
+    registry = EtcdRegistry([etcd_server.endpoint], timeout=10.0)
+    svc = micro.Service("echo", registry=registry, config=authority.config(authority.issue("echo")))
+    svc.handle(Echo(svc.id))
+    await svc.start()
+    try:
+        pair = authority.issue("cli")
+        done = await asyncio.to_thread(
+            run_micro,
+            "health",
+            "echo",
+            "--json",
+            "--registry",
+            "etcd",
+            "--registry-address",
+            etcd_server.endpoint,
+            "--tls-cert",
+            str(pair.cert),
+            "--tls-key",
+            str(pair.key),
+            "--tls-ca",
+            str(authority.ca),
+        )
+    finally:
+        await svc.stop(grace=0)
+        await registry.close()
+    assert done.returncode == 0, done.stderr
+    assert [row["status"] for row in json.loads(done.stdout)] == ["SERVING"]
