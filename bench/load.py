@@ -63,6 +63,26 @@ async def async_round(call: AsyncCall, request: Any, concurrency: int, seconds: 
     return Round(len(latencies), elapsed, time.process_time() - cpu, latencies)
 
 
+async def interleaved(
+    calls: dict[str, AsyncCall],
+    request: Any,
+    concurrency: int,
+    rounds: int,
+    seconds: float,
+    warmup: float,
+) -> dict[str, list[Round]]:
+    """Each of ``calls`` warmed up, then ``rounds`` measured rounds of each, in an
+    order that changes per round (``measure.order``): rounds side by side share the
+    machine's state, so ``versus`` can pair them."""
+    for call in calls.values():
+        await async_round(call, request, concurrency, warmup)
+    measured: dict[str, list[Round]] = {name: [] for name in calls}
+    for index in range(rounds):
+        for name in measure.order(list(calls), index):
+            measured[name].append(await async_round(calls[name], request, concurrency, seconds))
+    return measured
+
+
 def sync_round(
     pool: ThreadPoolExecutor, call: SyncCall, request: Any, concurrency: int, seconds: float
 ) -> Round:

@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
 import micro
-from bench import greeter, load, measure
+from bench import greeter, load
 from bench.greeter_server import handler
 from micro.middleware.metrics import Metrics
 from micro.middleware.tracing import Tracing
@@ -143,14 +143,9 @@ async def compare(
     try:
         for concurrency in settings.concurrency:
             log(f"observe: async unary, concurrency {concurrency}")
-            for call in calls.values():
-                await load.async_round(call, request, concurrency, settings.warmup_s)
-            rounds: dict[str, list[load.Round]] = {name: [] for name in calls}
-            for index in range(settings.rounds):
-                for name in measure.order(list(calls), index):
-                    rounds[name].append(
-                        await load.async_round(calls[name], request, concurrency, settings.round_s)
-                    )
+            rounds = await load.interleaved(
+                calls, request, concurrency, settings.rounds, settings.round_s, settings.warmup_s
+            )
             results.append(summarise(concurrency, rounds))
     finally:
         for client in clients.values():

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import micro
-from bench import greeter, load, measure
+from bench import greeter, load
 from bench.rpc import Settings, raw_multicallable
 from bench.servers import greeter_server
 from micro.tls import Tls, aio_channel
@@ -103,14 +103,9 @@ async def compare(
     try:
         for concurrency in settings.concurrency:
             log(f"secure: async unary, concurrency {concurrency}")
-            for call in calls.values():
-                await load.async_round(call, request, concurrency, settings.warmup_s)
-            rounds: dict[str, list[load.Round]] = {name: [] for name in calls}
-            for index in range(settings.rounds):
-                for name in measure.order(list(calls), index):
-                    rounds[name].append(
-                        await load.async_round(calls[name], request, concurrency, settings.round_s)
-                    )
+            rounds = await load.interleaved(
+                calls, request, concurrency, settings.rounds, settings.round_s, settings.warmup_s
+            )
             results.append(
                 {
                     "concurrency": concurrency,
