@@ -146,6 +146,7 @@ async def test_rules_by_scope(start: Start, registry: MemoryRegistry, issuer: Is
     rules = [
         {"resource": "echo.v1.Echo/Get", "scope": "public"},
         {"resource": "echo.v1.Echo/Put", "scope": "echo:write"},
+        {"resource": "echo.v1.Echo/*", "scope": "suspended", "access": "deny", "priority": 9},
     ]
     await start(rules=rules)
     async with client(registry, None) as anyone:
@@ -162,6 +163,10 @@ async def test_rules_by_scope(start: Start, registry: MemoryRegistry, issuer: Is
             "bob echo:read echo:write"  # a public method still learns who called
         )
         await echo_micro.EchoClient("echo", writer).put(Req(), timeout=TIMEOUT)
+    suspended = issuer.token("eve", scopes="echo:write suspended")  # the deny rule comes first
+    async with client(registry, suspended) as denied:
+        with pytest.raises(errors.PermissionDenied, match="eve may not call it"):
+            await echo_micro.EchoClient("echo", denied).put(Req(), timeout=TIMEOUT)
 
 
 async def test_a_service_calls_with_its_own_token(
