@@ -10,6 +10,7 @@ import asyncio
 import collections
 import itertools
 import os
+import random
 import re
 import signal
 import socket
@@ -177,17 +178,23 @@ async def test_a_killed_worker_is_restarted(workers: Callable[..., Workers]) -> 
 
 
 def free_pair() -> int:
-    """A loopback port P such that P and P+1 were free just now."""
-    for _ in range(50):
+    """A loopback port P such that P and P+1 were free just now, below the ephemeral
+    range: ports bound to 0 and outgoing connections, which every other test uses,
+    never take it in the meantime."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except OSError:
+        low = 32768  # Linux's default
+    for _ in range(100):
+        port = random.randrange(max(1024, low - 10_000), low - 1)
         with socket.socket() as first, socket.socket() as second:
-            first.bind(("127.0.0.1", 0))
-            port: int = first.getsockname()[1]
             try:
+                first.bind(("127.0.0.1", port))
                 second.bind(("127.0.0.1", port + 1))
             except OSError:
                 continue
             return port
-    raise AssertionError("no two consecutive free ports on 127.0.0.1")
+    raise AssertionError(f"no two consecutive free ports on 127.0.0.1 below {low}")
 
 
 @pytest.mark.parametrize("fixed", [False, True], ids=["port-0", "fixed-ports"])
