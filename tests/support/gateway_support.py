@@ -27,8 +27,9 @@ DESCRIPTOR_SET = GEN / "library.binpb"  # with source info: the comments for Ope
 def _generate() -> None:
     """Generate library.proto, and its descriptor set, unless the output is newer
     (collection imports it)."""
-    out = GEN / "library_micro.py"
-    if out.exists() and out.stat().st_mtime >= (HERE / "library.proto").stat().st_mtime:
+    source_time = (HERE / "library.proto").stat().st_mtime
+    outs = (GEN / "library_micro.py", DESCRIPTOR_SET)
+    if all(out.exists() and out.stat().st_mtime >= source_time for out in outs):
         return
     GEN.mkdir(parents=True, exist_ok=True)
     includes = ("-I", str(HERE), "-I", str(GOOGLEAPIS))
