@@ -25,7 +25,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from micro.config import Config
+from micro.config import Config, ConfigError
 
 log = logging.getLogger("micro.tls")
 
@@ -36,7 +36,7 @@ name the node's certificate carries (its service's name)."""
 _VARIABLES = {"cert": "MICRO_TLS_CERT", "key": "MICRO_TLS_KEY", "ca": "MICRO_TLS_CA"}
 
 
-class TlsError(ValueError):
+class TlsError(ConfigError):
     """Certificates or keys that cannot be used; the message names the setting."""
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from micro import errors
-from micro.config import Config
+from micro.config import Config, ConfigError
 from micro.context import Identity, current
 from micro.middleware.base import ClientCall, Ending, Middleware, ServerCall
 
@@ -53,7 +53,7 @@ VERIFIED = 1024  # tokens kept verified (the oldest forgotten first): callers at
 _ASYMMETRIC = ("RS256", "ES256", "EdDSA")
 
 
-class AuthError(ValueError):
+class AuthError(ConfigError):
     """Auth settings that cannot be used; the message names the setting."""
 
 

@@ -104,3 +104,14 @@ async def test_micro_health_checks_tls_nodes(authority: Authority, etcd_server: 
         await registry.close()
     assert done.returncode == 0, done.stderr
     assert [row["status"] for row in json.loads(done.stdout)] == ["SERVING"]
+
+
+async def test_a_missing_file_is_one_line_naming_the_flag(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pem"
+    call = ("call", "echo", "Echo.Get", "{}", "--address", "127.0.0.1:1", "--tls-ca", str(missing))
+    done = await asyncio.to_thread(run_micro, *call)
+    assert done.returncode == 1
+    assert (
+        done.stderr
+        == f"micro call: MICRO_TLS_CA={missing}: cannot read it: No such file or directory\n"
+    )
