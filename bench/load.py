@@ -52,10 +52,12 @@ async def async_round(call: AsyncCall, request: Any, concurrency: int, seconds: 
 
     async def worker() -> None:
         clock, record = time.perf_counter_ns, latencies.append
-        while next(counter) < MAX_CALLS_PER_ROUND and clock() < end:
+        while True:  # one call at least: a round on a starved machine still has a rate
             began = clock()
             await call(request)
             record(clock() - began)
+            if next(counter) >= MAX_CALLS_PER_ROUND or clock() >= end:
+                return
 
     work = asyncio.gather(*(worker() for _ in range(concurrency)))
     await asyncio.wait_for(work, seconds + ROUND_SLACK_S)
@@ -93,10 +95,12 @@ def sync_round(
 
     def worker() -> None:
         clock, record = time.perf_counter_ns, latencies.append
-        while next(counter) < MAX_CALLS_PER_ROUND and clock() < end:
+        while True:  # one call at least: a thread started after the round's end counts
             began = clock()
             call(request)
             record(clock() - began)
+            if next(counter) >= MAX_CALLS_PER_ROUND or clock() >= end:
+                return
 
     futures = [pool.submit(worker) for _ in range(concurrency)]
     done, late = wait(futures, timeout=seconds + ROUND_SLACK_S)

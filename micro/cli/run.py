@@ -164,13 +164,22 @@ class Reloader:
         output.note(f"micro run: watching {self.root} for changes")
         while True:
             # Its own session: a terminal's Ctrl-C reaches only us, and we stop it once.
-            child = subprocess.Popen(self.command, start_new_session=True)
-            files = snapshot(self.root)
-            path = self._wait(child, files)
-            if path is None:  # asked to stop
-                return self._end(child)
-            output.note(f"micro run: {path} changed, restarting")
-            self._end(child)
+            # It holds one end of a socket pair as a supervised worker does: if we die
+            # (SIGKILL, say), our end closes and it stops instead of serving on, orphaned.
+            ours, theirs = socket.socketpair()
+            with ours:
+                with theirs:
+                    child = subprocess.Popen(
+                        [*self.command, f"--supervisor-fd={theirs.fileno()}"],
+                        pass_fds=(theirs.fileno(),),
+                        start_new_session=True,
+                    )
+                files = snapshot(self.root)
+                path = self._wait(child, files)
+                if path is None:  # asked to stop
+                    return self._end(child)
+                output.note(f"micro run: {path} changed, restarting")
+                self._end(child)
 
     def _wait(self, child: subprocess.Popen[bytes], files: dict[Path, int]) -> Path | None:
         """Until a watched file changes (that file) or we are asked to stop (None)."""

@@ -4,6 +4,7 @@ after a source change; a bad target is one line."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -62,6 +63,26 @@ def test_reload_restarts_after_a_change(tmp_path: Path, multicast: None) -> None
         code, _ = running.stop()
     assert code == 0
     assert '"version": "2"' in described.stdout
+
+
+def test_reload_child_stops_when_the_reloader_is_killed(tmp_path: Path, multicast: None) -> None:
+    """The served child runs in a session of its own (Ctrl-C reaches only the reloader),
+    so a SIGKILL of the reloader's group misses it: it must notice and stop by itself,
+    not serve on orphaned, holding its port, its registry entry and our stderr pipe."""
+    name = unique("app")
+    write_app(tmp_path, name, "1")
+    running = Running("run", "app:create_service", "--reload", cwd=tmp_path)
+    try:
+        served = running.wait_for(rf"{name} serving on \S+ as (\S+)")
+        running.process.send_signal(signal.SIGKILL)
+        running.wait_for(rf"micro run: {served[1]} stopped", timeout=30)  # grace 1 s
+    finally:
+        running.process.wait()
+    running.reader.join(30)  # stderr ends when its last holder, the child, has exited
+    assert not running.reader.is_alive()
+    for pipe in (running.process.stdout, running.process.stderr):
+        assert pipe is not None
+        pipe.close()
 
 
 def test_run_bad_target_is_one_line(tmp_path: Path) -> None:

@@ -96,7 +96,7 @@ class Session:
     def __init__(self, root: Path, env: dict[str, str]) -> None:
         self.cwd = root
         self.env = env
-        self.started: list[tuple[str, subprocess.Popen[str]]] = []
+        self.started: list[tuple[str, subprocess.Popen[str], threading.Thread]] = []
         self._pwd = root.parent / "pwd"
 
     def shell(self, script: str, where: str) -> str:
@@ -140,7 +140,6 @@ class Session:
             text=True,
             start_new_session=True,  # stopped as a group: make and what it runs
         )
-        self.started.append((block.where, process))
         seen = threading.Event()
         lines: list[str] = []
 
@@ -152,14 +151,16 @@ class Session:
                     seen.set()
             seen.set()  # ended: the check below says whether it printed the pattern
 
-        threading.Thread(target=read, daemon=True).start()
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        self.started.append((block.where, process, reader))
         seen.wait(START)
         assert any(block.arg in line for line in lines), (
             f"{block.where}: `{command}` never printed {block.arg!r}:\n{''.join(lines)}"
         )
 
     def stop(self) -> None:
-        for where, process in reversed(self.started):
+        for where, process, reader in reversed(self.started):
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
             try:
@@ -169,6 +170,11 @@ class Session:
                 process.wait()
                 raise AssertionError(f"{where}: did not stop on SIGTERM") from None
             finally:
+                # Its output ends when every process holding it has exited; one that
+                # outlived the group (a session of its own) would block close() forever.
+                reader.join(60)
+                if reader.is_alive():
+                    raise AssertionError(f"{where}: a process it started outlived it")
                 if process.stdout is not None:
                     process.stdout.close()
 
