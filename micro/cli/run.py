@@ -67,6 +67,19 @@ def add_parser(commands: Any, shared: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=_run, log_level="WARNING")
 
 
+# The common flags the served service reads, as the variables they stand for.
+FORWARDED = {
+    "registry": "MICRO_REGISTRY",
+    "registry_address": "MICRO_REGISTRY_ADDRESS",
+    "broker": "MICRO_BROKER",
+    "broker_address": "MICRO_BROKER_ADDRESS",
+    "tls_cert": "MICRO_TLS_CERT",
+    "tls_key": "MICRO_TLS_KEY",
+    "tls_ca": "MICRO_TLS_CA",
+    "token": "MICRO_AUTH_TOKEN",
+}
+
+
 def _workers(text: str) -> int:
     try:
         return workers_option(text)
@@ -78,10 +91,10 @@ def _run(args: argparse.Namespace) -> int:
     config = common.config(args)  # a bad flag or variable fails here, before anything starts
     # The service reads its own config: flags reach it (and a reloaded child) as the
     # variables they override.
-    for flag in ("registry", "registry_address", "broker", "broker_address"):
+    for flag, variable in FORWARDED.items():
         value = getattr(args, flag)
         if value is not None:
-            os.environ[f"MICRO_{flag.upper()}"] = value
+            os.environ[variable] = value
     sys.path.insert(0, os.getcwd())
     if args.supervisor_fd is not None:
         return common.run(_serve(load(args.target), args.supervisor_fd))

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from cli_support import Running, unique
 from cli_support import micro as run_micro
 from etcd_support import EtcdServer, running
 from runtime_support import Echo
@@ -115,3 +118,23 @@ async def test_a_missing_file_is_one_line_naming_the_flag(tmp_path: Path) -> Non
         done.stderr
         == f"micro call: MICRO_TLS_CA={missing}: cannot read it: No such file or directory\n"
     )
+
+
+def test_micro_run_serves_tls_from_its_flags(authority: Authority, tmp_path: Path) -> None:
+    """--tls-cert/--tls-key reach the service micro run serves (as MICRO_TLS_*): its
+    port answers a TLS handshake that verifies the service's name against the CA."""
+    name = unique("app")
+    (tmp_path / "app.py").write_text(f"import micro\nservice = micro.Service({name!r})\n")
+    pair = authority.issue(name)
+    flags = ("--tls-cert", str(pair.cert), "--tls-key", str(pair.key))
+    running = Running("run", "app", *flags, cwd=tmp_path, MICRO_REGISTRY="memory")
+    try:
+        found = running.wait_for(rf"{name} serving on 127\.0\.0\.1:(\d+) ", timeout=60)
+        context = ssl.create_default_context(cafile=str(authority.ca))
+        context.set_alpn_protocols(["h2"])
+        raw = socket.create_connection(("127.0.0.1", int(found[1])), timeout=30)
+        with context.wrap_socket(raw, server_hostname=name) as tls:
+            assert tls.version() is not None  # the handshake verified the name
+    finally:
+        code, _ = running.stop()
+    assert code == 0
