@@ -201,6 +201,9 @@ class SyncHarness:
         try:
             self._run(self.harness.close())
         finally:
+            # Threads that asyncio.to_thread started on this loop end with it, as
+            # asyncio.run ends them.
+            self._run(self._loop.shutdown_default_executor())
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
             self._loop.close()
