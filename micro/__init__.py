@@ -6,6 +6,16 @@ and broker backends are imported by their full path (``micro.registry.etcd``).
 
 from micro import errors
 from micro.broker import EventContext, Publisher
+from micro.calls import (
+    StreamStreamCall,
+    StreamUnaryCall,
+    SyncStreamStreamCall,
+    SyncStreamUnaryCall,
+    SyncUnaryStreamCall,
+    SyncUnaryUnaryCall,
+    UnaryStreamCall,
+    UnaryUnaryCall,
+)
 from micro.client import CallOptions, Client, Metadata
 from micro.stub import Stub, SyncStub
 
@@ -61,11 +71,19 @@ __all__ = [
     "Service",
     "ServiceDescriptor",
     "StreamStream",
+    "StreamStreamCall",
     "StreamUnary",
+    "StreamUnaryCall",
     "Stub",
+    "SyncStreamStreamCall",
+    "SyncStreamUnaryCall",
     "SyncStub",
+    "SyncUnaryStreamCall",
+    "SyncUnaryUnaryCall",
     "UnaryStream",
+    "UnaryStreamCall",
     "UnaryUnary",
+    "UnaryUnaryCall",
     "errors",
     "mount",
 ]

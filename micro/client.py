@@ -29,7 +29,7 @@ from micro.context import inbound
 from micro.method import Method
 from micro.middleware import ClientAttempt, ClientCall, Middleware, Outcome
 from micro.middleware.base import SUCCEEDED, Endings, begin, chain, end, failed
-from micro.plan import DEADLINE_EXCEEDED, UNAVAILABLE, Plan, RetryBudget
+from micro.plan import DEADLINE_EXCEEDED, EARLY, UNAVAILABLE, Plan, RetryBudget
 from micro.pool import CONNECT_TIMEOUT, READY, Peer, Pool, error, failure, unreachable
 from micro.registry import (
     CachingRegistry,
@@ -66,6 +66,8 @@ class CallOptions:
     idempotent method, is retried on another node while the deadline allows. For a
     server stream it bounds the wait for the first reply, not the whole stream;
     client streams, never retried, are bounded by the deadline alone.
+    ``compression``: how requests are compressed (``grpc.Compression.Gzip``), over
+    the client's default.
 
         await greeter.say_hello(req, timeout=2, options=CallOptions(attempt_timeout=0.2))
     """
@@ -76,6 +78,7 @@ class CallOptions:
     strategy: str | StrategyFactory[Any] | None = None
     address: str | None = None
     attempt_timeout: float | None = None
+    compression: grpc.Compression | None = None
     _filter: tuple[tuple[str, str], ...] = field(init=False, repr=False, default=())
 
     def __post_init__(self) -> None:
@@ -103,6 +106,7 @@ class CallOptions:
             attempt_timeout=(
                 self.attempt_timeout if self.attempt_timeout is not None else base.attempt_timeout
             ),
+            compression=self.compression if self.compression is not None else base.compression,
         )
 
 
@@ -121,6 +125,11 @@ class Client:
     ``CallOptions(address=...)`` never open one). Async calls belong to one event
     loop; the blocking stubs may be used from any thread. ``middleware`` hooks every
     call and attempt, in the order given (``micro.Middleware``).
+
+    Channels: ``compression`` of requests by default (``grpc.Compression.Gzip``),
+    ``keepalive`` seconds between pings on a connection with calls open (a dead peer
+    is noticed without waiting for a deadline), and ``options``, any grpc channel
+    option (``("grpc.primary_user_agent", "shop/1.2")``).
     """
 
     def __init__(
@@ -132,6 +141,9 @@ class Client:
         attempt_timeout: float | None = None,
         strategy: str | StrategyFactory[Any] = "least_request",
         max_message_size: int = MAX_MESSAGE_SIZE,
+        compression: grpc.Compression | None = None,
+        keepalive: float | None = None,
+        options: Sequence[tuple[str, Any]] = (),
         middleware: Sequence[Middleware] = (),
         config: Config | None = None,
         tls: Tls | None = None,
@@ -148,7 +160,11 @@ class Client:
         if self.config.auth_token is not None:  # this client's own token on every call
             middleware = (*middleware, _token(self.config.auth_token))
         self.chain = chain(middleware)
-        self._pool = Pool(max_message_size, self.tls)
+        if keepalive is not None:
+            if not keepalive > 0:
+                raise ValueError(f"Client keepalive={keepalive}: must be > 0 seconds")
+            options = (("grpc.keepalive_time_ms", round(keepalive * 1000)), *options)
+        self._pool = Pool(max_message_size, self.tls, options, compression)
         self._registry = registry
         self._owns_registry = registry is None
         self._cache: CachingRegistry | None = None
@@ -341,7 +357,7 @@ class Client:
         with self._lock:
             route = self._route(service, method, options)
             plan = self._plan(service, method, options, timeout, route)
-        return Call(self, service, method, plan, _outbound(metadata), sync)
+        return Call(self, service, method, plan, _outbound(metadata), sync, options.compression)
 
     def _plan(
         self,
@@ -351,15 +367,7 @@ class Client:
         timeout: float | None,
         route: Route[Peer],
     ) -> Plan[Peer]:
-        now = time.monotonic()
-        if timeout is None:
-            timeout = method.timeout or self.timeout
-        deadline = None if timeout is None else now + timeout
-        ctx = inbound.get()
-        if ctx is not None:
-            remaining = ctx.time_remaining()
-            if remaining is not None and (deadline is None or now + remaining < deadline):
-                deadline = now + remaining
+        deadline = self._deadline(method, timeout)
         if options.retries is not None:
             attempts = options.retries + 1
         else:
@@ -374,12 +382,32 @@ class Client:
             limit = None
         return Plan(route, budget, method, deadline, attempts, attempt_timeout=limit)
 
-    async def _lookup(self, service: str) -> None:
+    def _deadline(self, method: Method[Any, Any], timeout: float | None) -> float | None:
+        """When a call must have ended (monotonic): after its timeout (else the
+        method's, else the client's), or the inbound call's deadline if sooner."""
+        now = time.monotonic()
+        if timeout is None:
+            timeout = method.timeout or self.timeout
+        deadline = None if timeout is None else now + timeout
+        ctx = inbound.get()
+        if ctx is not None:
+            remaining = ctx.time_remaining()
+            if remaining is not None and (deadline is None or now + remaining < deadline):
+                deadline = now + remaining
+        return deadline
+
+    async def _lookup(self, service: str, deadline: float | None) -> None:
+        """Ask the registry for ``service`` before the call's ``deadline``."""
         self._looked[service] = time.monotonic()
+        limit = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            await self.registry.refresh(service)
+            await asyncio.wait_for(self.registry.refresh(service), limit)
         except RegistryError as e:
             raise errors.Unavailable(f"cannot look up service {service!r}: {e}") from None
+        except asyncio.TimeoutError:
+            raise errors.DeadlineExceeded(
+                f"deadline passed while looking up service {service!r}"
+            ) from None
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run registry work for blocking callers on the client's own loop thread."""
@@ -554,6 +582,7 @@ class Call:
         "attempt_endings",
         "chain",
         "client",
+        "compression",
         "endings",
         "info",
         "metadata",
@@ -573,8 +602,10 @@ class Call:
         plan: Plan[Peer],
         metadata: _Pairs | None,
         sync: bool,
+        compression: grpc.Compression | None = None,
     ) -> None:
         self.client = client
+        self.compression = compression  # of this call's requests, if not the channel's
         self.service = service
         self.method = method
         self.plan = plan
@@ -636,11 +667,21 @@ class Call:
         self._after(retry, code, lambda: error(e, peer, code, self.service, draining()))
 
     def unreachable(self) -> None:
-        """No connection in time: returns if the plan retries, else raises."""
+        """No connection in time: returns if the plan retries, else raises:
+        DEADLINE_EXCEEDED if the call's deadline ran out meanwhile, else UNAVAILABLE."""
         peer = self.sending
         with self.client._lock:
             retry = self.plan.retry(UNAVAILABLE, sent=False)
-        self._after(retry, UNAVAILABLE, lambda: unreachable(self.service, peer))
+        self._after(retry, UNAVAILABLE, lambda: self._unconnected(peer))
+
+    def _unconnected(self, peer: Peer) -> errors.Error:
+        deadline = self.plan.deadline
+        if deadline is not None and time.monotonic() >= deadline - EARLY:
+            return errors.DeadlineExceeded(
+                f"deadline passed while connecting to service {self.service!r} at"
+                f" {peer.address} (the call was not sent)"
+            )
+        return unreachable(self.service, peer)
 
     def expired(self, received: bool) -> None:
         """A stream sent nothing within the attempt timeout: returns if the plan

@@ -74,3 +74,45 @@ class DeliverySyncClient(_micro.SyncStub):
         return self._unary_unary(
             DeliveryMethods.deliver, request, timeout, metadata, options
         )
+
+
+class DeliveryCalls(_micro.Stub):
+    """Calls ``micro.Delivery``; each method starts a call and returns its handle:
+    response headers, trailers, status, ``cancel()``, and writes for a request stream."""
+
+    def deliver(
+        self,
+        request: _micro_dot_delivery__pb2.Envelope,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.UnaryUnaryCall[_micro_dot_delivery__pb2.Delivered]:
+        """Takes one message for this server's subscriptions to its topic: every broadcast
+        subscription, or one subscription of `queue`. Answers once the message is queued
+        here; the id lets a retried delivery be recognised and dropped.
+        """
+        return _micro.UnaryUnaryCall[_micro_dot_delivery__pb2.Delivered](
+            self, DeliveryMethods.deliver, request, timeout, metadata, options
+        )
+
+
+class DeliverySyncCalls(_micro.SyncStub):
+    """Calls ``micro.Delivery``; each method starts a call and returns its handle:
+    response headers, trailers, status, ``cancel()``, and writes for a request stream."""
+
+    def deliver(
+        self,
+        request: _micro_dot_delivery__pb2.Envelope,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.SyncUnaryUnaryCall[_micro_dot_delivery__pb2.Delivered]:
+        """Takes one message for this server's subscriptions to its topic: every broadcast
+        subscription, or one subscription of `queue`. Answers once the message is queued
+        here; the id lets a retried delivery be recognised and dropped.
+        """
+        return _micro.SyncUnaryUnaryCall[_micro_dot_delivery__pb2.Delivered](
+            self, DeliveryMethods.deliver, request, timeout, metadata, options
+        )

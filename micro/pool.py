@@ -117,12 +117,21 @@ class Pool:
     """The peers of one client by address, and their channels: TLS where ``tls`` or
     the node's entry says (``micro.tls.uses_tls``), verifying the name called."""
 
-    def __init__(self, max_message_size: int = MAX_MESSAGE_SIZE, tls: Tls | None = None) -> None:
+    def __init__(
+        self,
+        max_message_size: int = MAX_MESSAGE_SIZE,
+        tls: Tls | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+        compression: grpc.Compression | None = None,
+    ) -> None:
         self.tls = tls
         self.options = (
             ("grpc.max_receive_message_length", max_message_size),
             ("grpc.max_send_message_length", max_message_size),
+            *options,
         )
+        if compression is not None:  # what grpc's compression= argument sets
+            self.options += (("grpc.default_compression_algorithm", int(compression)),)
         self.peers: dict[str, Peer] = {}
         self.ejections = Ejections()  # of these peers: their routes count again when it moves
         self.closing: set[asyncio.Task[None]] = set()

@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from micro.calls import _Handle
 from micro.client import Call, CallOptions, Client, Metadata
 from micro.method import Method, Resp
 from micro.pool import ready, ready_sync
@@ -60,7 +61,7 @@ class Stub(_Base):
         try:
             return client._start(self._service, method, opts, timeout, metadata, False)
         except LookupError:
-            await client._lookup(self._service)
+            await client._lookup(self._service, client._deadline(method, timeout))
             return client._start(self._service, method, opts, timeout, metadata, False)
 
     async def _unary_unary(
@@ -70,6 +71,7 @@ class Stub(_Base):
         timeout: float | None,
         metadata: Metadata | None,
         options: CallOptions | None,
+        handle: _Handle | None = None,
     ) -> Resp:
         """Unary and client-streaming calls: one answer, retried as the plan allows."""
         if method.deprecated:
@@ -83,9 +85,15 @@ class Stub(_Base):
                 if method.connect_first and not await ready(call.sending, call.plan.timeout):
                     call.unreachable()
                     continue
-                response: Resp = await send(
-                    request, timeout=call.plan.timeout, metadata=call.metadata
+                attempt = send(
+                    request,
+                    timeout=call.plan.timeout,
+                    metadata=call.metadata,
+                    compression=call.compression,
                 )
+                if handle is not None:
+                    handle.attempt(attempt)
+                response: Resp = await attempt
             except grpc.RpcError as e:
                 call.failed(e)
             except BaseException as e:
@@ -104,6 +112,7 @@ class Stub(_Base):
         timeout: float | None,
         metadata: Metadata | None,
         options: CallOptions | None,
+        handle: _Handle | None = None,
     ) -> AsyncIterator[Resp]:
         """Server-streaming calls: one node for the whole stream; retried only
         before the first message arrived."""
@@ -121,7 +130,14 @@ class Stub(_Base):
                     call.unreachable()
                     continue
                 plan = call.plan
-                stream = send(request, timeout=plan.remaining, metadata=call.metadata)
+                stream = send(
+                    request,
+                    timeout=plan.remaining,
+                    metadata=call.metadata,
+                    compression=call.compression,
+                )
+                if handle is not None:
+                    handle.attempt(stream)
                 if plan.expires is None:
                     response = await stream.read()
                 else:
@@ -164,7 +180,7 @@ class SyncStub(_Base):
         try:
             return client._start(self._service, method, opts, timeout, metadata, True)
         except LookupError:
-            client._run(client._lookup(self._service), timeout)
+            client._run(client._lookup(self._service, client._deadline(method, timeout)))
             return client._start(self._service, method, opts, timeout, metadata, True)
 
     def _unary_unary(
@@ -174,6 +190,7 @@ class SyncStub(_Base):
         timeout: float | None,
         metadata: Metadata | None,
         options: CallOptions | None,
+        handle: _Handle | None = None,
     ) -> Resp:
         if method.deprecated:
             _deprecated(method, 4)
@@ -188,7 +205,22 @@ class SyncStub(_Base):
                 if method.connect_first and not ready_sync(call.sending, call.plan.timeout):
                     call.unreachable()
                     continue
-                response: Resp = send(request, timeout=call.plan.timeout, metadata=call.metadata)
+                if handle is None:
+                    response: Resp = send(
+                        request,
+                        timeout=call.plan.timeout,
+                        metadata=call.metadata,
+                        compression=call.compression,
+                    )
+                else:  # a future, which its handle may cancel from another thread
+                    future = send.future(
+                        request,
+                        timeout=call.plan.timeout,
+                        metadata=call.metadata,
+                        compression=call.compression,
+                    )
+                    handle.attempt(future)
+                    response = future.result()
             except grpc.RpcError as e:
                 call.failed(e)
             except BaseException as e:
@@ -207,6 +239,7 @@ class SyncStub(_Base):
         timeout: float | None,
         metadata: Metadata | None,
         options: CallOptions | None,
+        handle: _Handle | None = None,
     ) -> Iterator[Resp]:
         if method.deprecated:
             _deprecated(method, 3)
@@ -225,7 +258,14 @@ class SyncStub(_Base):
                     call.unreachable()
                     continue
                 plan = call.plan
-                stream = send(request, timeout=plan.remaining, metadata=call.metadata)
+                stream = send(
+                    request,
+                    timeout=plan.remaining,
+                    metadata=call.metadata,
+                    compression=call.compression,
+                )
+                if handle is not None:
+                    handle.attempt(stream)
                 if plan.expires is not None:
                     watchdog = _Watchdog(stream.cancel, plan.expires)
                 for response in stream:

@@ -58,6 +58,12 @@ class Signature:
     client_returns: str
     sync_returns: str
     awaits: bool  # the async client's method is ``async def`` (unary response)
+    # The handle-returning stubs (``<Svc>Calls``): request parameter (a request stream
+    # may be left out and written instead) and handle class, async and blocking.
+    calls_request: str
+    sync_calls_request: str
+    call: str
+    sync_call: str
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,8 @@ class Service:
     handler_class: str
     client_class: str
     sync_client_class: str
+    calls_class: str
+    sync_calls_class: str
     doc: str
     methods: tuple[Method, ...]
 
@@ -195,6 +203,8 @@ def _build_file(proto: pb.FileDescriptorProto, index: _TypeIndex, local: set[str
                 handler_class=names[1],
                 client_class=names[2],
                 sync_client_class=names[3],
+                calls_class=names[4],
+                sync_calls_class=names[5],
                 doc=_with_deprecation(
                     comments.get((_SERVICE_FIELD, si), ""), service.options.deprecated
                 ),
@@ -246,23 +256,33 @@ def _signature(client_streaming: bool, server_streaming: bool, req: str, resp: s
     ``micro.Requests``, read with ``async for`` or ``for``. A streamed response makes
     the async client method a plain ``def`` returning an async iterator.
     """
+    kind = ("Stream" if client_streaming else "Unary") + ("Stream" if server_streaming else "Unary")
     if client_streaming:
         param, handler_req = "requests", f"_micro.Requests[{req}]"
         client_req, sync_req = (
             f"_abc.AsyncIterable[{req}] | _abc.Iterable[{req}]",
             f"_abc.Iterable[{req}]",
         )
+        calls_req, sync_calls_req = f"{client_req} | None = None", f"{sync_req} | None = None"
+        types = f"{req}, {resp}"
     else:
         param, handler_req, client_req, sync_req = "request", req, req, req
+        calls_req, sync_calls_req, types = req, req, resp
+    handles = {
+        "calls_request": calls_req,
+        "sync_calls_request": sync_calls_req,
+        "call": f"_micro.{kind}Call[{types}]",
+        "sync_call": f"_micro.Sync{kind}Call[{types}]",
+    }
     if server_streaming:
         stream = f"_abc.AsyncIterator[{resp}]"
         handler = f"{stream} | _abc.Iterator[{resp}]"
         sync = f"_abc.Iterator[{resp}]"
         return Signature(
-            param, handler_req, client_req, sync_req, handler, stream, sync, awaits=False
+            param, handler_req, client_req, sync_req, handler, stream, sync, False, **handles
         )
     handler = f"{resp} | _abc.Awaitable[{resp}]"
-    return Signature(param, handler_req, client_req, sync_req, handler, resp, resp, awaits=True)
+    return Signature(param, handler_req, client_req, sync_req, handler, resp, resp, True, **handles)
 
 
 def _comments(proto: pb.FileDescriptorProto) -> dict[tuple[int, ...], str]:

@@ -4,7 +4,8 @@ The rule, in order:
 
 1. Methods become ``snake_case`` (``GetHTTPResponse`` -> ``get_http_response``);
    services keep their proto name and take a suffix (``Greeter`` -> ``GreeterHandler``,
-   ``GreeterClient``, ``GreeterSyncClient``, ``GreeterMethods``).
+   ``GreeterClient``, ``GreeterSyncClient``, ``GreeterMethods``, ``GreeterCalls``,
+   ``GreeterSyncCalls``).
 2. A name that is a Python keyword gets a trailing ``_`` (``def_``). Builtins are
    left alone (a method may be called ``range``): generated code spells builtins as
    ``_builtins.float`` so a method name never shadows them.
@@ -26,7 +27,7 @@ from __future__ import annotations
 import keyword
 import re
 
-SERVICE_SUFFIXES = ("Methods", "Handler", "Client", "SyncClient")
+SERVICE_SUFFIXES = ("Methods", "Handler", "Client", "SyncClient", "Calls", "SyncCalls")
 
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _LITERAL_END = re.compile(r'"(?=""|\Z)')

@@ -9,6 +9,7 @@ import importlib
 import inspect
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import astuple
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,6 +20,7 @@ from codegen_support import TIMEOUT, services, serving
 
 import micro
 from micro import errors
+from protoc_gen_micro import naming
 
 DEPRECATED_NOTE = "Deprecated: marked ``deprecated`` in the .proto file."
 
@@ -153,14 +155,20 @@ def test_method_names_are_safe_and_stable(
 
 def test_class_names_of_several_services_do_not_collide(corpus: Any) -> None:
     module = corpus.multi_micro
-    assert [
-        (s.methods.__name__, s.handler.__name__, s.client.__name__, s.sync_client.__name__)
-        for s in services(module)
-    ] == [
-        ("FooMethods", "FooHandler", "FooClient", "FooSyncClient"),
-        ("FooSyncMethods", "FooSyncHandler", "FooSyncClient_", "FooSyncSyncClient"),
-        ("NothingMethods", "NothingHandler", "NothingClient", "NothingSyncClient"),
-        ("Item_Methods", "Item_Handler", "Item_Client", "Item_SyncClient"),
+    assert [tuple(c.__name__ for c in astuple(s)) for s in services(module)] == [
+        ("FooMethods", "FooHandler", "FooClient", "FooSyncClient", "FooCalls", "FooSyncCalls"),
+        (
+            "FooSyncMethods",
+            "FooSyncHandler",
+            "FooSyncClient_",
+            "FooSyncSyncClient",
+            "FooSyncCalls_",
+            "FooSyncSyncCalls",
+        ),
+        *(
+            tuple(f"{n}{suffix}" for suffix in naming.SERVICE_SUFFIXES)
+            for n in ("Nothing", "Item_")
+        ),
     ]
     assert issubclass(module.FooSyncClient, micro.SyncStub)
     assert issubclass(module.FooSyncClient_, micro.Stub)

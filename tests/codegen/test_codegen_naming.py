@@ -81,8 +81,22 @@ def test_service_class_names_collide_across_services() -> None:
     taken: set[str] = set()
     first = [naming.allocate("Foo" + s, taken) for s in naming.SERVICE_SUFFIXES]
     second = [naming.allocate("FooSync" + s, taken) for s in naming.SERVICE_SUFFIXES]
-    assert first == ["FooMethods", "FooHandler", "FooClient", "FooSyncClient"]
-    assert second == ["FooSyncMethods", "FooSyncHandler", "FooSyncClient_", "FooSyncSyncClient"]
+    assert first == [
+        "FooMethods",
+        "FooHandler",
+        "FooClient",
+        "FooSyncClient",
+        "FooCalls",
+        "FooSyncCalls",
+    ]
+    assert second == [
+        "FooSyncMethods",
+        "FooSyncHandler",
+        "FooSyncClient_",
+        "FooSyncSyncClient",
+        "FooSyncCalls_",
+        "FooSyncSyncCalls",
+    ]
 
 
 @pytest.mark.parametrize(

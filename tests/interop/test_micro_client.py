@@ -27,9 +27,6 @@ async def test_blocking_client(plain: str, case: str) -> None:
     await asyncio.to_thread(run)
 
 
-# Not yet: a deadline that runs out while a non-idempotent call connects is reported
-# UNAVAILABLE (the connect-first step); the fix goes into the drivers seam is moving.
-@pytest.mark.xfail(reason="deadline while connecting reported UNAVAILABLE", strict=False)
 @pytest.mark.parametrize("kind", ["micro", "micro-sync"])
 @pytest.mark.parametrize("case", DEADLINE_CASES)
 async def test_deadline_case_in_a_fresh_process(plain: str, kind: str, case: str) -> None:

@@ -94,12 +94,14 @@ def run_mypy(cwd: Path, cache: Path, *targets: str) -> MypyRun:
 
 @dataclass(frozen=True)
 class Generated:
-    """The four classes generated for one service."""
+    """The six classes generated for one service."""
 
     methods: type
     handler: type[micro.Handler]
     client: type[micro.Stub]
     sync_client: type[micro.SyncStub]
+    calls: type[micro.Stub]
+    sync_calls: type[micro.SyncStub]
 
     @property
     def descriptor(self) -> micro.ServiceDescriptor:
@@ -109,18 +111,21 @@ class Generated:
 def services(module: ModuleType) -> list[Generated]:
     """The services of a generated module, in declaration order.
 
-    The template emits ``Methods``, ``Handler``, ``Client`` and ``SyncClient`` for each
-    service in that order; this checks the grouping instead of trusting it.
+    The template emits ``Methods``, ``Handler``, ``Client``, ``SyncClient``, ``Calls``
+    and ``SyncCalls`` for each service in that order; this checks the grouping instead
+    of trusting it.
     """
     classes = [
         v for v in vars(module).values() if isinstance(v, type) and v.__module__ == module.__name__
     ]
-    assert len(classes) % 4 == 0, [c.__name__ for c in classes]
-    found = [Generated(*classes[i : i + 4]) for i in range(0, len(classes), 4)]
+    assert len(classes) % 6 == 0, [c.__name__ for c in classes]
+    found = [Generated(*classes[i : i + 6]) for i in range(0, len(classes), 6)]
     for svc in found:
         assert issubclass(svc.handler, micro.Handler), svc
         assert issubclass(svc.client, micro.Stub), svc
         assert issubclass(svc.sync_client, micro.SyncStub), svc
+        assert issubclass(svc.calls, micro.Stub), svc
+        assert issubclass(svc.sync_calls, micro.SyncStub), svc
         declared = [m for m in vars(svc.methods).values() if isinstance(m, micro.Method)]
         assert list(svc.descriptor.methods) == declared, svc
     return found

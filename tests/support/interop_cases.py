@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
@@ -61,6 +60,13 @@ def ping(i: int) -> pb.StreamingOutputCallRequest:
     return pb.StreamingOutputCallRequest(
         response_parameters=[pb.ResponseParameters(size=REPLY_SIZES[i])],
         payload=pb.Payload(body=bytes(STREAM_SIZES[i])),
+    )
+
+
+def big_ping() -> pb.StreamingOutputCallRequest:
+    return pb.StreamingOutputCallRequest(
+        response_parameters=[pb.ResponseParameters(size=314159)],
+        payload=pb.Payload(body=bytes(271828)),
     )
 
 
@@ -152,11 +158,7 @@ class Grpc:
         assert initial in tuple(await unary.initial_metadata())
         assert trailing in tuple(await unary.trailing_metadata())
         duplex = self.method(M.full_duplex_call)(metadata=METADATA)
-        request = pb.StreamingOutputCallRequest(
-            response_parameters=[pb.ResponseParameters(size=314159)],
-            payload=pb.Payload(body=bytes(271828)),
-        )
-        await duplex.write(request)
+        await duplex.write(big_ping())
         await duplex.done_writing()
         assert len((await duplex.read()).payload.body) == 314159
         assert await duplex.read() is EOF
@@ -241,6 +243,9 @@ class Micro:
         self.stub, self.unimplemented = stubs(
             test_micro.TestServiceClient, test_micro.UnimplementedServiceClient, client, address
         )
+        self.calls = test_micro.TestServiceCalls(
+            SERVICE, client, options=micro.CallOptions(address=address)
+        )
 
     async def empty_unary(self) -> None:
         assert isinstance(await self.stub.empty_call(empty_pb2.Empty()), empty_pb2.Empty)
@@ -258,21 +263,45 @@ class Micro:
         assert sizes(got) == list(REPLY_SIZES)
 
     async def ping_pong(self) -> None:
-        replied: asyncio.Queue[None] = asyncio.Queue()
-
-        async def requests() -> AsyncIterator[pb.StreamingOutputCallRequest]:
-            for i in range(len(REPLY_SIZES)):
-                yield ping(i)
-                await replied.get()  # the next request only after the reply
-
-        got = []
-        async for reply in self.stub.full_duplex_call(requests()):
-            got.append(reply)
-            replied.put_nowait(None)
-        assert sizes(got) == list(REPLY_SIZES)
+        call = self.calls.full_duplex_call()
+        for i, size in enumerate(REPLY_SIZES):
+            await call.write(ping(i))
+            reply = await call.read()
+            assert reply is not None
+            assert len(reply.payload.body) == size
+        await call.done_writing()
+        assert await call.read() is None
+        assert await call.code() == grpc.StatusCode.OK
 
     async def empty_stream(self) -> None:
         assert [r async for r in self.stub.full_duplex_call(())] == []
+
+    async def cancel_after_begin(self) -> None:
+        call = self.calls.streaming_input_call()
+        assert call.cancel()
+        assert await call.code() == grpc.StatusCode.CANCELLED
+
+    async def cancel_after_first_response(self) -> None:
+        call = self.calls.full_duplex_call()
+        await call.write(ping(0))
+        reply = await call.read()
+        assert reply is not None
+        assert len(reply.payload.body) == REPLY_SIZES[0]
+        assert call.cancel()
+        assert await call.code() == grpc.StatusCode.CANCELLED
+
+    async def custom_metadata(self) -> None:
+        unary = self.calls.unary_call(large_request(), metadata=METADATA)
+        assert (await unary).payload.body == bytes(314159)
+        duplex = self.calls.full_duplex_call(metadata=METADATA)
+        await duplex.write(big_ping())
+        await duplex.done_writing()
+        replies = [r async for r in duplex]
+        assert sizes(replies) == [314159]
+        for call in (unary, duplex):
+            assert await call.code() == grpc.StatusCode.OK
+            assert METADATA[0] in await call.initial_metadata()
+            assert METADATA[1] in await call.trailing_metadata()
 
     async def timeout_on_sleeping_server(self) -> None:
         async def requests() -> AsyncIterator[pb.StreamingOutputCallRequest]:
@@ -320,6 +349,9 @@ class MicroSync:
             client,
             address,
         )
+        self.calls = test_micro.TestServiceSyncCalls(
+            SERVICE, client, options=micro.CallOptions(address=address)
+        )
 
     def empty_unary(self) -> None:
         assert isinstance(self.stub.empty_call(empty_pb2.Empty()), empty_pb2.Empty)
@@ -335,21 +367,46 @@ class MicroSync:
         assert sizes(self.stub.streaming_output_call(stream_request())) == list(REPLY_SIZES)
 
     def ping_pong(self) -> None:
-        replied: queue.SimpleQueue[None] = queue.SimpleQueue()
-
-        def requests() -> Iterator[pb.StreamingOutputCallRequest]:
-            for i in range(len(REPLY_SIZES)):
-                yield ping(i)
-                replied.get(timeout=60)  # the next request after the reply (60 s: loaded CI)
-
-        got = []
-        for reply in self.stub.full_duplex_call(requests()):
-            got.append(reply)
-            replied.put(None)
-        assert sizes(got) == list(REPLY_SIZES)
+        call = self.calls.full_duplex_call()
+        for i, size in enumerate(REPLY_SIZES):
+            call.write(ping(i))
+            reply = call.read()
+            assert reply is not None
+            assert len(reply.payload.body) == size
+        call.done_writing()
+        assert call.read() is None
+        assert call.code() == grpc.StatusCode.OK
 
     def empty_stream(self) -> None:
         assert list(self.stub.full_duplex_call(())) == []
+
+    def cancel_after_begin(self) -> None:
+        call = self.calls.streaming_input_call()
+        assert call.cancel()
+        assert call.code() == grpc.StatusCode.CANCELLED
+        with pytest.raises(errors.Cancelled):
+            call.result()
+
+    def cancel_after_first_response(self) -> None:
+        call = self.calls.full_duplex_call()
+        call.write(ping(0))
+        reply = call.read()
+        assert reply is not None
+        assert len(reply.payload.body) == REPLY_SIZES[0]
+        assert call.cancel()
+        assert call.code() == grpc.StatusCode.CANCELLED
+
+    def custom_metadata(self) -> None:
+        unary = self.calls.unary_call(large_request(), metadata=METADATA)
+        assert unary.result().payload.body == bytes(314159)
+        duplex = self.calls.full_duplex_call(metadata=METADATA)
+        duplex.write(big_ping())
+        duplex.done_writing()
+        assert sizes(duplex) == [314159]
+        for call in (unary, duplex):
+            assert call.code() == grpc.StatusCode.OK
+            assert METADATA[0] in call.initial_metadata()
+            assert METADATA[1] in call.trailing_metadata()
 
     def timeout_on_sleeping_server(self) -> None:
         ended = threading.Event()

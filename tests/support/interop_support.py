@@ -27,13 +27,15 @@ import grpc
 HERE = Path(__file__).parent
 PROTOS = HERE.parent / "interop" / "protos"
 GEN = HERE.parent / "gen" / "interop"
+TEMPLATE = HERE.parents[1] / "templates" / "micro_module.py.j2"
 
 
 def _generate() -> None:
-    """Generate the interop protos unless the output is newer than every source."""
+    """Generate the interop protos unless the output is newer than every source and
+    the template."""
     out = GEN / "interop_pb" / "grpc" / "testing" / "test_micro.py"
     sources = list(PROTOS.rglob("*.proto"))
-    if out.exists() and all(out.stat().st_mtime >= p.stat().st_mtime for p in sources):
+    if out.exists() and all(out.stat().st_mtime >= p.stat().st_mtime for p in (*sources, TEMPLATE)):
         return
     subprocess.run(
         [

@@ -8,12 +8,15 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 GEN = HERE.parent / "gen" / "runtime"
+TEMPLATE = HERE.parents[1] / "templates" / "micro_module.py.j2"
 
 
 def _generate() -> None:
-    """Generate echo.proto unless the output is newer (collection imports it)."""
+    """Generate echo.proto unless the output is newer than it and than the template
+    (collection imports it)."""
     out = GEN / "echo_micro.py"
-    if out.exists() and out.stat().st_mtime >= (HERE / "echo.proto").stat().st_mtime:
+    sources = (HERE / "echo.proto", TEMPLATE)
+    if out.exists() and all(out.stat().st_mtime >= p.stat().st_mtime for p in sources):
         return
     GEN.mkdir(parents=True, exist_ok=True)
     subprocess.run(

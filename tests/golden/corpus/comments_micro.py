@@ -247,6 +247,158 @@ class QuotedSyncClient(_micro.SyncStub):
         )
 
 
+class QuotedCalls(_micro.Stub):
+    """Calls ``corpus.comments.Quoted``; each method starts a call and returns its handle:
+    response headers, trailers, status, ``cancel()``, and writes for a request stream."""
+
+    def ends_with_quote(
+        self,
+        request: _corpus_dot_comments__pb2.Text,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.UnaryUnaryCall[_corpus_dot_comments__pb2.Text]:
+        """Ends with a quote: \""""
+        return _micro.UnaryUnaryCall[_corpus_dot_comments__pb2.Text](
+            self, QuotedMethods.ends_with_quote, request, timeout, metadata, options
+        )
+
+    def ends_with_backslash(
+        self,
+        request: _corpus_dot_comments__pb2.Text,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.UnaryUnaryCall[_corpus_dot_comments__pb2.Text]:
+        """Ends with a backslash \\"""
+        return _micro.UnaryUnaryCall[_corpus_dot_comments__pb2.Text](
+            self, QuotedMethods.ends_with_backslash, request, timeout, metadata, options
+        )
+
+    def triple_quotes(
+        self,
+        request: _corpus_dot_comments__pb2.Text,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.UnaryStreamCall[_corpus_dot_comments__pb2.Text]:
+        """\"""Opens a docstring
+            and keeps its indentation;
+
+        after a blank line, ends one: \""\"
+        """
+        return _micro.UnaryStreamCall[_corpus_dot_comments__pb2.Text](
+            self, QuotedMethods.triple_quotes, request, timeout, metadata, options
+        )
+
+    def block(
+        self,
+        requests: _abc.AsyncIterable[_corpus_dot_comments__pb2.Text] | _abc.Iterable[_corpus_dot_comments__pb2.Text] | None = None,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.StreamUnaryCall[_corpus_dot_comments__pb2.Text, _corpus_dot_comments__pb2.Text]:
+        """A block comment with {{ jinja }} and {% raw %} and \\u00e9 written out,
+        and unicode: Grüße — ✓
+        """
+        return _micro.StreamUnaryCall[_corpus_dot_comments__pb2.Text, _corpus_dot_comments__pb2.Text](
+            self, QuotedMethods.block, requests, timeout, metadata, options
+        )
+
+    def trailing(
+        self,
+        requests: _abc.AsyncIterable[_corpus_dot_comments__pb2.Text] | _abc.Iterable[_corpus_dot_comments__pb2.Text] | None = None,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.StreamStreamCall[_corpus_dot_comments__pb2.Text, _corpus_dot_comments__pb2.Text]:
+        """A trailing comment: ""''\\\\"""
+        return _micro.StreamStreamCall[_corpus_dot_comments__pb2.Text, _corpus_dot_comments__pb2.Text](
+            self, QuotedMethods.trailing, requests, timeout, metadata, options
+        )
+
+
+class QuotedSyncCalls(_micro.SyncStub):
+    """Calls ``corpus.comments.Quoted``; each method starts a call and returns its handle:
+    response headers, trailers, status, ``cancel()``, and writes for a request stream."""
+
+    def ends_with_quote(
+        self,
+        request: _corpus_dot_comments__pb2.Text,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.SyncUnaryUnaryCall[_corpus_dot_comments__pb2.Text]:
+        """Ends with a quote: \""""
+        return _micro.SyncUnaryUnaryCall[_corpus_dot_comments__pb2.Text](
+            self, QuotedMethods.ends_with_quote, request, timeout, metadata, options
+        )
+
+    def ends_with_backslash(
+        self,
+        request: _corpus_dot_comments__pb2.Text,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.SyncUnaryUnaryCall[_corpus_dot_comments__pb2.Text]:
+        """Ends with a backslash \\"""
+        return _micro.SyncUnaryUnaryCall[_corpus_dot_comments__pb2.Text](
+            self, QuotedMethods.ends_with_backslash, request, timeout, metadata, options
+        )
+
+    def triple_quotes(
+        self,
+        request: _corpus_dot_comments__pb2.Text,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.SyncUnaryStreamCall[_corpus_dot_comments__pb2.Text]:
+        """\"""Opens a docstring
+            and keeps its indentation;
+
+        after a blank line, ends one: \""\"
+        """
+        return _micro.SyncUnaryStreamCall[_corpus_dot_comments__pb2.Text](
+            self, QuotedMethods.triple_quotes, request, timeout, metadata, options
+        )
+
+    def block(
+        self,
+        requests: _abc.Iterable[_corpus_dot_comments__pb2.Text] | None = None,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.SyncStreamUnaryCall[_corpus_dot_comments__pb2.Text, _corpus_dot_comments__pb2.Text]:
+        """A block comment with {{ jinja }} and {% raw %} and \\u00e9 written out,
+        and unicode: Grüße — ✓
+        """
+        return _micro.SyncStreamUnaryCall[_corpus_dot_comments__pb2.Text, _corpus_dot_comments__pb2.Text](
+            self, QuotedMethods.block, requests, timeout, metadata, options
+        )
+
+    def trailing(
+        self,
+        requests: _abc.Iterable[_corpus_dot_comments__pb2.Text] | None = None,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.SyncStreamStreamCall[_corpus_dot_comments__pb2.Text, _corpus_dot_comments__pb2.Text]:
+        """A trailing comment: ""''\\\\"""
+        return _micro.SyncStreamStreamCall[_corpus_dot_comments__pb2.Text, _corpus_dot_comments__pb2.Text](
+            self, QuotedMethods.trailing, requests, timeout, metadata, options
+        )
+
+
 class EdgeMethods:
     """Method descriptors of ``corpus.comments.Edge``: path, types and call policy."""
 
@@ -301,4 +453,40 @@ class EdgeSyncClient(_micro.SyncStub):
         """"\""""
         return self._unary_unary(
             EdgeMethods.quotes, request, timeout, metadata, options
+        )
+
+
+class EdgeCalls(_micro.Stub):
+    """Calls ``corpus.comments.Edge``; each method starts a call and returns its handle:
+    response headers, trailers, status, ``cancel()``, and writes for a request stream."""
+
+    def quotes(
+        self,
+        request: _corpus_dot_comments__pb2.Text,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.UnaryUnaryCall[_corpus_dot_comments__pb2.Text]:
+        """"\""""
+        return _micro.UnaryUnaryCall[_corpus_dot_comments__pb2.Text](
+            self, EdgeMethods.quotes, request, timeout, metadata, options
+        )
+
+
+class EdgeSyncCalls(_micro.SyncStub):
+    """Calls ``corpus.comments.Edge``; each method starts a call and returns its handle:
+    response headers, trailers, status, ``cancel()``, and writes for a request stream."""
+
+    def quotes(
+        self,
+        request: _corpus_dot_comments__pb2.Text,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.SyncUnaryUnaryCall[_corpus_dot_comments__pb2.Text]:
+        """"\""""
+        return _micro.SyncUnaryUnaryCall[_corpus_dot_comments__pb2.Text](
+            self, EdgeMethods.quotes, request, timeout, metadata, options
         )

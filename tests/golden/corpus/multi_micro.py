@@ -64,6 +64,40 @@ class FooSyncClient(_micro.SyncStub):
         )
 
 
+class FooCalls(_micro.Stub):
+    """Calls ``corpus.multi.Foo``; each method starts a call and returns its handle:
+    response headers, trailers, status, ``cancel()``, and writes for a request stream."""
+
+    def get(
+        self,
+        request: _corpus_dot_multi__pb2.Item,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.UnaryUnaryCall[_corpus_dot_multi__pb2.Item]:
+        return _micro.UnaryUnaryCall[_corpus_dot_multi__pb2.Item](
+            self, FooMethods.get, request, timeout, metadata, options
+        )
+
+
+class FooSyncCalls(_micro.SyncStub):
+    """Calls ``corpus.multi.Foo``; each method starts a call and returns its handle:
+    response headers, trailers, status, ``cancel()``, and writes for a request stream."""
+
+    def get(
+        self,
+        request: _corpus_dot_multi__pb2.Item,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.SyncUnaryUnaryCall[_corpus_dot_multi__pb2.Item]:
+        return _micro.SyncUnaryUnaryCall[_corpus_dot_multi__pb2.Item](
+            self, FooMethods.get, request, timeout, metadata, options
+        )
+
+
 class FooSyncMethods:
     """Method descriptors of ``corpus.multi.FooSync``: path, types and call policy."""
 
@@ -154,6 +188,64 @@ class FooSyncSyncClient(_micro.SyncStub):
         )
 
 
+class FooSyncCalls_(_micro.Stub):
+    """Calls ``corpus.multi.FooSync``; each method starts a call and returns its handle:
+    response headers, trailers, status, ``cancel()``, and writes for a request stream."""
+
+    def get(
+        self,
+        request: _corpus_dot_multi__pb2.Item,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.UnaryUnaryCall[_corpus_dot_multi__pb2.Item]:
+        return _micro.UnaryUnaryCall[_corpus_dot_multi__pb2.Item](
+            self, FooSyncMethods.get, request, timeout, metadata, options
+        )
+
+    def list(
+        self,
+        request: _corpus_dot_multi__pb2.Item,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.UnaryStreamCall[_corpus_dot_multi__pb2.Item]:
+        return _micro.UnaryStreamCall[_corpus_dot_multi__pb2.Item](
+            self, FooSyncMethods.list, request, timeout, metadata, options
+        )
+
+
+class FooSyncSyncCalls(_micro.SyncStub):
+    """Calls ``corpus.multi.FooSync``; each method starts a call and returns its handle:
+    response headers, trailers, status, ``cancel()``, and writes for a request stream."""
+
+    def get(
+        self,
+        request: _corpus_dot_multi__pb2.Item,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.SyncUnaryUnaryCall[_corpus_dot_multi__pb2.Item]:
+        return _micro.SyncUnaryUnaryCall[_corpus_dot_multi__pb2.Item](
+            self, FooSyncMethods.get, request, timeout, metadata, options
+        )
+
+    def list(
+        self,
+        request: _corpus_dot_multi__pb2.Item,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.SyncUnaryStreamCall[_corpus_dot_multi__pb2.Item]:
+        return _micro.SyncUnaryStreamCall[_corpus_dot_multi__pb2.Item](
+            self, FooSyncMethods.list, request, timeout, metadata, options
+        )
+
+
 class NothingMethods:
     """Method descriptors of ``corpus.multi.Nothing``: path, types and call policy."""
 
@@ -170,6 +262,16 @@ class NothingClient(_micro.Stub):
 
 class NothingSyncClient(_micro.SyncStub):
     """A service with no methods."""
+
+
+class NothingCalls(_micro.Stub):
+    """Calls ``corpus.multi.Nothing``; each method starts a call and returns its handle:
+    response headers, trailers, status, ``cancel()``, and writes for a request stream."""
+
+
+class NothingSyncCalls(_micro.SyncStub):
+    """Calls ``corpus.multi.Nothing``; each method starts a call and returns its handle:
+    response headers, trailers, status, ``cancel()``, and writes for a request stream."""
 
 
 class Item_Methods:
@@ -223,4 +325,38 @@ class Item_SyncClient(_micro.SyncStub):
     ) -> _corpus_dot_multi__pb2.ItemClient:
         return self._stream_unary(
             Item_Methods.put, requests, timeout, metadata, options
+        )
+
+
+class Item_Calls(_micro.Stub):
+    """Calls ``corpus.multi.Item_``; each method starts a call and returns its handle:
+    response headers, trailers, status, ``cancel()``, and writes for a request stream."""
+
+    def put(
+        self,
+        requests: _abc.AsyncIterable[_corpus_dot_multi__pb2.Item] | _abc.Iterable[_corpus_dot_multi__pb2.Item] | None = None,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.StreamUnaryCall[_corpus_dot_multi__pb2.Item, _corpus_dot_multi__pb2.ItemClient]:
+        return _micro.StreamUnaryCall[_corpus_dot_multi__pb2.Item, _corpus_dot_multi__pb2.ItemClient](
+            self, Item_Methods.put, requests, timeout, metadata, options
+        )
+
+
+class Item_SyncCalls(_micro.SyncStub):
+    """Calls ``corpus.multi.Item_``; each method starts a call and returns its handle:
+    response headers, trailers, status, ``cancel()``, and writes for a request stream."""
+
+    def put(
+        self,
+        requests: _abc.Iterable[_corpus_dot_multi__pb2.Item] | None = None,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.SyncStreamUnaryCall[_corpus_dot_multi__pb2.Item, _corpus_dot_multi__pb2.ItemClient]:
+        return _micro.SyncStreamUnaryCall[_corpus_dot_multi__pb2.Item, _corpus_dot_multi__pb2.ItemClient](
+            self, Item_Methods.put, requests, timeout, metadata, options
         )

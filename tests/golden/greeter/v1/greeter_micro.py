@@ -182,3 +182,117 @@ class GreeterSyncClient(_micro.SyncStub):
         return self._stream_stream(
             GreeterMethods.chat, requests, timeout, metadata, options
         )
+
+
+class GreeterCalls(_micro.Stub):
+    """Calls ``greeter.v1.Greeter``; each method starts a call and returns its handle:
+    response headers, trailers, status, ``cancel()``, and writes for a request stream."""
+
+    def say_hello(
+        self,
+        request: _greeter_dot_v1_dot_greeter__pb2.HelloRequest,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.UnaryUnaryCall[_greeter_dot_v1_dot_greeter__pb2.HelloReply]:
+        """Answers one greeting."""
+        return _micro.UnaryUnaryCall[_greeter_dot_v1_dot_greeter__pb2.HelloReply](
+            self, GreeterMethods.say_hello, request, timeout, metadata, options
+        )
+
+    def lots_of_replies(
+        self,
+        request: _greeter_dot_v1_dot_greeter__pb2.HelloRequest,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.UnaryStreamCall[_greeter_dot_v1_dot_greeter__pb2.HelloReply]:
+        """Answers with several greetings."""
+        return _micro.UnaryStreamCall[_greeter_dot_v1_dot_greeter__pb2.HelloReply](
+            self, GreeterMethods.lots_of_replies, request, timeout, metadata, options
+        )
+
+    def lots_of_greetings(
+        self,
+        requests: _abc.AsyncIterable[_greeter_dot_v1_dot_greeter__pb2.HelloRequest] | _abc.Iterable[_greeter_dot_v1_dot_greeter__pb2.HelloRequest] | None = None,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.StreamUnaryCall[_greeter_dot_v1_dot_greeter__pb2.HelloRequest, _greeter_dot_v1_dot_greeter__pb2.HelloReply]:
+        """Greets everyone sent, at once."""
+        return _micro.StreamUnaryCall[_greeter_dot_v1_dot_greeter__pb2.HelloRequest, _greeter_dot_v1_dot_greeter__pb2.HelloReply](
+            self, GreeterMethods.lots_of_greetings, requests, timeout, metadata, options
+        )
+
+    def chat(
+        self,
+        requests: _abc.AsyncIterable[_greeter_dot_v1_dot_greeter__pb2.HelloRequest] | _abc.Iterable[_greeter_dot_v1_dot_greeter__pb2.HelloRequest] | None = None,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.StreamStreamCall[_greeter_dot_v1_dot_greeter__pb2.HelloRequest, _greeter_dot_v1_dot_greeter__pb2.HelloReply]:
+        """Greets each one as it comes."""
+        return _micro.StreamStreamCall[_greeter_dot_v1_dot_greeter__pb2.HelloRequest, _greeter_dot_v1_dot_greeter__pb2.HelloReply](
+            self, GreeterMethods.chat, requests, timeout, metadata, options
+        )
+
+
+class GreeterSyncCalls(_micro.SyncStub):
+    """Calls ``greeter.v1.Greeter``; each method starts a call and returns its handle:
+    response headers, trailers, status, ``cancel()``, and writes for a request stream."""
+
+    def say_hello(
+        self,
+        request: _greeter_dot_v1_dot_greeter__pb2.HelloRequest,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.SyncUnaryUnaryCall[_greeter_dot_v1_dot_greeter__pb2.HelloReply]:
+        """Answers one greeting."""
+        return _micro.SyncUnaryUnaryCall[_greeter_dot_v1_dot_greeter__pb2.HelloReply](
+            self, GreeterMethods.say_hello, request, timeout, metadata, options
+        )
+
+    def lots_of_replies(
+        self,
+        request: _greeter_dot_v1_dot_greeter__pb2.HelloRequest,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.SyncUnaryStreamCall[_greeter_dot_v1_dot_greeter__pb2.HelloReply]:
+        """Answers with several greetings."""
+        return _micro.SyncUnaryStreamCall[_greeter_dot_v1_dot_greeter__pb2.HelloReply](
+            self, GreeterMethods.lots_of_replies, request, timeout, metadata, options
+        )
+
+    def lots_of_greetings(
+        self,
+        requests: _abc.Iterable[_greeter_dot_v1_dot_greeter__pb2.HelloRequest] | None = None,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.SyncStreamUnaryCall[_greeter_dot_v1_dot_greeter__pb2.HelloRequest, _greeter_dot_v1_dot_greeter__pb2.HelloReply]:
+        """Greets everyone sent, at once."""
+        return _micro.SyncStreamUnaryCall[_greeter_dot_v1_dot_greeter__pb2.HelloRequest, _greeter_dot_v1_dot_greeter__pb2.HelloReply](
+            self, GreeterMethods.lots_of_greetings, requests, timeout, metadata, options
+        )
+
+    def chat(
+        self,
+        requests: _abc.Iterable[_greeter_dot_v1_dot_greeter__pb2.HelloRequest] | None = None,
+        *,
+        timeout: _builtins.float | None = None,
+        metadata: _micro.Metadata | None = None,
+        options: _micro.CallOptions | None = None,
+    ) -> _micro.SyncStreamStreamCall[_greeter_dot_v1_dot_greeter__pb2.HelloRequest, _greeter_dot_v1_dot_greeter__pb2.HelloReply]:
+        """Greets each one as it comes."""
+        return _micro.SyncStreamStreamCall[_greeter_dot_v1_dot_greeter__pb2.HelloRequest, _greeter_dot_v1_dot_greeter__pb2.HelloReply](
+            self, GreeterMethods.chat, requests, timeout, metadata, options
+        )
