@@ -52,3 +52,14 @@ def misuse_blocking(client: micro.Client) -> None:
     stub.client_stream(notes())  # E: arg-type
     reply: Tally = stub.unary(Note())  # E: assignment
     print(reply)
+
+
+async def misuse_handles(client: micro.Client) -> None:
+    calls = streaming_micro.StreamerCalls("streamer", client)
+    await calls.unary(Note()).write(Note())  # E: attr-defined
+    await calls.bidi_stream().write(Tally())  # E: arg-type
+    reply: Tally = await calls.unary(Note())  # E: assignment
+    print(reply)
+    sync = streaming_micro.StreamerSyncCalls("streamer", client)
+    note: Tally = sync.unary(Note()).result()  # E: assignment
+    print(note)

@@ -81,3 +81,31 @@ def call_blocking(client: micro.Client) -> int:
     tally: Tally = stub.client_stream(iter([note]))
     replies = [t.notes for t in stub.bidi_stream([note])]
     return len(list(stub.server_stream(note))) + tally.notes + sum(replies)
+
+
+async def handles(client: micro.Client) -> int:
+    calls = streaming_micro.StreamerCalls("streamer", client)
+    unary = calls.unary(Note(text="hi"), options=micro.CallOptions(compression=None))
+    note: Note = await unary
+    headers: tuple[tuple[str, str | bytes], ...] = await unary.initial_metadata()
+    bidi = calls.bidi_stream()  # written as it goes
+    await bidi.write(note)
+    await bidi.done_writing()
+    tally: Tally | None = await bidi.read()
+    uploads = calls.client_stream(notes())
+    total: Tally = await uploads
+    code = await uploads.code()
+    print(headers, tally, code, await bidi.trailing_metadata(), bidi.cancel())
+    return total.notes + len([n async for n in calls.server_stream(note)])
+
+
+def handles_blocking(client: micro.Client) -> int:
+    calls = streaming_micro.StreamerSyncCalls("streamer", client)
+    future = calls.unary(Note(text="hi"))
+    note: Note = future.result(timeout=1.0)
+    bidi = calls.bidi_stream()
+    bidi.write(note)
+    bidi.done_writing()
+    tallies = [t.notes for t in bidi]
+    print(future.code(), bidi.details(), calls.client_stream([note]).cancel())
+    return sum(tallies) + len(list(calls.server_stream(note)))
