@@ -195,13 +195,7 @@ class NatsRegistry(LoopRegistry["_Watch"]):
         try:
             watcher = await kv.watch(subject)
             try:
-                # nats-py marks the end of a watch's initial values with None, but may
-                # put it before values the server has sent and it has not yet read (its
-                # count is of values read); the server's own count is exact: all it has
-                # delivered so far and all it still holds. Deletions count, then drop.
-                assert watcher._sub is not None  # set by watch()
-                info = await watcher._sub.consumer_info()
-                left = info.num_pending + info.delivered.consumer_seq
+                left = await _held(watcher)  # deletions count, then drop
                 while left:
                     entry = await watcher.updates(timeout=self._request_timeout)  # type: ignore[no-untyped-call]
                     if entry is None:
@@ -246,6 +240,13 @@ class NatsRegistry(LoopRegistry["_Watch"]):
                 raise self._error("watch", e) from None
         except (nats.errors.Error, asyncio.TimeoutError, OSError) as e:
             raise self._error("watch", e) from None
+        try:
+            # Registry calls made after watch() wait until this returns: what they
+            # change comes after the values counted here, so it is reported.
+            watch.initial = await _held(watcher)
+        except (nats.errors.Error, asyncio.TimeoutError, OSError) as e:
+            await quietly(watcher.stop())  # type: ignore[no-untyped-call]
+            raise self._error("watch", e) from None
         self._seen = True
         if watch.done:  # dropped or closed while subscribing
             await quietly(watcher.stop())  # type: ignore[no-untyped-call]
@@ -288,6 +289,7 @@ class _Watch:
         self.watcher: KeyValue.KeyWatcher | None = None
         self.pump: asyncio.Future[None] | None = None
         self.known: dict[str, Service] = {}
+        self.initial = 0  # values still to come that were there before the watch
         self.done = False
         self.stopping: asyncio.Future[None] | None = None
 
@@ -312,12 +314,13 @@ class _Watch:
         """Pump the KV watcher into the feed; whatever ends it ends the watch, told
         to its reader (who watches again), never silently."""
         assert self.watcher is not None
-        initial = True
         try:
             async for entry in self.watcher:
-                if entry is None:  # the end of what was there before the watch
-                    initial = False
+                if entry is None:  # nats-py's end of the initial values: see _held
                     continue
+                initial = self.initial > 0
+                if initial:
+                    self.initial -= 1
                 self.handle(entry.key, entry.value, entry.operation, initial)
         except Exception as e:
             self.fail(e)
@@ -340,6 +343,17 @@ class _Watch:
             self.feed.put(Event(EventType.CREATE, one))
         elif old != one:
             self.feed.put(Event(EventType.UPDATE, one))
+
+
+async def _held(watcher: KeyValue.KeyWatcher) -> int:
+    """How many values a new watch starts with (what was there before it, deletions
+    included). nats-py marks their end with None, but may put it before values the
+    server has sent and it has not yet read (its count is of values read), and a value
+    put meanwhile may count as one of them; the server's own count is exact: all it
+    has delivered so far and all it still holds."""
+    assert watcher._sub is not None  # set by watch()
+    info = await watcher._sub.consumer_info()
+    return int(info.num_pending + info.delivered.consumer_seq)
 
 
 def _part(text: str) -> str:
