@@ -384,6 +384,52 @@ async def _fail(
     await gctx.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.path}")
 
 
+async def _arrive(gctx: _GrpcContext, method: Method[Any, Any], arrivals: _Arrivals) -> Context:
+    """A call arrives: refused beyond the cap, else counted (until ``arrivals.ended``)."""
+    arrivals.last = time.monotonic()
+    if arrivals.calls >= arrivals.limit:
+        await _refuse(gctx, method, arrivals)
+    arrivals.calls += 1
+    return Context(gctx, method)
+
+
+async def _open(
+    request: Any, gctx: _GrpcContext, ctx: Context, hooks: Chain | None
+) -> tuple[Any, Endings | None]:
+    """The request as the handler takes it, the call made current (each runs in a task
+    of its own: nothing to reset), and its hooks begun."""
+    method = ctx.method
+    if method.client_streaming:
+        request = Requests(request, asyncio.get_running_loop())
+    elif type(request) is _Malformed:
+        await _reject(gctx, method, request)
+    inbound.set(ctx)
+    return request, None if hooks is None else _handling(hooks, method, ctx)
+
+
+async def _succeeded(gctx: _GrpcContext, ctx: Context, endings: Endings | None) -> None:
+    """The handler is done: headers not sent yet go before the status."""
+    if ctx._initial is not None:
+        await _send_initial(gctx, ctx)
+    if endings:
+        end(endings, SUCCEEDED)
+
+
+async def _close(
+    e: BaseException, gctx: _GrpcContext, ctx: Context, endings: Endings | None
+) -> None:
+    """The call ended with ``e``: a handler's error is mapped to its status (``_fail``);
+    a cancellation, an abort with the status grpc holds, or a stream closed early is
+    told to the hooks and goes on up."""
+    if isinstance(e, Exception) and not isinstance(e, grpc.aio.AbortError):
+        await _fail(gctx, ctx.method, e, ctx, endings)
+        return
+    if isinstance(e, asyncio.CancelledError):
+        ctx._cancel()
+    _ended(endings, e, gctx)
+    raise e
+
+
 async def _send_initial(gctx: _GrpcContext, ctx: Context) -> None:
     headers, ctx._initial = ctx._initial, None
     await gctx.send_initial_metadata(headers or ())
@@ -420,38 +466,16 @@ def _unary_response(
         def run(request: Any, ctx: Context) -> Awaitable[Any]:
             return workers.run(method.path, impl, request, ctx)
 
-    streamed = method.client_streaming
-
     async def behaviour(request: Any, gctx: _GrpcContext) -> Any:
-        arrivals.last = time.monotonic()
-        if arrivals.calls >= arrivals.limit:
-            await _refuse(gctx, method, arrivals)
-        arrivals.calls += 1
-        ctx = Context(gctx, method)
+        ctx = await _arrive(gctx, method, arrivals)
         endings = None
         try:
-            if streamed:
-                request = Requests(request, asyncio.get_running_loop())
-            elif type(request) is _Malformed:
-                await _reject(gctx, method, request)
-            inbound.set(ctx)  # each call runs in its own task: nothing to reset
-            if hooks is not None:
-                endings = _handling(hooks, method, ctx)
+            request, endings = await _open(request, gctx, ctx, hooks)
             reply = await run(request, ctx)
-            if ctx._initial is not None:
-                await _send_initial(gctx, ctx)
-            if endings:
-                end(endings, SUCCEEDED)
+            await _succeeded(gctx, ctx, endings)
             return reply
-        except grpc.aio.AbortError as e:
-            _ended(endings, e, gctx)
-            raise
-        except asyncio.CancelledError as e:
-            ctx._cancel()
-            _ended(endings, e, gctx)
-            raise
-        except Exception as e:
-            await _fail(gctx, method, e, ctx, endings)
+        except (Exception, asyncio.CancelledError) as e:
+            await _close(e, gctx, ctx, endings)
         finally:
             arrivals.ended()
 
@@ -466,23 +490,12 @@ def _stream_response(
     hooks: Chain | None,
 ) -> _Behaviour:
     agen = inspect.isasyncgenfunction(impl)
-    streamed = method.client_streaming
 
     async def behaviour(request: Any, gctx: _GrpcContext) -> AsyncIterator[Any]:
-        arrivals.last = time.monotonic()
-        if arrivals.calls >= arrivals.limit:
-            await _refuse(gctx, method, arrivals)
-        arrivals.calls += 1
-        ctx = Context(gctx, method)
+        ctx = await _arrive(gctx, method, arrivals)
         endings = None
         try:
-            if streamed:
-                request = Requests(request, asyncio.get_running_loop())
-            elif type(request) is _Malformed:
-                await _reject(gctx, method, request)
-            inbound.set(ctx)
-            if hooks is not None:
-                endings = _handling(hooks, method, ctx)
+            request, endings = await _open(request, gctx, ctx, hooks)
             if agen:
                 replies = impl(request, ctx)
             else:
@@ -498,19 +511,9 @@ def _stream_response(
                     if ctx._initial is not None:
                         await _send_initial(gctx, ctx)
                     yield reply
-            if ctx._initial is not None:  # no reply: the headers go before the status
-                await _send_initial(gctx, ctx)
-            if endings:
-                end(endings, SUCCEEDED)
-        except (grpc.aio.AbortError, GeneratorExit) as e:
-            _ended(endings, e, gctx)
-            raise
-        except asyncio.CancelledError as e:
-            ctx._cancel()
-            _ended(endings, e, gctx)
-            raise
-        except Exception as e:
-            await _fail(gctx, method, e, ctx, endings)
+            await _succeeded(gctx, ctx, endings)  # no reply: headers still go first
+        except (Exception, asyncio.CancelledError, GeneratorExit) as e:
+            await _close(e, gctx, ctx, endings)
         finally:
             arrivals.ended()
 
