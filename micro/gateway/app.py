@@ -36,6 +36,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from micro import errors
+from micro.calls import UnaryStreamCall, UnaryUnaryCall
 from micro.client import CallOptions, Client
 from micro.gateway import comments, openapi, status, transcode
 from micro.gateway.catalog import DEFAULT, Binding, Catalog, Operation
@@ -128,10 +129,15 @@ class Gateway:
             stub = Dynamic(op.service, self.client)
             options = CallOptions(version=op.version)
             if op.method.server_streaming:
-                replies = stub.streaming(op.method, message, timeout, metadata, options)
+                replies = UnaryStreamCall[Message](
+                    stub, op.method, message, timeout, metadata, options
+                )
                 return await _stream(replies, op, binding, request.headers.get("accept", ""))
-            reply = await stub.unary(op.method, message, timeout, metadata, options)
-            return JSONResponse(transcode.reply(reply, binding.response_body, op.pool))
+            call = UnaryUnaryCall[Message](stub, op.method, message, timeout, metadata, options)
+            reply = await call
+            sent = (*await call.initial_metadata(), *await call.trailing_metadata())
+            body = transcode.reply(reply, binding.response_body, op.pool)
+            return JSONResponse(body, headers=_headers(sent))
         except Exception as e:
             return _failure(e)
 
@@ -241,13 +247,18 @@ class _TooLarge(Exception):
 
 
 async def _stream(
-    replies: AsyncIterator[Message], op: Operation, binding: Binding, accept: str
+    replies: UnaryStreamCall[Message], op: Operation, binding: Binding, accept: str
 ) -> Response:
     """A server stream as NDJSON or SSE. The first reply is awaited before the answer
-    starts, so a call that fails at once gets its own HTTP status; a later failure
-    ends the stream with an error record."""
+    starts, so a call that fails at once gets its own HTTP status, and the service's
+    response headers are HTTP headers (its trailers too when there is no reply: after
+    the body has begun they have nowhere to go); a later failure ends the stream with
+    an error record."""
     events = "text/event-stream" in accept
-    first = await anext(replies, None)
+    first = await replies.read()
+    sent = await replies.initial_metadata()
+    if first is None:
+        sent = (*sent, *await replies.trailing_metadata())
 
     def record(data: Any, event: str = "") -> str:
         text = _dumps(data)
@@ -267,7 +278,7 @@ async def _stream(
             yield record(error, "error") if events else record({"error": error})
 
     media = "text/event-stream" if events else "application/x-ndjson"
-    return StreamingResponse(body(), media_type=media)
+    return StreamingResponse(body(), media_type=media, headers=_headers(sent))
 
 
 def _dumps(data: Any) -> str:

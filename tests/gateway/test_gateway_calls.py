@@ -56,6 +56,28 @@ def test_a_bad_timeout_header_is_400_naming_it(http: httpx.Client, header: str, 
     assert answer.json()["message"].startswith(f"{header} {value!r}")
 
 
+def test_response_headers_and_trailers_of_a_success_come_back_as_headers(
+    http: httpx.Client,
+) -> None:
+    answer = http.post("/library/Library/GetBook", json={"name": "shelves/1/books/2"})
+    assert answer.status_code == 200
+    assert answer.headers["x-shelf"] == "fiction"  # sent before the reply
+    assert answer.headers["x-served-by"] == "library"  # sent with the status
+    assert "grpc-internal" not in answer.headers  # gRPC's own keys stay gRPC's
+
+
+@pytest.mark.parametrize(("count", "trailers"), [(2, False), (0, True)])
+def test_a_server_streams_headers_come_back_as_headers(
+    http: httpx.Client, count: int, trailers: bool
+) -> None:
+    """Its trailers too when there is no reply; after the first, the body has begun."""
+    answer = http.post("/library/Library/Print", json={"count": count})
+    assert answer.status_code == 200
+    assert len(answer.text.splitlines()) == count
+    assert answer.headers["x-press"] == "p1"
+    assert answer.headers.get("x-printed") == (str(count) if trailers else None)
+
+
 def test_a_server_stream_is_ndjson_by_default(http: httpx.Client) -> None:
     answer = http.post("/library/Library/Print", json={"count": 3})
     assert answer.status_code == 200

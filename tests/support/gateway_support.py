@@ -84,6 +84,8 @@ class Library(library_micro.LibraryHandler):
         self.printing = asyncio.Event()
 
     async def get_book(self, request: GetBookRequest, ctx: micro.Context) -> Book:
+        ctx.set_initial_metadata([("x-shelf", "fiction")])
+        ctx.set_trailing_metadata([("x-served-by", "library"), ("grpc-internal", "no")])
         return Book(id=request.name.rpartition("/")[2], title=f"Title of {request.name}")
 
     async def list_books(self, request: ListBooksRequest, ctx: micro.Context) -> ListBooksReply:
@@ -115,6 +117,8 @@ class Library(library_micro.LibraryHandler):
         return Caller(metadata=shown, deadline=ctx.time_remaining() or 0.0)
 
     async def print(self, request: PrintRequest, ctx: micro.Context) -> AsyncIterator[Book]:
+        ctx.set_initial_metadata([("x-press", "p1")])
+        ctx.set_trailing_metadata([("x-printed", str(request.count))])
         for number in range(1, request.count + 1):
             if number == request.fail_after + 1 and request.fail_after:
                 await self.printing.wait()  # the test has read what came before
