@@ -10,7 +10,7 @@ from typing import Any
 from micro.cli import common, output
 from micro.cli.common import CliError
 from micro.client import Client
-from micro.config import Config
+from micro.tls import Tls
 
 EXAMPLES = """\
 examples:
@@ -55,7 +55,7 @@ async def _serve(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise CliError(str(e)) from None
     config = common.config(args)
-    _plain_http(config)
+    tls = Tls.from_config(config)  # bad files fail here, naming the variable
     if args.max_body is not None and args.max_body <= 0:
         raise CliError(f"--max-body {args.max_body}: expected a positive number of bytes")
     host, sep, port = args.address.rpartition(":")
@@ -77,24 +77,16 @@ async def _serve(args: argparse.Namespace) -> int:
             )
         except DescriptorSetError as e:
             raise CliError(str(e)) from None
-        server = Server(gateway)
+        # With a certificate, HTTPS with it (a CA verifies the services it calls; HTTP
+        # callers are not asked for certificates: their Authorization goes on).
+        server = Server(gateway, *((tls.cert, tls.key) if tls else ()))
         serving = asyncio.ensure_future(server.serve(sockets=[listener]))
         started = asyncio.ensure_future(server.ready.wait())
         await asyncio.wait([serving, started], return_when=asyncio.FIRST_COMPLETED)
         started.cancel()
         if server.started:
             host, port = listener.getsockname()[:2]
-            output.note(f"micro api: serving on http://{host}:{port} (docs at /docs)")
+            scheme = "https" if tls is not None and tls.cert else "http"
+            output.note(f"micro api: serving on {scheme}://{host}:{port} (docs at /docs)")
         await serving  # until SIGINT/SIGTERM, which uvicorn handles: requests drain
     return 0
-
-
-def _plain_http(config: Config) -> None:
-    """The place for HTTPS: until the gateway serves it with the services' certificate
-    (issue 18), a certificate set for this process is refused, not silently unused.
-    A CA alone is fine: the gateway's calls to services use it."""
-    if config.tls_cert:
-        raise CliError(
-            "MICRO_TLS_CERT is set but micro api serves plain HTTP only: put it behind a "
-            "TLS proxy, and leave only MICRO_TLS_CA (to verify the services) for it"
-        )

@@ -34,9 +34,17 @@ class Server(uvicorn.Server):
     """``await server.serve(sockets=[listener])`` until ``stop()`` (or, in the main
     thread, SIGINT/SIGTERM); ``started`` is set once requests are accepted."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, cert: str | None = None, key: str | None = None) -> None:
+        """``cert``, ``key``: PEM files to serve HTTPS with."""
         super().__init__(
-            uvicorn.Config(app, log_level="warning", lifespan="off", server_header=False)
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                lifespan="off",
+                server_header=False,
+                ssl_certfile=cert,
+                ssl_keyfile=key,
+            )
         )
         self.ready = asyncio.Event()
 

@@ -4,11 +4,15 @@ README's "Call it over HTTP", which runs it against real services.)"""
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
+import pytest
 from cli_support import Running, micro
+from tls_support import Authority
 
 START = 60.0  # seconds a loaded machine may take to start Python, grpc and uvicorn
 
@@ -30,11 +34,36 @@ def test_it_serves_where_it_says_and_stops_on_sigterm() -> None:
     assert code == 0
 
 
+def test_with_a_certificate_it_serves_https(tmp_path: Path) -> None:
+    """The services' TLS settings: MICRO_TLS_CERT/_KEY make the gateway serve HTTPS."""
+    authority = Authority(tmp_path)
+    pair = authority.issue("127.0.0.1")
+    running = Running(
+        "api",
+        "--address",
+        "127.0.0.1:0",
+        MICRO_REGISTRY="memory",
+        MICRO_TLS_CERT=str(pair.cert),
+        MICRO_TLS_KEY=str(pair.key),
+    )
+    try:
+        found = running.wait_for(r"micro api: serving on (https://127\.0\.0\.1:\d+) ", START)
+        trust = ssl.create_default_context(cafile=str(authority.ca))
+        spec = httpx.get(f"{found[1]}/openapi.json", verify=trust, timeout=START)
+        assert spec.status_code == 200
+        plain = found[1].replace("https://", "http://")
+        with pytest.raises(httpx.RemoteProtocolError):  # nothing is answered in clear
+            httpx.get(f"{plain}/openapi.json", timeout=START)
+    finally:
+        code, _ = running.stop(START)
+    assert code == 0
+
+
 def test_bad_settings_are_one_line() -> None:
     for args, cert, says in [
         (["--address", "nowhere"], "", "micro api: --address 'nowhere': expected HOST:PORT"),
         (["--max-body", "0"], "", "micro api: --max-body 0: expected a positive number of bytes"),
-        ([], "cert.pem", "micro api: MICRO_TLS_CERT is set but micro api"),
+        ([], "cert.pem", "micro api: MICRO_TLS_CERT is set but MICRO_TLS_KEY is not"),
         (
             ["--address", "127.0.0.1:0", "--descriptor-set", "missing.binpb"],
             "",
