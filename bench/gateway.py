@@ -21,13 +21,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import httpx
 
 import micro
-from bench import greeter, load, measure
+from bench import greeter, load
 from bench.environment import ROOT
 from bench.gateway_server import PATH
 from bench.rpc import register
@@ -37,18 +37,10 @@ from micro.registry import MemoryRegistry
 DIRECT, GATEWAY, FLOOR = "micro-client", "gateway", "starlette"
 
 
-@dataclass(frozen=True)
-class Settings:
-    rounds: int
-    round_s: float
-    warmup_s: float
-    concurrency: tuple[int, ...]
-
-    @classmethod
-    def for_run(cls, quick: bool) -> Settings:
-        if quick:
-            return cls(rounds=3, round_s=0.1, warmup_s=0.05, concurrency=(1, 8))
-        return cls(rounds=8, round_s=0.5, warmup_s=0.2, concurrency=(1, 16, 64))
+def settings_for(quick: bool) -> load.Settings:
+    if quick:
+        return load.Settings(rounds=3, round_s=0.1, warmup_s=0.05, concurrency=(1, 8))
+    return load.Settings(rounds=8, round_s=0.5, warmup_s=0.2, concurrency=(1, 16, 64))
 
 
 @contextmanager
@@ -84,7 +76,7 @@ def http_servers(greeter_address: str) -> Iterator[tuple[str, str]]:
 
 
 async def compare(
-    greeter_address: str, urls: tuple[str, str], settings: Settings, log: Callable[[str], None]
+    greeter_address: str, urls: tuple[str, str], settings: load.Settings, log: Callable[[str], None]
 ) -> list[dict[str, Any]]:
     generated = greeter.load()
     results = []
@@ -117,14 +109,7 @@ async def compare(
         for call in calls.values():  # each answers before anything is measured
             await call(request)
         for concurrency in settings.concurrency:
-            for call in calls.values():
-                await load.async_round(call, request, concurrency, settings.warmup_s)
-            rounds: dict[str, list[load.Round]] = {name: [] for name in calls}
-            for index in range(settings.rounds):
-                for name in measure.order(list(calls), index):
-                    rounds[name].append(
-                        await load.async_round(calls[name], request, concurrency, settings.round_s)
-                    )
+            rounds = await load.interleaved(calls, request, concurrency, settings)
             direct = load.versus(rounds[DIRECT], rounds[GATEWAY])
             floor = load.versus(rounds[FLOOR], rounds[GATEWAY])
             log(
@@ -143,7 +128,7 @@ async def compare(
 
 
 def run(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
-    settings = Settings.for_run(quick)
+    settings = settings_for(quick)
     began = time.perf_counter()
     with greeter_server("--reflection") as address, http_servers(address) as urls:
         results = asyncio.run(compare(address, urls, settings, log))

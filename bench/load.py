@@ -65,23 +65,48 @@ async def async_round(call: AsyncCall, request: Any, concurrency: int, seconds: 
     return Round(len(latencies), elapsed, time.process_time() - cpu, latencies)
 
 
+@dataclass(frozen=True)
+class Settings:
+    """How a section measures: per concurrency, a warm-up round of each variant, then
+    ``rounds`` measured rounds of each, ``round_s`` long."""
+
+    rounds: int
+    round_s: float
+    warmup_s: float
+    concurrency: tuple[int, ...]
+
+
 async def interleaved(
-    calls: dict[str, AsyncCall],
+    calls: dict[str, AsyncCall], request: Any, concurrency: int, settings: Settings
+) -> dict[str, list[Round]]:
+    """Each of ``calls`` warmed up, then measured round by round, in an order that
+    changes per round (``measure.order``): rounds side by side share the machine's
+    state, so ``versus`` can pair them."""
+    for call in calls.values():
+        await async_round(call, request, concurrency, settings.warmup_s)
+    measured: dict[str, list[Round]] = {name: [] for name in calls}
+    for index in range(settings.rounds):
+        for name in measure.order(list(calls), index):
+            round_ = await async_round(calls[name], request, concurrency, settings.round_s)
+            measured[name].append(round_)
+    return measured
+
+
+def interleaved_sync(
+    pool: ThreadPoolExecutor,
+    calls: dict[str, SyncCall],
     request: Any,
     concurrency: int,
-    rounds: int,
-    seconds: float,
-    warmup: float,
+    settings: Settings,
 ) -> dict[str, list[Round]]:
-    """Each of ``calls`` warmed up, then ``rounds`` measured rounds of each, in an
-    order that changes per round (``measure.order``): rounds side by side share the
-    machine's state, so ``versus`` can pair them."""
+    """``interleaved`` for blocking calls, made from ``pool``'s threads."""
     for call in calls.values():
-        await async_round(call, request, concurrency, warmup)
+        sync_round(pool, call, request, concurrency, settings.warmup_s)
     measured: dict[str, list[Round]] = {name: [] for name in calls}
-    for index in range(rounds):
+    for index in range(settings.rounds):
         for name in measure.order(list(calls), index):
-            measured[name].append(await async_round(calls[name], request, concurrency, seconds))
+            round_ = sync_round(pool, calls[name], request, concurrency, settings.round_s)
+            measured[name].append(round_)
     return measured
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import grpc
@@ -40,18 +40,10 @@ TRACED, COUNTED = "micro+tracing", "micro+metrics"  # the two parts of micro+obs
 GOAL = 0.5  # micro's added cost over the instrumentation's, at most
 
 
-@dataclass(frozen=True)
-class Settings:
-    rounds: int
-    round_s: float
-    warmup_s: float
-    concurrency: tuple[int, ...]
-
-    @classmethod
-    def for_run(cls, quick: bool) -> Settings:
-        if quick:
-            return cls(rounds=3, round_s=0.1, warmup_s=0.05, concurrency=(1,))
-        return cls(rounds=8, round_s=0.35, warmup_s=0.2, concurrency=(1, 16))
+def settings_for(quick: bool) -> load.Settings:
+    if quick:
+        return load.Settings(rounds=3, round_s=0.1, warmup_s=0.05, concurrency=(1,))
+    return load.Settings(rounds=8, round_s=0.35, warmup_s=0.2, concurrency=(1, 16))
 
 
 class Dropped(SpanExporter):
@@ -82,7 +74,7 @@ async def _raw_server(generated: greeter.Greeter, interceptors: Sequence[Any]) -
 
 
 async def compare(
-    generated: greeter.Greeter, settings: Settings, log: Callable[[str], None]
+    generated: greeter.Greeter, settings: load.Settings, log: Callable[[str], None]
 ) -> list[dict[str, Any]]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(Dropped()))
@@ -143,9 +135,7 @@ async def compare(
     try:
         for concurrency in settings.concurrency:
             log(f"observe: async unary, concurrency {concurrency}")
-            rounds = await load.interleaved(
-                calls, request, concurrency, settings.rounds, settings.round_s, settings.warmup_s
-            )
+            rounds = await load.interleaved(calls, request, concurrency, settings)
             results.append(summarise(concurrency, rounds))
     finally:
         for client in clients.values():
@@ -183,6 +173,6 @@ def summarise(concurrency: int, rounds: dict[str, list[load.Round]]) -> dict[str
 
 
 def run(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
-    settings = Settings.for_run(quick)
+    settings = settings_for(quick)
     results = asyncio.run(compare(greeter.load(), settings, log))
     return {"settings": asdict(settings), "goal": GOAL, "results": results}

@@ -36,7 +36,7 @@ import grpc
 import grpc.aio
 
 import micro
-from bench import greeter, load, measure
+from bench import greeter, load
 from bench.greeter_server import STREAM_REPLIES, Noop
 from bench.grpclib_greeter import GrpclibGreeter
 from bench.servers import greeter_server
@@ -52,18 +52,10 @@ TARGETS = {"async": 0.95, "sync": 0.90}  # required calls/s ratio micro/raw
 SHAPES = ("unary", "stream")
 
 
-@dataclass(frozen=True)
-class Settings:
-    rounds: int  # per variant, measured (after one warm-up round each)
-    round_s: float
-    warmup_s: float
-    concurrency: tuple[int, ...]
-
-    @classmethod
-    def for_run(cls, quick: bool) -> Settings:
-        if quick:
-            return cls(rounds=3, round_s=0.1, warmup_s=0.05, concurrency=(1, 256))
-        return cls(rounds=8, round_s=0.35, warmup_s=0.2, concurrency=(1, 16, 64, 256))
+def settings_for(quick: bool) -> load.Settings:
+    if quick:
+        return load.Settings(rounds=3, round_s=0.1, warmup_s=0.05, concurrency=(1, 256))
+    return load.Settings(rounds=8, round_s=0.35, warmup_s=0.2, concurrency=(1, 16, 64, 256))
 
 
 # -- micro clients: one entry per way of reaching the server ---------------------
@@ -197,7 +189,7 @@ async def compare_async(
     noop_address: str,
     targets: dict[str, Target],
     generated: greeter.Greeter,
-    settings: Settings,
+    settings: load.Settings,
     log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """Raw, grpclib, micro (one per target) and control on one loop; closes them."""
@@ -227,16 +219,7 @@ async def compare_async(
             calls[CONTROL] = calls.pop(CONTROL)  # last: farthest from raw in each round
             for concurrency in settings.concurrency:
                 log(f"rpc: async {shape}, concurrency {concurrency}")
-                for call in calls.values():
-                    await load.async_round(call, request, concurrency, settings.warmup_s)
-                rounds: dict[str, list[load.Round]] = {name: [] for name in calls}
-                for index in range(settings.rounds):
-                    for name in measure.order(list(calls), index):
-                        rounds[name].append(
-                            await load.async_round(
-                                calls[name], request, concurrency, settings.round_s
-                            )
-                        )
+                rounds = await load.interleaved(calls, request, concurrency, settings)
                 results.append(summarise("async", shape, concurrency, rounds))
     finally:
         peer.close()
@@ -252,7 +235,7 @@ def compare_sync(
     noop_address: str,
     targets: dict[str, Target],
     generated: greeter.Greeter,
-    settings: Settings,
+    settings: load.Settings,
     log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """Raw, micro (one per target) and control from threads; closes the targets."""
@@ -280,16 +263,7 @@ def compare_sync(
             calls[CONTROL] = calls.pop(CONTROL)
             for concurrency in settings.concurrency:
                 log(f"rpc: sync {shape}, concurrency {concurrency}")
-                for call in calls.values():
-                    load.sync_round(pool, call, request, concurrency, settings.warmup_s)
-                rounds: dict[str, list[load.Round]] = {name: [] for name in calls}
-                for index in range(settings.rounds):
-                    for name in measure.order(list(calls), index):
-                        rounds[name].append(
-                            load.sync_round(
-                                pool, calls[name], request, concurrency, settings.round_s
-                            )
-                        )
+                rounds = load.interleaved_sync(pool, calls, request, concurrency, settings)
                 results.append(summarise("sync", shape, concurrency, rounds))
     finally:
         pool.shutdown(wait=False, cancel_futures=True)  # idle unless a round hung
@@ -301,7 +275,7 @@ def compare_sync(
 
 
 def run(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
-    settings = Settings.for_run(quick)
+    settings = settings_for(quick)
     generated = greeter.load()
     with greeter_server() as address, greeter_server("--noop-middleware") as noop_address:
         results = asyncio.run(

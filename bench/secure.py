@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 import micro
 from bench import greeter, load
-from bench.rpc import Settings, raw_multicallable
+from bench.rpc import raw_multicallable, settings_for
 from bench.servers import greeter_server
 from micro.tls import Tls, aio_channel
 
@@ -67,7 +67,12 @@ def client_tls(where: Path) -> Tls:
 
 
 async def compare(
-    plain: str, secure: str, where: Path, token: str, settings: Settings, log: Callable[[str], None]
+    plain: str,
+    secure: str,
+    where: Path,
+    token: str,
+    settings: load.Settings,
+    log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     generated = greeter.load()
     pb2 = generated.pb2
@@ -103,9 +108,7 @@ async def compare(
     try:
         for concurrency in settings.concurrency:
             log(f"secure: async unary, concurrency {concurrency}")
-            rounds = await load.interleaved(
-                calls, request, concurrency, settings.rounds, settings.round_s, settings.warmup_s
-            )
+            rounds = await load.interleaved(calls, request, concurrency, settings)
             results.append(
                 {
                     "concurrency": concurrency,
@@ -125,7 +128,7 @@ async def compare(
 
 
 def run(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
-    settings = Settings.for_run(quick)
+    settings = settings_for(quick)
     with tempfile.TemporaryDirectory(prefix="micro-bench-") as temporary:
         where = Path(temporary)
         token = make_secrets(where)

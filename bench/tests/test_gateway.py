@@ -10,7 +10,7 @@ def test_quick_run_measures_every_variant() -> None:
     lines: list[str] = []
     section = gateway.run(True, lines.append)
     rows = section["results"]
-    assert [row["concurrency"] for row in rows] == list(gateway.Settings.for_run(True).concurrency)
+    assert [row["concurrency"] for row in rows] == list(gateway.settings_for(True).concurrency)
     for row in rows:
         assert set(row["variants"]) == {gateway.DIRECT, gateway.GATEWAY, gateway.FLOOR}
         assert all(stats["calls"] > 0 for stats in row["variants"].values())
