@@ -18,7 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -169,7 +169,7 @@ class Reloader:
     def __init__(self, args: argparse.Namespace) -> None:
         self.command = [sys.executable, "-m", "micro", "run", args.target]
         self.root = directory(args.target.partition(":")[0])
-        self.stopping = threading.Event()
+        self.stopping = False  # set by _stop
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -197,7 +197,8 @@ class Reloader:
     def _wait(self, child: subprocess.Popen[bytes], files: dict[Path, int]) -> Path | None:
         """Until a watched file changes (that file) or we are asked to stop (None)."""
         announced = False
-        while not self.stopping.wait(POLL):
+        while not self.stopping:
+            time.sleep(POLL)  # a signal handled meanwhile is seen within POLL
             if child.poll() is not None and not announced:
                 output.note(f"micro run: exited with {child.returncode}, waiting for a change")
                 announced = True
@@ -217,4 +218,7 @@ class Reloader:
         return child.returncode
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
-        self.stopping.set()
+        # A plain flag, never a threading.Event: the handler runs between the main
+        # thread's bytecodes, possibly inside Event.wait while it holds the Event's lock,
+        # and Event.set would wait for that lock forever (seen: make run hung on SIGTERM).
+        self.stopping = True
