@@ -3,14 +3,19 @@ evaluate JavaScript in it (promises awaited), read the result."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
@@ -28,6 +33,7 @@ FLAGS = [
     "--remote-debugging-port=0",
 ]
 START = 60.0  # seconds Chromium may take to start on a loaded machine
+STOP = 30.0  # seconds its processes may take to end
 _LISTENING = re.compile(r"DevTools listening on (ws://\S+)")
 
 
@@ -62,6 +68,7 @@ def page(url: str) -> Iterator[Page]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # its helpers share this group: ended as one
         )
         try:
             endpoint = _endpoint(process)
@@ -75,14 +82,47 @@ def page(url: str) -> Iterator[Page]:
                 _event(socket, "Page.loadEventFired", session)  # scripts ran, not fetches
                 yield Page(socket, session)
         finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            assert process.stderr is not None
-            process.stderr.close()
+            _stop(process, profile)
+
+
+def _stop(process: subprocess.Popen[str], profile: str) -> None:
+    """End the browser and every process it started before its profile is removed:
+    helpers (the network service; crashpad, in a session of its own) can outlive the
+    browser and still write there (seen: rmtree's "Directory not empty: 'Default'")."""
+    process.terminate()
+    try:
+        process.wait(STOP)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    assert process.stderr is not None
+    process.stderr.close()
+    deadline = time.monotonic() + STOP
+    while left := _remaining(process.pid, profile):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"chromium's processes {left} did not end")
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)  # polled: processes outside our children give no event to await
+
+
+def _remaining(group: int, profile: str) -> list[int]:
+    """Live processes in the browser's group or naming its profile (zombies write
+    nothing)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        state, _, pgrp = stat.rpartition(")")[2].split()[:3]
+        if state != "Z" and (int(pgrp) == group or profile.encode() in cmdline):
+            found.append(int(entry.name))
+    return found
 
 
 def _endpoint(process: subprocess.Popen[str]) -> str:
